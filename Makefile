@@ -1,0 +1,36 @@
+# The few commands a person types. Each one creates .venv first if it is missing.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Stage commands call plain `python`, `dvc` and `mlflow`: make them the venv's.
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+
+PORT ?= 5000
+STORE ?= sqlite:///$(CURDIR)/mlflow.db
+
+.PHONY: pipeline test test-all ui bench venv clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --requirement requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
+	@touch $(STAMP)
+
+pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
+	dvc repro
+
+test: $(STAMP)  ## the default test suite (offline; includes one real end-to-end dvc repro)
+	python -m pytest -q
+
+ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker
+	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-$(STORE)}" --host 127.0.0.1 --port $(PORT) --workers 1
+
+bench: $(STAMP)  ## speed ratios measured in one run (see issue #6)
+	python -m dlbasics.bench --out reports/bench.json
+
+clean-venv:
+	rm -rf $(VENV)

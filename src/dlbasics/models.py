@@ -1,0 +1,93 @@
+"""What a model is: one registry builds every variant's network from its config.
+
+A new variant is a params entry: the registry maps `model.kind` to a builder, and the
+activation, initialisation, widths and dropout all come from the config.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dlbasics.config import ModelSpec
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def _linear(spec: ModelSpec, n_in: int, n_out: int) -> nn.Module:
+    return nn.Linear(n_in, n_out)
+
+
+def _mlp(spec: ModelSpec, n_in: int, n_out: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    width = n_in
+    for i, h in enumerate(spec.hidden):
+        layers += [nn.Linear(width, h), ACTIVATIONS[spec.activation]()]
+        if spec.dropout and spec.dropout[i] > 0:
+            layers.append(nn.Dropout(spec.dropout[i]))
+        width = h
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+BUILDERS: dict[str, Callable[[ModelSpec, int, int], nn.Module]] = {
+    "linear": _linear,
+    "mlp": _mlp,
+}
+
+
+@torch.no_grad()
+def init_parameters(model: nn.Module, spec: ModelSpec, generator: torch.Generator) -> None:
+    """Initialise every nn.Linear from `generator` (no global RNG draws).
+
+    default: PyTorch's own scheme (kaiming-uniform with a = sqrt(5), bias U(+-1/sqrt(fan_in)));
+    normal:  W ~ N(0, init_std^2), b = 0 (the sources' choice);
+    xavier:  W ~ U(+-sqrt(6 / (fan_in + fan_out))), b = 0.
+    """
+    for m in model.modules():
+        if not isinstance(m, nn.Linear):
+            continue
+        fan_in = m.weight.shape[1]
+        if spec.init == "default":
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        elif spec.init == "normal":
+            nn.init.normal_(m.weight, 0.0, spec.init_std, generator=generator)
+            nn.init.zeros_(m.bias)
+        else:
+            nn.init.xavier_uniform_(m.weight, generator=generator)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(spec: ModelSpec, n_in: int, n_out: int, generator: torch.Generator) -> nn.Module:
+    """A freshly initialised model for `spec` with `n_in` inputs and `n_out` outputs."""
+    # Built on the meta device so construction draws nothing; then initialised from `generator`.
+    with torch.device("meta"):
+        model = BUILDERS[spec.kind](spec, n_in, n_out)
+    model = model.to_empty(device="cpu")
+    init_parameters(model, spec, generator)
+    return model
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    """The model's state_dict serialised by torch.save, byte-identical for identical weights."""
+    buf = io.BytesIO()  # a fixed in-archive name: saving to a temp *path* would embed that name
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def load_state_dict(model: nn.Module, path: str) -> nn.Module:
+    """Load weights saved by `state_dict_bytes` (weights_only: no pickled code runs)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model

@@ -1,0 +1,429 @@
+"""From-scratch ("taught") models, losses and optimiser, each checked against torch.nn.
+
+``nn.Module`` is used only as a parameter container (so ``state_dict``, ``train()``/``eval()``
+and ``.parameters()`` work); every forward pass, loss, gradient step and random draw is
+written out by hand. No ``nn.Linear``, ``torch.nn.functional``, torch loss classes or
+``torch.optim`` here, and no global RNG: each random draw takes an explicit ``torch.Generator``.
+
+Weight layout differs from ``nn.Linear``: here ``weight`` is ``[in, out]`` (y = X W + b, as
+in the textbooks), so copying into ``nn.Linear`` needs ``weight.T``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "InvertedDropout",
+    "ManualSigmoidMLP",
+    "ScratchLinear",
+    "ScratchMLP",
+    "ScratchSGD",
+    "ScratchSoftmaxRegression",
+    "l1_penalty",
+    "l2_penalty",
+    "leaky_relu",
+    "not_bias",
+    "numerical_gradient",
+    "relu",
+    "scratch_cross_entropy",
+    "sigmoid",
+    "softmax",
+    "squared_loss",
+    "stable_log_softmax",
+    "tanh",
+]
+
+
+def _normal(
+    shape: tuple[int, ...], std: float, generator: torch.Generator, dtype: torch.dtype
+) -> Tensor:
+    """Draw N(0, std^2) of ``shape`` from ``generator`` (on the generator's device)."""
+    return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device) * std
+
+
+# ----------------------------------------------------------------------------- linear regression
+
+
+class ScratchLinear(nn.Module):
+    """Affine y = X W + b: X [N, in] -> [N, out]; W [in, out] ~ N(0, init_std^2), b [out] = 0."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init_std: float = 0.01,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"feature sizes must be positive, got {in_features}, {out_features}")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(_normal((in_features, out_features), init_std, generator, dtype))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=generator.device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """X [N, in] -> X W + b [N, out]."""
+        return x @ self.weight + self.bias
+
+
+def squared_loss(y_hat: Tensor, y: Tensor) -> Tensor:
+    """Mean over elements of (y_hat - y)^2 / 2 -> scalar; ``nn.MSELoss()`` equals 2x this.
+
+    The explicit 1/2 (d2l's definition) cancels the 2 of the derivative. ``y`` is reshaped to
+    ``y_hat``'s shape so that [N] vs [N, 1] cannot broadcast silently to [N, N].
+    """
+    y = y.reshape(y_hat.shape)
+    return ((y_hat - y) ** 2 / 2).mean()
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+
+def not_bias(name: str) -> bool:
+    """``decay_filter`` for 'weights only': False for parameters whose name ends in 'bias'."""
+    return not name.split(".")[-1].startswith("bias")
+
+
+class ScratchSGD:
+    """Minibatch SGD: p <- p - lr * (p.grad + wd * p); wd = weight_decay if decayed, else 0.
+
+    ``params`` is one of: an iterable of tensors (all decayed); an iterable of ``(name, tensor)``
+    pairs such as ``model.named_parameters()`` with ``decay_filter(name) -> bool`` choosing the
+    decayed ones (e.g. :func:`not_bias` for weights only); or an iterable of dicts
+    ``{"params": [...], "weight_decay": float}`` (groups without the key use ``weight_decay``).
+    The loss is already a batch mean, so unlike d2l's ``sgd`` there is no division by batch size.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        weight_decay: float = 0.0,
+        decay_filter: Callable[[str], bool] | None = None,
+    ) -> None:
+        if lr < 0 or weight_decay < 0:
+            raise ValueError(f"lr and weight_decay must be >= 0, got {lr}, {weight_decay}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        # Flatten everything into (tensor, decay coefficient) so step() has one code path.
+        self.entries: list[tuple[Tensor, float]] = []
+        items = list(params)
+        if not items:
+            raise ValueError("ScratchSGD got an empty parameter list")
+        for item in items:
+            if isinstance(item, dict):
+                wd = float(item.get("weight_decay", self.weight_decay))
+                self.entries += [(p, wd) for p in item["params"]]
+            elif isinstance(item, tuple):
+                name, p = item
+                decayed = decay_filter is None or decay_filter(name)
+                self.entries.append((p, self.weight_decay if decayed else 0.0))
+            else:
+                if decay_filter is not None:
+                    raise ValueError(
+                        "decay_filter needs (name, param) pairs, e.g. model.named_parameters()"
+                    )
+                self.entries.append((item, self.weight_decay))
+
+    @property
+    def params(self) -> list[Tensor]:
+        """All managed parameters, in order."""
+        return [p for p, _ in self.entries]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Apply one update in place to every parameter that has a gradient."""
+        for p, wd in self.entries:
+            if p.grad is None:
+                continue
+            update = p.grad if wd == 0.0 else p.grad + wd * p
+            p.sub_(self.lr * update)
+
+    def zero_grad(self) -> None:
+        """Drop the gradients (set to None) so the next backward starts from nothing."""
+        for p, _ in self.entries:
+            p.grad = None
+
+
+def _as_list(weights: Tensor | Iterable[Tensor]) -> list[Tensor]:
+    return [weights] if isinstance(weights, Tensor) else list(weights)
+
+
+def l2_penalty(weights: Tensor | Iterable[Tensor]) -> Tensor:
+    """sum(w^2) / 2 over one tensor or several -> scalar; its gradient is w, hence the 1/2."""
+    return sum((w**2).sum() for w in _as_list(weights)) / 2
+
+
+def l1_penalty(weights: Tensor | Iterable[Tensor]) -> Tensor:
+    """sum(|w|) over one tensor or several -> scalar."""
+    return sum(w.abs().sum() for w in _as_list(weights))
+
+
+# ----------------------------------------------------------------------------- softmax regression
+
+
+def stable_log_softmax(z: Tensor, dim: int = -1) -> Tensor:
+    """log softmax of logits z [..., C] along ``dim`` via log-sum-exp -> same shape.
+
+    Subtracting the row max keeps exp() <= 1, so logits of +-1000 neither overflow nor give
+    log(0). The max is detached: log_softmax is shift-invariant, so no gradient flows through it.
+    """
+    shifted = z - z.max(dim=dim, keepdim=True).values.detach()
+    return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
+
+
+def softmax(z: Tensor, dim: int = -1) -> Tensor:
+    """softmax of logits z [..., C] along ``dim`` -> probabilities, same shape."""
+    return torch.exp(stable_log_softmax(z, dim=dim))
+
+
+class ScratchSoftmaxRegression(nn.Module):
+    """Softmax regression returning logits: X [N, ...] (flattened to [N, in]) -> [N, n_classes]."""
+
+    def __init__(
+        self,
+        in_features: int,
+        n_classes: int,
+        *,
+        init_std: float = 0.01,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.linear = ScratchLinear(
+            in_features, n_classes, init_std=init_std, generator=generator, dtype=dtype
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """X [N, ...] -> logits [N, n_classes]; softmax is left to the loss for stability."""
+        return self.linear(x.reshape(x.shape[0], -1))
+
+
+def scratch_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy from logits [N, C] and integer labels [N] -> scalar mean over the batch."""
+    log_probs = stable_log_softmax(logits, dim=1)
+    # Pick each row's log-probability of its true class instead of building a one-hot matrix.
+    picked = log_probs.gather(1, labels.reshape(-1, 1).long())
+    return -picked.mean()
+
+
+# ----------------------------------------------------------------------------- activations, MLP
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0) elementwise, same shape; gradient 0 at x = 0 like torch.relu."""
+    return torch.where(x > 0, x, torch.zeros_like(x))
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + exp(-x)) elementwise, same shape, without overflow for large |x|."""
+    # exp of a non-positive number only: e = exp(-|x|) in (0, 1]. A where() on x (not abs)
+    # keeps the derivative correct at exactly 0.
+    e = torch.exp(torch.where(x >= 0, -x, x))
+    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def tanh(x: Tensor) -> Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1 elementwise, same shape (inherits sigmoid's stability)."""
+    return 2 * sigmoid(2 * x) - 1
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """x if x > 0 else negative_slope * x, elementwise, same shape."""
+    return torch.where(x > 0, x, negative_slope * x)
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "leaky_relu": leaky_relu,
+}
+
+
+class InvertedDropout(nn.Module):
+    """Inverted dropout, x -> same shape: train zeroes each element w.p. p, scales rest by 1/(1-p).
+
+    Eval mode is the identity. The 1/(1-p) keeps E[output] = input, so nothing changes at test
+    time. The mask is drawn from ``generator``, so the same seed gives the same mask.
+    """
+
+    def __init__(self, p: float, *, generator: torch.Generator) -> None:
+        super().__init__()
+        if not 0.0 <= float(p) <= 1.0:  # also rejects NaN
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = float(p)
+        self.generator = generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [any shape] -> same shape."""
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)  # every unit dropped; avoids 0 * inf = NaN from 1/(1-p)
+        keep = 1.0 - self.p
+        # Draw on the generator's device, then move: a CPU generator cannot sample on CUDA.
+        u = torch.rand(x.shape, generator=self.generator, device=self.generator.device)
+        mask = (u < keep).to(device=x.device, dtype=x.dtype)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class ScratchMLP(nn.Module):
+    """MLP X [N, ...] (flattened to [N, in]) -> [N, out]; hidden: linear, activation, dropout."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        dropout: Sequence[float] | None = None,
+        init_std: float = 0.01,
+        negative_slope: float = 0.01,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        hidden = list(hidden)
+        dropout = [0.0] * len(hidden) if dropout is None else list(dropout)
+        if len(dropout) != len(hidden):
+            raise ValueError(
+                f"need one dropout rate per hidden layer: {len(hidden)} layers, "
+                f"{len(dropout)} rates"
+            )
+        self.activation = activation
+        self.negative_slope = negative_slope
+        sizes = [in_features, *hidden, out_features]
+        self.layers = nn.ModuleList(
+            ScratchLinear(a, b, init_std=init_std, generator=generator, dtype=dtype)
+            for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        # Dropout after each hidden activation, as in d2l 4.6; the model's generator draws masks.
+        self.dropouts = nn.ModuleList(InvertedDropout(p, generator=generator) for p in dropout)
+
+    def _act(self, x: Tensor) -> Tensor:
+        if self.activation == "leaky_relu":
+            return leaky_relu(x, self.negative_slope)
+        return ACTIVATIONS[self.activation](x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """X [N, ...] -> [N, out_features] (raw outputs / logits)."""
+        h = x.reshape(x.shape[0], -1)
+        for layer, drop in zip(self.layers[:-1], self.dropouts):
+            h = drop(self._act(layer(h)))
+        return self.layers[-1](h)
+
+
+# ----------------------------------------------------------------------------- hand backprop
+
+
+class ManualSigmoidMLP(nn.Module):
+    """Hand-backprop net: X [N, in] -> sigmoid hidden [N, hidden] -> linear output [N, out].
+
+    Loss is the book's J = 1/(2m) * sum_i (y_i - y_hat_i)^2 (eq. 3-40), i.e. ``squared_loss``:
+    half the mean squared error over the batch (over all elements when out_features > 1).
+    Like the book, all four parameters (biases included) start from N(0, init_std^2); the book
+    uses init_std = 1 for its 2-80-1 trapezoid net. ``manual_backward`` writes p.grad itself, so
+    a training loop calls it instead of ``loss.backward()``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        out_features: int,
+        *,
+        init_std: float,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(_normal((in_features, hidden), init_std, generator, dtype))
+        self.b1 = nn.Parameter(_normal((hidden,), init_std, generator, dtype))
+        self.w2 = nn.Parameter(_normal((hidden, out_features), init_std, generator, dtype))
+        self.b2 = nn.Parameter(_normal((out_features,), init_std, generator, dtype))
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        a2 = sigmoid(x @ self.w1 + self.b1)  # hidden activations, kept for the backward pass
+        a3 = a2 @ self.w2 + self.b2  # output layer is linear (eq. 3-39): no activation
+        return a3, a2
+
+    def forward(self, x: Tensor) -> Tensor:
+        """X [N, in] -> predictions [N, out]."""
+        return self._forward(x)[0]
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Book loss J (half MSE, eq. 3-40) of X [N, in] against y [N] or [N, out] -> scalar."""
+        return squared_loss(self.forward(x), y)
+
+    def manual_backward(self, x: Tensor, y: Tensor) -> Tensor:
+        """J for X [N, in], y [N] or [N, out]; writes every p.grad by hand; returns J (detached).
+
+        Gradients overwrite (not accumulate into) p.grad, so no zero_grad is needed between
+        steps. Delta recursion (eqs. 3-41..3-44):
+            delta3 = (a3 - y) / numel          (dJ/dz3; the 1/2 of J cancels the square's 2)
+            dJ/dw2 = a2^T delta3,  dJ/db2 = sum_rows delta3
+            delta2 = (delta3 w2^T) * s(z2)(1 - s(z2)),  with s(z2) = a2
+            dJ/dw1 = x^T delta2,   dJ/db1 = sum_rows delta2
+        The sigmoid derivative is s(1-s) evaluated at the pre-activation z2, i.e. a2 * (1 - a2);
+        applying sigmoid' to a2 itself (as the book's listing does) would evaluate it at the
+        wrong point and give wrong gradients.
+        """
+        with torch.no_grad():
+            a3, a2 = self._forward(x)
+            y = y.reshape(a3.shape)
+            loss = ((a3 - y) ** 2 / 2).mean()
+            delta3 = (a3 - y) / a3.numel()
+            grads = {
+                "w2": a2.T @ delta3,
+                "b2": delta3.sum(dim=0),
+            }
+            delta2 = (delta3 @ self.w2.T) * a2 * (1 - a2)
+            grads["w1"] = x.T @ delta2
+            grads["b1"] = delta2.sum(dim=0)
+            for name, g in grads.items():
+                getattr(self, name).grad = g.detach().clone()
+        return loss.detach()
+
+
+# ----------------------------------------------------------------------------- numerical gradient
+
+
+def numerical_gradient(
+    f: Callable[[], Tensor | float], params: Sequence[Tensor], h: float = 1e-6
+) -> list[Tensor]:
+    """Central differences (f(x+h) - f(x-h)) / 2h of scalar ``f()`` wrt each tensor in params.
+
+    ``f`` takes no arguments and reads the tensors in ``params``, which are perturbed in place
+    one element at a time and restored exactly. Returns tensors shaped like ``params``. The
+    default h = 1e-6 suits float64; in float32 use h ~ 1e-3 (rounding error grows as eps / h).
+    """
+    grads = []
+    with torch.no_grad():
+        for p in params:
+            data = p.detach()  # shares storage with p, so writes are seen by f()
+            grad = torch.zeros_like(data)
+            for idx in itertools.product(*(range(n) for n in data.shape)):
+                original = data[idx].clone()
+                data[idx] = original + h
+                f_plus = float(f())
+                data[idx] = original - h
+                f_minus = float(f())
+                data[idx] = original  # restore the exact original value, not (x - h) + h
+                grad[idx] = (f_plus - f_minus) / (2 * h)
+            grads.append(grad)
+    return grads

@@ -1,0 +1,28 @@
+"""DVC stage `generate`: write every dataset under `data:` in params into --out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dlbasics.cli import run_stage
+from dlbasics.config import load_params
+from dlbasics.data import GENERATORS, write_raw
+from dlbasics.io import atomic_directory
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", type=Path, required=True, help="raw data directory (a DVC output)")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    with atomic_directory(args.out) as tmp:
+        for name, spec in params.data.items():
+            write_raw(tmp, name, spec.kind, GENERATORS[spec.kind](spec, params.seed))
+            print(f"generate: {name} ({spec.kind})")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,29 @@
+"""DVC stage `prepare`: split and scale every dataset from --raw into --out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dlbasics.cli import run_stage
+from dlbasics.config import load_params
+from dlbasics.data import prepare_dataset
+from dlbasics.io import atomic_directory
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--raw", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="prepared data directory (a DVC output)")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    with atomic_directory(args.out) as tmp:
+        for name, spec in params.prepare.items():
+            man = prepare_dataset(args.raw / name, tmp / name, spec, params.seed)
+            print(f"prepare: {name} {man['sizes']} scale={man['scale']}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

@@ -1,0 +1,28 @@
+"""DVC stage `report`: the comparison report of every variant, from DVC outputs only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dlbasics.cli import run_stage
+from dlbasics.config import load_params
+from dlbasics.io import write_text_atomic
+from dlbasics.reporting import render_markdown
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="report Markdown")
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    metrics = json.loads(args.metrics.read_text())
+    write_text_atomic(args.out, render_markdown(params, metrics))
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))
