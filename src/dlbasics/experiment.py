@@ -10,7 +10,7 @@ import torch
 from dlbasics import tracking
 from dlbasics.config import Params
 from dlbasics.data import Prepared, Split, load_prepared
-from dlbasics.io import sha256_bytes, write_bytes_atomic, write_json_atomic
+from dlbasics.io import atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic
 from dlbasics.models import build_model, state_dict_bytes
 from dlbasics.rng import derive_seed, torch_generator
 from dlbasics.runtime import configure
@@ -108,8 +108,10 @@ def train_variant(
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
         }
-        write_bytes_atomic(model_dir / "model.pt", blob)
-        write_json_atomic(model_dir / "model.json", info)
+        # The directory is swapped in whole, so a failure never mixes old and new files.
+        with atomic_directory(model_dir) as tmp:
+            write_bytes_atomic(tmp / "model.pt", blob)
+            write_json_atomic(tmp / "model.json", info)
         write_json_atomic(history_path, history)
         # evaluate finds this run again by the digest of the weights it produced.
         mlflow.set_tag("model_sha256", info["model_sha256"])

@@ -64,14 +64,18 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
     try:
         yield tmp
+        # Two renames: the window without `path` is as short as the filesystem allows.
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -15,17 +15,18 @@ from dlbasics.config import ConfigError, Runtime
 
 def configure(runtime: Runtime, source: str = "params.yaml") -> torch.device:
     """Fix threads and deterministic kernels, and resolve `runtime.device` to a torch.device."""
-    # cuBLAS needs a fixed workspace for deterministic matmuls; harmless on CPU.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # The thread count is fixed because it can change the order of float reductions.
     torch.set_num_threads(runtime.threads)
-    torch.use_deterministic_algorithms(True, warn_only=False)
-    if runtime.device == "cpu":
+    if runtime.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{source}: runtime.device: expected a CUDA GPU for 'cuda', found none on this "
+            "machine; set runtime.device to auto or cpu"
+        )
+    if runtime.device == "cpu" or not torch.cuda.is_available():
+        # The CPU kernels used here are deterministic already; switching the global flag on
+        # would import torch._inductor (4 s per stage) for nothing.
         return torch.device("cpu")
-    if runtime.device == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"{source}: runtime.device: expected a CUDA GPU for 'cuda', found none on this "
-                "machine; set runtime.device to auto or cpu"
-            )
-        return torch.device("cuda")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # cuBLAS needs a fixed workspace for deterministic matmuls.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    return torch.device("cuda")

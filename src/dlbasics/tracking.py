@@ -66,6 +66,8 @@ def dvc_tags() -> dict[str, str]:
 
 def setup(experiment: str) -> str:
     """Point mlflow at the project's store and return the experiment id (created if new)."""
+    # Nothing leaves this machine: no usage telemetry from mlflow.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     uri = tracking_uri()

@@ -1,0 +1,75 @@
+"""Shared fixtures: a copy of the project in a temporary git repository, with real DVC."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv running the tests: its dvc, mlflow and python
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment for subprocesses: the test venv first on PATH, no inherited store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # dvc exp run commits: give git an identity that does not depend on the machine.
+    for who in ("AUTHOR", "COMMITTER"):
+        env[f"GIT_{who}_NAME"], env[f"GIT_{who}_EMAIL"] = "dlbasics-tests", "tests@localhost"
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(**extra), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\n"
+            f"stderr:\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
+
+
+def shrink(params: dict) -> dict:
+    """Small but real: fewer epochs and narrower layers, the same stages and variants."""
+    for spec in params["train"].values():
+        spec["epochs"] = min(spec["epochs"], 3)
+        if spec["model"].get("hidden"):
+            spec["model"]["hidden"] = [min(h, 32) for h in spec["model"]["hidden"]]
+    return params
+
+
+def make_project(dest: Path, params_edit=shrink) -> Path:
+    """Copy the project's own files (what git would clone) into `dest` as a fresh git repo."""
+    for rel in tracked_files():
+        if rel.startswith(("reports/", "data/")) or rel == "dvc.lock":
+            continue  # a clean clone state: nothing produced yet
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    (dest / "params.yaml").write_text(yaml.safe_dump(params_edit(params), sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "base"], dest)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "proj")

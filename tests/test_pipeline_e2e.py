@@ -1,0 +1,181 @@
+"""The whole DAG with the real `dvc` CLI and a real MLflow store, in a temporary git repo.
+
+One shrunk project is reproduced once (module fixture); the tests then probe it in order:
+what ran, what it wrote, what MLflow holds, what a no-op and a one-variant edit re-run, and
+that a bad parameter stops with exit code 2 and touches nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from sklearn.metrics import accuracy_score
+
+from conftest import make_project, run
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = ("linreg", "softmax", "mlp")
+ALL_STAGES = ("generate", "prepare", *(f"train@{v}" for v in VARIANTS), "evaluate", "report")
+
+
+def ran(proc) -> set[str]:
+    """Stage names DVC actually ran in one `dvc repro` (from its output)."""
+    return {
+        line.split("'")[1]
+        for line in proc.stdout.splitlines()
+        if line.startswith("Running stage '")
+    }
+
+
+def digest_tree(*paths: Path) -> dict[str, str]:
+    out = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def runs_of(proj: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{proj / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["dlbasics"], output_format="list")
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    proj = make_project(tmp_path_factory.mktemp("e2e") / "proj")
+    first = run(["dvc", "repro"], proj)
+    return proj, first
+
+
+def test_every_stage_runs_and_writes_its_outputs(repro):
+    proj, first = repro
+    assert ran(first) == set(ALL_STAGES)
+    lock = yaml.safe_load((proj / "dvc.lock").read_text())
+    assert set(lock["stages"]) == set(ALL_STAGES)
+    for v in VARIANTS:
+        assert (proj / "data/models" / v / "model.pt").stat().st_size > 0
+        history = json.loads((proj / "reports/history" / f"{v}.json").read_text())
+        assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert "| `mlp` |" in (proj / "reports/report.md").read_text()
+
+
+def test_metrics_json_matches_an_independent_evaluation(repro):
+    proj, _ = repro
+    metrics = json.loads((proj / "reports/metrics.json").read_text())
+    assert set(metrics) == set(VARIANTS)
+    assert metrics["linreg"]["w_error"] < 0.01 and metrics["linreg"]["b_error"] < 0.01
+    # Recompute the softmax test accuracy from the saved weights with scikit-learn.
+    state = torch.load(proj / "data/models/softmax/model.pt", weights_only=True)
+    X = np.load(proj / "data/prepared/digits/X_test.npy")
+    y = np.load(proj / "data/prepared/digits/y_test.npy")
+    pred = (torch.from_numpy(X) @ state["weight"].T + state["bias"]).argmax(1).numpy()
+    assert metrics["softmax"]["test_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    for v in ("softmax", "mlp"):
+        assert {"test_accuracy", "test_f1_macro", "test_top_3_accuracy", "test_log_loss"} <= set(
+            metrics[v]
+        )
+
+
+def test_mlflow_holds_one_complete_run_per_variant(repro):
+    proj, _ = repro
+    runs = runs_of(proj)
+    assert sorted(r.data.tags["variant"] for r in runs) == sorted(VARIANTS)
+    head = run(["git", "rev-parse", "HEAD"], proj).stdout.strip()
+    client = mlflow.MlflowClient()
+    for r in runs:
+        v = r.data.tags["variant"]
+        assert r.info.status == "FINISHED"
+        assert r.info.run_name == v
+        assert r.data.tags["git_commit"] == head
+        assert r.data.tags["dvc_stage"] == f"train@{v}"
+        assert r.data.params["optimizer.lr"] == str(
+            yaml.safe_load((proj / "params.yaml").read_text())["train"][v]["optimizer"]["lr"]
+        )
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
+        assert steps == [1, 2, 3]
+        assert any(k.startswith("test_") for k in r.data.metrics), "evaluate logged no test_*"
+        if v != "linreg":
+            assert [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")] == [
+                1, 2, 3,
+            ]
+        assert r.inputs.dataset_inputs, "the dataset is not logged as a run input"
+    models = mlflow.search_logged_models(
+        experiment_ids=[runs[0].info.experiment_id], output_format="list"
+    )
+    assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in runs)
+    # The signature is stored with the model: load it back and predict.
+    softmax_run = next(r for r in runs if r.data.tags["variant"] == "softmax")
+    model = next(m for m in models if m.source_run_id == softmax_run.info.run_id)
+    pyfunc = mlflow.pyfunc.load_model(model.model_uri)
+    assert pyfunc.metadata.signature is not None
+    X = np.load(proj / "data/prepared/digits/X_test.npy")[:4]
+    assert np.asarray(pyfunc.predict(X)).shape == (4, 10)
+
+
+def test_second_repro_does_nothing_and_logs_nothing(repro):
+    proj, _ = repro
+    before = digest_tree(proj / "reports", proj / "data/models")
+    n_runs = len(runs_of(proj))
+    again = run(["dvc", "repro"], proj)
+    assert ran(again) == set()
+    assert digest_tree(proj / "reports", proj / "data/models") == before
+    assert len(runs_of(proj)) == n_runs
+
+
+def test_editing_one_variant_reruns_only_it_evaluate_and_report(repro):
+    proj, _ = repro
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["train"]["softmax"]["optimizer"]["lr"] = 0.05
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    old = digest_tree(proj / "data/models/mlp", proj / "data/models/linreg")
+    proc = run(["dvc", "repro"], proj)
+    assert ran(proc) == {"train@softmax", "evaluate", "report"}
+    assert digest_tree(proj / "data/models/mlp", proj / "data/models/linreg") == old
+    softmax_runs = [r for r in runs_of(proj) if r.data.tags["variant"] == "softmax"]
+    assert sorted(r.data.params["optimizer.lr"] for r in softmax_runs) == ["0.05", "0.1"]
+    # Commit what a user commits after a run (params, dvc.lock, small reports).
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-qm", "softmax lr 0.05"], proj)
+
+
+def test_bad_param_exits_2_names_the_key_and_touches_nothing(repro):
+    proj, _ = repro
+    good = (proj / "params.yaml").read_text()
+    params = yaml.safe_load(good)
+    params["train"]["mlp"]["optimizer"]["lr"] = -1
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = digest_tree(proj / "reports", proj / "data")
+    proc = run(["dvc", "repro"], proj, check=False)
+    (proj / "params.yaml").write_text(good)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "exited with 2" in out
+    errors = [line for line in out.splitlines() if line.startswith("error: params.yaml")]
+    assert len(errors) == 1 and "train.mlp.optimizer.lr" in errors[0] and "-1" in errors[0]
+    assert digest_tree(proj / "reports", proj / "data") == before
+
+
+def test_temp_experiment_lands_in_the_users_store(repro):
+    proj, _ = repro
+    n_runs = len(runs_of(proj))
+    run(["dvc", "exp", "run", "--temp", "-S", "train.linreg.optimizer.lr=0.02"], proj)
+    runs = runs_of(proj)
+    assert len(runs) == n_runs + 1
+    new = [r for r in runs if r.data.tags.get("dvc_exp_name")]
+    assert len(new) == 1 and new[0].data.tags["variant"] == "linreg"
+    assert new[0].data.params["optimizer.lr"] == "0.02"
+    assert any(k.startswith("test_") for k in new[0].data.metrics)
+    # Artifacts sit beside the store, not in DVC's temporary copy.
+    assert not (proj / ".dvc/tmp/exps").exists() or not any((proj / ".dvc/tmp/exps").rglob("MLmodel"))
+    assert any((proj / "mlartifacts").rglob("MLmodel"))
+    shown = run(["dvc", "exp", "show", "--json"], proj).stdout
+    assert "0.02" in shown
