@@ -240,7 +240,7 @@ def test_weight_decay_applies_to_weights_not_biases():
     [
         (OptimizerSpec(name="sgd", lr=0.2, momentum=0.9), torch.optim.SGD,
          {"lr": 0.2, "momentum": 0.9}),
-        (OptimizerSpec(name="adam", lr=0.001, betas=(0.8, 0.95)), torch.optim.Adam,
+        (OptimizerSpec(name="adam", lr=0.001, betas=[0.8, 0.95]), torch.optim.Adam,
          {"lr": 0.001, "betas": (0.8, 0.95)}),
         (OptimizerSpec(name="rmsprop", lr=0.01, alpha=0.9, momentum=0.5), torch.optim.RMSprop,
          {"lr": 0.01, "alpha": 0.9, "momentum": 0.5}),
@@ -257,14 +257,14 @@ def test_optimizers_carry_their_hyper_parameters(spec, cls, expected):
 
 
 def test_adam_step_matches_torch_adam_with_the_same_settings():
-    spec = OptimizerSpec(name="adam", lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)
+    spec = OptimizerSpec(name="adam", lr=0.01, betas=[0.8, 0.95], weight_decay=0.1)
     ours = build_model(ModelSpec(kind="linear"), 4, 2, _gen(0))
     ref = build_model(ModelSpec(kind="linear"), 4, 2, _gen(0))
     opt = build_optimizer(spec, ours)
     ref_opt = torch.optim.Adam(
         [{"params": [ref.weight], "weight_decay": 0.1},
          {"params": [ref.bias], "weight_decay": 0.0}],
-        lr=0.01, betas=(0.8, 0.95),
+        lr=0.01, betas=[0.8, 0.95],
     )
     x, y = torch.randn(8, 4, generator=_gen(1)), torch.randint(0, 2, (8,), generator=_gen(2))
     for _ in range(3):

@@ -21,7 +21,8 @@ class ConfigError(Exception):
 
 class Strict(BaseModel):
     # Unknown keys are typos: reject them instead of silently ignoring a setting.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a quoted "30" or a `true` where a number belongs is an error, not a conversion.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -77,8 +78,10 @@ class PrepareSpec(Strict):
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> PrepareSpec:
         if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError(
-                "val_fraction + test_fraction must be < 0.9 so training keeps at least 10% of rows"
+            raise _KeyProblem(
+                (),
+                "val_fraction + test_fraction < 0.9, so training keeps at least 10% of the rows",
+                _Shown(f"{self.val_fraction} + {self.test_fraction}"),
             )
         return self
 
@@ -99,14 +102,20 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _shape_is_consistent(self) -> ModelSpec:
-        if self.kind == "linear" and (self.hidden or self.dropout):
-            raise ValueError("a linear model has no hidden layers or dropout; use kind: mlp")
+        if self.kind == "linear" and self.hidden:
+            raise _KeyProblem(("hidden",), "a linear model has no hidden layers (use kind: mlp)",
+                              self.hidden)
+        if self.kind == "linear" and self.dropout:
+            raise _KeyProblem(("dropout",), "a linear model has no dropout (use kind: mlp)",
+                              self.dropout)
         if self.kind == "mlp" and not self.hidden:
-            raise ValueError("kind mlp needs at least one hidden layer size in hidden")
+            raise _KeyProblem(("hidden",), "kind mlp needs at least one hidden layer size",
+                              self.hidden)
         if self.dropout and len(self.dropout) != len(self.hidden):
-            raise ValueError(
-                f"dropout needs one probability per hidden layer ({len(self.hidden)}), "
-                f"found {len(self.dropout)}"
+            raise _KeyProblem(
+                ("dropout",),
+                f"one probability per hidden layer ({len(self.hidden)})",
+                self.dropout,
             )
         return self
 
@@ -117,10 +126,9 @@ class OptimizerSpec(Strict):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # Applied to weights only: biases are not decayed.
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
-        0.9,
-        0.999,
-    )
+    betas: Annotated[
+        list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)
+    ] = [0.9, 0.999]
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.99
 
 
@@ -155,34 +163,39 @@ class Params(Strict):
                 if not _NAME.fullmatch(name):
                     raise _KeyProblem(
                         (section, name),
-                        "expected a name of letters, digits and underscores (it becomes a "
-                        "DVC stage and file name)",
+                        "a name of a letter then letters, digits or underscores (it becomes "
+                        "a DVC stage and file name)",
                         name,
                     )
         for name in self.data:
             if name not in self.prepare:
-                raise _KeyProblem(("prepare",), f"has no entry for dataset {name!r}", None)
+                raise _KeyProblem(
+                    ("prepare", name), "an entry for every dataset under data", _NOTHING
+                )
         for name in self.prepare:
             if name not in self.data:
-                raise _KeyProblem(("prepare", name), "names no dataset under data", name)
+                raise _KeyProblem(
+                    ("prepare", name), f"the name of a dataset under data {sorted(self.data)}",
+                    name,
+                )
         for vname, v in self.train.items():
             if v.dataset not in self.data:
                 raise _KeyProblem(
                     ("train", vname, "dataset"),
-                    f"expected one of {sorted(self.data)}",
+                    f"one of the datasets under data {sorted(self.data)}",
                     v.dataset,
                 )
             kind = self.data[v.dataset].kind
             if v.loss == "cross_entropy" and kind == "synthetic_linear":
                 raise _KeyProblem(
                     ("train", vname, "loss"),
-                    f"cross_entropy needs a classification dataset, {v.dataset!r} is regression",
+                    f"a regression loss (mse): {v.dataset!r} is a regression dataset",
                     v.loss,
                 )
             if v.loss == "mse" and kind == "digits":
                 raise _KeyProblem(
                     ("train", vname, "loss"),
-                    f"mse on the classification dataset {v.dataset!r}; use cross_entropy",
+                    f"a classification loss (cross_entropy): {v.dataset!r} has classes",
                     v.loss,
                 )
         return self
@@ -191,8 +204,15 @@ class Params(Strict):
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
+class _Shown(str):
+    """A `found` value already in words (printed as is, not repr'd)."""
+
+
+_NOTHING = _Shown("nothing")
+
+
 class _KeyProblem(ValueError):
-    """A cross-field problem that knows its own key path."""
+    """A cross-field problem that knows its key path (relative to the model raising it)."""
 
     def __init__(self, loc: tuple[str, ...], what: str, found: Any):
         super().__init__(what)
@@ -216,15 +236,41 @@ def _describe(err: dict[str, Any], model_fields: dict[str, list[str]]) -> tuple[
     found = "nothing" if etype == "missing" else repr(err.get("input"))
     if etype == "extra_forbidden":
         allowed = model_fields.get(_format_loc(err["loc"][:-1]))
-        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-        return f"no such key (a typo?){hint}", "an unknown key"
+        return f"one of the allowed keys ({', '.join(allowed or [])})", "an unknown key (a typo?)"
     if etype == "missing":
         return "a value (the key is required)", found
-    if etype == "union_tag_invalid" or etype == "union_tag_not_found":
-        return f"kind to be one of {', '.join(DATASET_KINDS)}", found
+    if etype in ("union_tag_invalid", "union_tag_not_found"):
+        tag = (err.get("ctx") or {}).get("tag")
+        return f"kind: one of {', '.join(DATASET_KINDS)}", repr(tag) if tag else "no kind"
     if etype == "value_error":
         return msg.removeprefix("Value error, "), found
-    return msg[0].lower() + msg[1:], found
+    ctx = err.get("ctx") or {}
+    words = {
+        "greater_than": lambda: f"a value > {ctx['gt']}",
+        "greater_than_equal": lambda: f"a value >= {ctx['ge']}",
+        "less_than": lambda: f"a value < {ctx['lt']}",
+        "less_than_equal": lambda: f"a value <= {ctx['le']}",
+        "int_parsing": lambda: "an integer",
+        "int_type": lambda: "an integer",
+        "int_from_float": lambda: "an integer",
+        "float_parsing": lambda: "a number",
+        "float_type": lambda: "a number",
+        "bool_parsing": lambda: "true or false",
+        "bool_type": lambda: "true or false",
+        "string_type": lambda: "a string",
+        "list_type": lambda: "a list",
+        "tuple_type": lambda: "a list",
+        "dict_type": lambda: "a mapping",
+        "model_type": lambda: "a mapping",
+        "model_attributes_type": lambda: "a mapping",
+        "too_short": lambda: f"at least {ctx['min_length']} item(s)",
+        "too_long": lambda: f"at most {ctx['max_length']} item(s)",
+        "string_too_short": lambda: "a non-empty string",
+        "literal_error": lambda: f"one of {ctx['expected']}",
+    }
+    if etype in words:
+        return words[etype](), found
+    return msg.removeprefix("Input should be ").rstrip("."), found
 
 
 def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
@@ -259,9 +305,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         err = exc.errors()[0]
         ctx_exc = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_exc, _KeyProblem):
-            raise ConfigError(
-                f"{source}: {'.'.join(ctx_exc.loc)}: {ctx_exc.what}, found {ctx_exc.found!r}"
-            ) from None
+            found = ctx_exc.found if isinstance(ctx_exc.found, _Shown) else repr(ctx_exc.found)
+            loc = _format_loc((*err["loc"], *ctx_exc.loc))
+            raise ConfigError(f"{source}: {loc}: expected {ctx_exc.what}, found {found}") from None
         expected, found = _describe(err, _allowed_fields(raw))
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise ConfigError(
