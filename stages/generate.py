@@ -20,7 +20,7 @@ def main(argv=None) -> None:
     params = load_params(args.params)
     with atomic_directory(args.out) as tmp:
         for name, spec in params.data.items():
-            write_raw(tmp, name, spec.kind, GENERATORS[spec.kind](spec, params.seed))
+            write_raw(tmp, name, spec.kind, GENERATORS[spec.kind](name, spec, params.seed))
             print(f"generate: {name} ({spec.kind})")
 
 

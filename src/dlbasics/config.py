@@ -49,13 +49,67 @@ class Tracking(Strict):
 
 
 class SyntheticLinear(Strict):
-    """y = X w + b + N(0, noise_sd^2), X ~ N(0, 1)."""
+    """y = X w + b + N(0, noise_sd^2); X ~ N(x_mean, x_std^2) or U(x_low, x_high).
+
+    The true w is given (`true_w`), constant (`w_fill` times `n_features`) or drawn
+    N(0, w_std^2) from the seed (`w_std` times `n_features`): exactly one of the three.
+    """
 
     kind: Literal["synthetic_linear"]
     n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 1000
-    true_w: Annotated[list[float], Field(min_length=1)] = [2.0, -3.4]
-    true_b: float = 4.2
+    true_w: Annotated[list[float], Field(min_length=1)] | None = None
+    w_fill: float | None = None
+    w_std: Annotated[float, Field(gt=0)] | None = None
+    n_features: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    true_b: float = 0.0
     noise_sd: Annotated[float, Field(ge=0)] = 0.01
+    x_dist: Literal["normal", "uniform"] = "normal"
+    x_mean: float = 0.0
+    x_std: Annotated[float, Field(gt=0)] = 1.0
+    x_low: float = 0.0
+    x_high: float = 1.0
+
+    @model_validator(mode="after")
+    def _one_way_to_give_w(self) -> SyntheticLinear:
+        given = [k for k in ("true_w", "w_fill", "w_std") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _KeyProblem(
+                (), "exactly one of true_w, w_fill, w_std", _Shown(", ".join(given) or "none")
+            )
+        if self.true_w is not None and self.n_features not in (None, len(self.true_w)):
+            raise _KeyProblem(("n_features",), f"len(true_w) = {len(self.true_w)}",
+                              self.n_features)
+        if self.true_w is None and self.n_features is None:
+            raise _KeyProblem(("n_features",), f"a feature count with {given[0]}", _NOTHING)
+        if self.x_dist == "uniform" and not self.x_low < self.x_high:
+            raise _KeyProblem(("x_high",), f"a value > x_low ({self.x_low})", self.x_high)
+        return self
+
+
+class Polynomial(Strict):
+    """y = sum_i w_i x^i / i! + noise for i < max_degree, x ~ N(0, 1); features x^i / i!."""
+
+    kind: Literal["polynomial"]
+    n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 200
+    max_degree: Annotated[int, Field(ge=1, le=60)] = 20
+    true_w: Annotated[list[float], Field(min_length=1)] = [5.0, 1.2, -3.4, 5.6]
+    noise_sd: Annotated[float, Field(ge=0)] = 0.1
+
+    @model_validator(mode="after")
+    def _w_fits(self) -> Polynomial:
+        if len(self.true_w) > self.max_degree:
+            raise _KeyProblem(("true_w",), f"at most max_degree ({self.max_degree}) weights",
+                              self.true_w)
+        return self
+
+
+class Trapezoid(Strict):
+    """Top x1 and bottom x2 ~ U(low, high); target area 0.5 (x1 + x2) x1 (the book's height = x1)."""
+
+    kind: Literal["trapezoid"]
+    n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 1000
+    low: float = 0.5
+    high: float = 1.5
 
 
 class Digits(Strict):
@@ -64,20 +118,68 @@ class Digits(Strict):
     kind: Literal["digits"]
 
 
-DatasetSpec = Annotated[Union[SyntheticLinear, Digits], Field(discriminator="kind")]
-DATASET_KINDS = ("synthetic_linear", "digits")
+class BreastCancer(Strict):
+    """scikit-learn's bundled breast-cancer set (569 x 30, binary)."""
+
+    kind: Literal["breast_cancer"]
+
+
+class Multilabel(Strict):
+    """scikit-learn's make_multilabel_classification, seeded from params."""
+
+    kind: Literal["multilabel"]
+    n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 2000
+    n_features: Annotated[int, Field(ge=1, le=100_000)] = 20
+    n_classes: Annotated[int, Field(ge=2, le=1000)] = 5
+    n_labels: Annotated[int, Field(ge=1, le=1000)] = 2
+
+
+DatasetSpec = Annotated[
+    Union[SyntheticLinear, Polynomial, Trapezoid, Digits, BreastCancer, Multilabel],
+    Field(discriminator="kind"),
+]
+DATASET_KINDS = ("synthetic_linear", "polynomial", "trapezoid", "digits", "breast_cancer",
+                 "multilabel")
+DATASET_MODELS = {
+    "synthetic_linear": SyntheticLinear, "polynomial": Polynomial, "trapezoid": Trapezoid,
+    "digits": Digits, "breast_cancer": BreastCancer, "multilabel": Multilabel,
+}
+# What each kind of dataset asks of a model: its task decides the losses that fit.
+DATASET_TASKS = {
+    "synthetic_linear": "regression", "polynomial": "regression", "trapezoid": "regression",
+    "digits": "classification", "breast_cancer": "binary", "multilabel": "multilabel",
+}
 
 
 class PrepareSpec(Strict):
-    """How one dataset is split and scaled; scalers are fitted on the training part only."""
+    """How one dataset is split and scaled; scalers are fitted on the training part only.
 
-    val_fraction: Fraction = 0.1
-    test_fraction: Fraction = 0.2
+    Sizes are fractions (`val_fraction`, `test_fraction`) or row counts (`n_train`, `n_val`,
+    `n_test`, as the sources' fixed-size experiments use), not both.
+    """
+
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] | None = None
+    test_fraction: Fraction | None = None
+    n_train: Annotated[int, Field(ge=1)] | None = None
+    n_val: Annotated[int, Field(ge=0)] | None = None
+    n_test: Annotated[int, Field(ge=1)] | None = None
     scale: Literal["none", "standard", "minmax"] = "standard"
 
     @model_validator(mode="after")
-    def _fractions_leave_training_rows(self) -> PrepareSpec:
-        if self.val_fraction + self.test_fraction >= 0.9:
+    def _one_way_to_size(self) -> PrepareSpec:
+        counts = (self.n_train, self.n_val, self.n_test)
+        fractions = (self.val_fraction, self.test_fraction)
+        if any(c is not None for c in counts):
+            if any(f is not None for f in fractions):
+                raise _KeyProblem((), "fractions or counts, not both", _Shown("both"))
+            if self.n_train is None or self.n_test is None:
+                raise _KeyProblem(("n_train" if self.n_train is None else "n_test",),
+                                  "n_train and n_test together (n_val optional)", _NOTHING)
+            return self
+        if self.test_fraction is None:
+            raise _KeyProblem(("test_fraction",), "a test fraction (or n_train / n_test)",
+                              _NOTHING)
+        if (self.val_fraction or 0) + self.test_fraction >= 0.9:
             raise _KeyProblem(
                 (),
                 "val_fraction + test_fraction < 0.9, so training keeps at least 10% of the rows",
@@ -91,8 +193,16 @@ class PrepareSpec(Strict):
 Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu"]
 
 
+MODEL_KINDS = ("linear", "mlp", "linear_scratch", "softmax_scratch", "mlp_scratch", "mlp_manual")
+SCRATCH_KINDS = ("linear_scratch", "softmax_scratch", "mlp_scratch", "mlp_manual")
+
+
 class ModelSpec(Strict):
-    kind: Literal["linear", "mlp"]
+    """linear / mlp are torch.nn; *_scratch are the taught versions written by hand;
+    mlp_manual also computes its gradients by hand (no autograd)."""
+
+    kind: Literal[MODEL_KINDS]
+    bias: bool = True
     hidden: list[PositiveInt] = []
     activation: Activation = "relu"
     # One dropout probability per hidden layer (or none at all).
@@ -102,14 +212,24 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _shape_is_consistent(self) -> ModelSpec:
-        if self.kind == "linear" and self.hidden:
+        linear = self.kind in ("linear", "linear_scratch", "softmax_scratch")
+        if self.kind in SCRATCH_KINDS and self.init != "normal":
+            raise _KeyProblem(("init",), "normal (the scratch models draw N(0, init_std^2))",
+                              self.init)
+        if not self.bias and self.kind != "linear":
+            raise _KeyProblem(("bias",), "true (only kind linear can drop its bias)", self.bias)
+        if self.kind == "mlp_manual" and (len(self.hidden) != 1 or self.activation != "sigmoid"
+                                          or self.dropout):
+            raise _KeyProblem(("hidden",), "one sigmoid hidden layer, no dropout, for mlp_manual",
+                              self.hidden)
+        if linear and self.hidden:
             raise _KeyProblem(("hidden",), "a linear model has no hidden layers (use kind: mlp)",
                               self.hidden)
-        if self.kind == "linear" and self.dropout:
+        if linear and self.dropout:
             raise _KeyProblem(("dropout",), "a linear model has no dropout (use kind: mlp)",
                               self.dropout)
-        if self.kind == "mlp" and not self.hidden:
-            raise _KeyProblem(("hidden",), "kind mlp needs at least one hidden layer size",
+        if not linear and not self.hidden:
+            raise _KeyProblem(("hidden",), f"kind {self.kind} needs at least one hidden layer size",
                               self.hidden)
         if self.dropout and len(self.dropout) != len(self.hidden):
             raise _KeyProblem(
@@ -121,7 +241,9 @@ class ModelSpec(Strict):
 
 
 class OptimizerSpec(Strict):
-    name: Literal["sgd", "adam", "rmsprop"] = "sgd"
+    """torch.optim's sgd / adam / rmsprop, or sgd_scratch (minibatch SGD written by hand)."""
+
+    name: Literal["sgd", "adam", "rmsprop", "sgd_scratch"] = "sgd"
     lr: Annotated[float, Field(gt=0, le=100)]
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     # Applied to weights only: biases are not decayed.
@@ -132,19 +254,72 @@ class OptimizerSpec(Strict):
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.99
 
 
+# Loss name -> the tasks it fits. *_scratch are written by hand (dlbasics.scratch).
+LOSS_TASKS = {
+    "mse": ("regression",),
+    "squared_loss_scratch": ("regression",),
+    "cross_entropy": ("classification",),
+    "cross_entropy_scratch": ("classification",),
+    "bce_with_logits": ("binary",),
+    "multilabel_soft_margin": ("multilabel",),
+    "multilabel_softmax": ("multilabel",),
+}
+
+
+class PenaltySpec(Strict):
+    """An explicit penalty added to the loss by hand: strength * l2 (sum w^2 / 2) or l1 (sum |w|),
+    over the weights only (never the biases)."""
+
+    kind: Literal["l1", "l2"]
+    strength: Annotated[float, Field(ge=0)]
+
+
+class SeriesSpec(Strict):
+    """Marks a variant as one point of a named series (e.g. a lambda sweep) for the report."""
+
+    name: Annotated[str, Field(min_length=1)]
+    x: float
+
+
 class VariantSpec(Strict):
     """One trained variant: `train@<name>` in dvc.yaml."""
 
     dataset: Annotated[str, Field(min_length=1)]
     model: ModelSpec
-    loss: Literal["mse", "cross_entropy"]
+    loss: Literal[tuple(LOSS_TASKS)]
     optimizer: OptimizerSpec
     batch_size: Annotated[int, Field(gt=0, le=1_000_000)]
     epochs: Annotated[int, Field(gt=0, le=100_000)]
+    # gradient: the minibatch loop; lstsq: the closed-form least-squares fit (linear models).
+    solver: Literal["gradient", "lstsq"] = "gradient"
+    # Use only the first `features` input columns (the polynomial degree), all if None.
+    features: Annotated[int, Field(ge=1)] | None = None
+    penalty: PenaltySpec | None = None
+    series: SeriesSpec | None = None
+    # One line in the report saying what this variant shows.
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _solver_fits(self) -> VariantSpec:
+        if self.solver == "lstsq" and self.model.kind != "linear":
+            raise _KeyProblem(("solver",), "gradient (lstsq fits kind linear only)", self.solver)
+        if self.model.kind == "mlp_manual" and self.optimizer.name != "sgd_scratch":
+            raise _KeyProblem(("optimizer", "name"),
+                              "sgd_scratch (mlp_manual sets its own gradients)",
+                              self.optimizer.name)
+        if self.model.kind == "mlp_manual" and self.loss != "squared_loss_scratch":
+            raise _KeyProblem(("loss",), "squared_loss_scratch (the loss mlp_manual "
+                              "differentiates by hand)", self.loss)
+        return self
 
 
 class EvaluateSpec(Strict):
     top_k: Annotated[list[PositiveInt], Field(min_length=1)] = [1, 3]
+    # Multi-label predictions: sigmoid probability >= threshold, and the top-K labels per row.
+    multilabel_threshold: Fraction = 0.5
+    multilabel_top_k: PositiveInt = 2
+    # |w| below this counts as (near) zero in the sparsity count of linear models.
+    zero_tol: Annotated[float, Field(gt=0)] = 1e-3
 
 
 class Params(Strict):
@@ -185,17 +360,12 @@ class Params(Strict):
                     f"one of the datasets under data {sorted(self.data)}",
                     v.dataset,
                 )
-            kind = self.data[v.dataset].kind
-            if v.loss == "cross_entropy" and kind == "synthetic_linear":
+            task = DATASET_TASKS[self.data[v.dataset].kind]
+            if task not in LOSS_TASKS[v.loss]:
+                fits = sorted(k for k, tasks in LOSS_TASKS.items() if task in tasks)
                 raise _KeyProblem(
                     ("train", vname, "loss"),
-                    f"a regression loss (mse): {v.dataset!r} is a regression dataset",
-                    v.loss,
-                )
-            if v.loss == "mse" and kind == "digits":
-                raise _KeyProblem(
-                    ("train", vname, "loss"),
-                    f"a classification loss (cross_entropy): {v.dataset!r} has classes",
+                    f"a loss for the {task} dataset {v.dataset!r}: one of {fits}",
                     v.loss,
                 )
         return self
@@ -280,7 +450,7 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
         out[section] = list(model.model_fields)
     for name, spec in (params.get("data") or {}).items() if isinstance(params.get("data"), dict) else []:
         kind = spec.get("kind") if isinstance(spec, dict) else None
-        model = {"synthetic_linear": SyntheticLinear, "digits": Digits}.get(kind)
+        model = DATASET_MODELS.get(kind)
         if model:
             out[f"data.{name}"] = list(model.model_fields)
     if isinstance(params.get("prepare"), dict):
@@ -291,6 +461,8 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
             out[f"train.{name}"] = list(VariantSpec.model_fields)
             out[f"train.{name}.model"] = list(ModelSpec.model_fields)
             out[f"train.{name}.optimizer"] = list(OptimizerSpec.model_fields)
+            out[f"train.{name}.penalty"] = list(PenaltySpec.model_fields)
+            out[f"train.{name}.series"] = list(SeriesSpec.model_fields)
     return out
 
 

@@ -8,6 +8,7 @@ Layout (both directories are DVC outputs):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbasics.config import Digits, PrepareSpec, SyntheticLinear
+from dlbasics.config import (
+    ConfigError,
+    BreastCancer, Digits, Multilabel, Polynomial, PrepareSpec, SyntheticLinear, Trapezoid,
+)
 from dlbasics.io import npy_bytes, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
 from dlbasics.rng import derive_seed, numpy_rng
 
@@ -29,17 +33,49 @@ class DataError(Exception):
 # ----------------------------------------------------------------------------- generate
 
 
-def generate_synthetic_linear(spec: SyntheticLinear, seed: int) -> dict[str, Any]:
-    """X ~ N(0, 1) [N, d]; y = X w + b + N(0, noise_sd^2) [N]."""
-    rng = numpy_rng(seed, "data", "synthetic_linear")
-    w = np.asarray(spec.true_w, dtype=np.float64)
-    X = rng.standard_normal((spec.n_samples, w.size))
+def generate_synthetic_linear(name: str, spec: SyntheticLinear, seed: int) -> dict[str, Any]:
+    """X [N, d] ~ N(x_mean, x_std^2) or U(x_low, x_high); y = X w + b + N(0, noise_sd^2) [N]."""
+    rng = numpy_rng(seed, "data", name)
+    if spec.true_w is not None:
+        w = np.asarray(spec.true_w, dtype=np.float64)
+    elif spec.w_fill is not None:
+        w = np.full(spec.n_features, spec.w_fill)
+    else:
+        w = numpy_rng(seed, "data", name, "w").normal(0.0, spec.w_std, spec.n_features)
+    shape = (spec.n_samples, w.size)
+    if spec.x_dist == "normal":
+        X = rng.normal(spec.x_mean, spec.x_std, shape)
+    else:
+        X = rng.uniform(spec.x_low, spec.x_high, shape)
     y = X @ w + spec.true_b + rng.normal(0.0, spec.noise_sd, spec.n_samples)
-    meta = {"task": "regression", "true_w": list(spec.true_w), "true_b": spec.true_b}
+    meta = {"task": "regression", "true_w": w.tolist(), "true_b": spec.true_b}
     return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": meta}
 
 
-def generate_digits(spec: Digits, seed: int) -> dict[str, Any]:
+def generate_polynomial(name: str, spec: Polynomial, seed: int) -> dict[str, Any]:
+    """Features x^i / i! for i < max_degree [N, max_degree] (the 1/i! keeps high powers small);
+    y = features @ w + noise with w = true_w padded with zeros."""
+    rng = numpy_rng(seed, "data", name)
+    x = rng.standard_normal(spec.n_samples)
+    powers = np.arange(spec.max_degree)
+    X = np.power(x[:, None], powers) / np.array([math.factorial(int(i)) for i in powers])
+    w = np.zeros(spec.max_degree)
+    w[: len(spec.true_w)] = spec.true_w
+    y = X @ w + rng.normal(0.0, spec.noise_sd, spec.n_samples)
+    # No bias: the constant feature x^0 / 0! = 1 plays its part.
+    meta = {"task": "regression", "true_w": w.tolist()}
+    return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": meta}
+
+
+def generate_trapezoid(name: str, spec: Trapezoid, seed: int) -> dict[str, Any]:
+    """Top x1 and bottom x2 ~ U(low, high) [N, 2]; area 0.5 (x1 + x2) x1 [N] (height = top)."""
+    rng = numpy_rng(seed, "data", name)
+    X = rng.uniform(spec.low, spec.high, (spec.n_samples, 2))
+    y = 0.5 * (X[:, 0] + X[:, 1]) * X[:, 0]
+    return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": {"task": "regression"}}
+
+
+def generate_digits(name: str, spec: Digits, seed: int) -> dict[str, Any]:
     """scikit-learn's bundled 8x8 digits: X [1797, 64] in 0..16, y [1797] in 0..9."""
     from sklearn.datasets import load_digits
 
@@ -53,7 +89,43 @@ def generate_digits(spec: Digits, seed: int) -> dict[str, Any]:
     return {"X": bunch.data.astype(np.float32), "y": bunch.target.astype(np.int64), "meta": meta}
 
 
-GENERATORS = {"synthetic_linear": generate_synthetic_linear, "digits": generate_digits}
+def generate_breast_cancer(name: str, spec: BreastCancer, seed: int) -> dict[str, Any]:
+    """scikit-learn's bundled breast-cancer set: X [569, 30], y [569] in {0, 1}."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    meta = {
+        "task": "binary",
+        "class_names": [str(c) for c in bunch.target_names],
+        "source": "sklearn.datasets.load_breast_cancer",
+    }
+    return {"X": bunch.data.astype(np.float32), "y": bunch.target.astype(np.int64), "meta": meta}
+
+
+def generate_multilabel(name: str, spec: Multilabel, seed: int) -> dict[str, Any]:
+    """make_multilabel_classification: X [N, F] counts, Y [N, L] in {0, 1}."""
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(
+        n_samples=spec.n_samples, n_features=spec.n_features, n_classes=spec.n_classes,
+        n_labels=spec.n_labels, random_state=derive_seed(seed, "data", name),
+    )
+    meta = {
+        "task": "multilabel",
+        "class_names": [f"label_{i}" for i in range(spec.n_classes)],
+        "source": "sklearn.datasets.make_multilabel_classification",
+    }
+    return {"X": X.astype(np.float32), "y": Y.astype(np.float32), "meta": meta}
+
+
+GENERATORS = {
+    "synthetic_linear": generate_synthetic_linear,
+    "polynomial": generate_polynomial,
+    "trapezoid": generate_trapezoid,
+    "digits": generate_digits,
+    "breast_cancer": generate_breast_cancer,
+    "multilabel": generate_multilabel,
+}
 
 
 def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> None:
@@ -98,31 +170,55 @@ def _load_checked(path: Path, expected_sha256: str | None) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def split_indices(
+    n: int, spec: PrepareSpec, seed: int, name: str, stratify: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Seeded train / val / test row indices (sorted), by fractions or by counts."""
+    from sklearn.model_selection import train_test_split
+
+    if spec.n_train is not None:
+        n_val = spec.n_val or 0
+        need = spec.n_train + n_val + spec.n_test
+        if need > n:
+            raise ConfigError(
+                f"params.yaml: prepare.{name}: expected n_train + n_val + n_test <= {n} (the rows "
+                f"of data.{name}), found {need}; lower the counts or raise data.{name}.n_samples"
+            )
+        test_size, rest_size, val_size = spec.n_test, spec.n_train + n_val, n_val
+    else:
+        val_frac = spec.val_fraction or 0.0
+        test_size = spec.test_fraction
+        rest_size = None
+        val_size = val_frac / (1.0 - spec.test_fraction) if val_frac > 0 else 0
+    idx = np.arange(n)
+    # Two seeded splits: test first, then validation out of the rest.
+    rest, test = train_test_split(
+        idx, test_size=test_size, train_size=rest_size,
+        random_state=derive_seed(seed, "split", name, "test"), stratify=stratify,
+    )
+    if val_size:
+        train, val = train_test_split(
+            rest, test_size=val_size,
+            random_state=derive_seed(seed, "split", name, "val"),
+            stratify=stratify[rest] if stratify is not None else None,
+        )
+    else:
+        train, val = rest, rest[:0]
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
 def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) -> dict[str, Any]:
     """Split raw_dir (seeded, stratified for classification) and scale on train only."""
-    from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
     meta = _read_json(raw_dir / "meta.json")
     sums = meta.get("sha256", {})
     X = _load_checked(raw_dir / "X.npy", sums.get("X.npy"))
     y = _load_checked(raw_dir / "y.npy", sums.get("y.npy"))
-    classification = meta["task"] == "classification"
-    idx = np.arange(len(y))
-    # Two seeded splits: test first, then validation out of the rest.
-    rest, test = train_test_split(
-        idx,
-        test_size=spec.test_fraction,
-        random_state=derive_seed(seed, "split", meta["name"], "test"),
-        stratify=y if classification else None,
-    )
-    train, val = train_test_split(
-        rest,
-        test_size=spec.val_fraction / (1.0 - spec.test_fraction),
-        random_state=derive_seed(seed, "split", meta["name"], "val"),
-        stratify=y[rest] if classification else None,
-    )
-    parts = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    task = meta["task"]
+    # Stratify where there is one label per row; multi-label rows cannot be stratified simply.
+    strat = y if task in ("classification", "binary") else None
+    parts = split_indices(len(y), spec, seed, meta["name"], strat)
 
     scaler = {"standard": StandardScaler(), "minmax": MinMaxScaler(), "none": None}[spec.scale]
     if scaler is not None:
@@ -137,13 +233,14 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) 
     for fname, blob in blobs.items():
         write_bytes_atomic(out_dir / fname, blob)
 
-    n_classes = len(meta["class_names"]) if classification else None
+    n_outputs = {"classification": len(meta.get("class_names") or []),
+                 "multilabel": int(y.shape[1]) if y.ndim == 2 else 0}.get(task, 1)
     manifest = {
         "name": meta["name"],
         "kind": meta["kind"],
         "task": meta["task"],
         "n_features": int(X.shape[1]),
-        "n_outputs": n_classes if classification else 1,
+        "n_outputs": n_outputs,
         "class_names": meta.get("class_names"),
         "image_shape": meta.get("image_shape"),
         "sizes": {split: int(len(rows)) for split, rows in parts.items()},
@@ -153,7 +250,7 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) 
     }
     # The true parameters are only meaningful in the original (unscaled) feature units.
     if "true_w" in meta and spec.scale == "none":
-        manifest["true_w"], manifest["true_b"] = meta["true_w"], meta["true_b"]
+        manifest["true_w"], manifest["true_b"] = meta["true_w"], meta.get("true_b")
     write_json_atomic(out_dir / "manifest.json", manifest)
     return manifest
 

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dlbasics import scratch
 from dlbasics.config import ModelSpec
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -24,7 +25,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 def _linear(spec: ModelSpec, n_in: int, n_out: int) -> nn.Module:
-    return nn.Linear(n_in, n_out)
+    return nn.Linear(n_in, n_out, bias=spec.bias)
 
 
 def _mlp(spec: ModelSpec, n_in: int, n_out: int) -> nn.Module:
@@ -44,6 +45,21 @@ BUILDERS: dict[str, Callable[[ModelSpec, int, int], nn.Module]] = {
     "mlp": _mlp,
 }
 
+# The taught versions draw their own N(0, init_std^2) initialisation from the generator.
+SCRATCH_BUILDERS: dict[str, Callable[[ModelSpec, int, int, torch.Generator], nn.Module]] = {
+    "linear_scratch": lambda s, i, o, g: scratch.ScratchLinear(i, o, init_std=s.init_std, generator=g),
+    "softmax_scratch": lambda s, i, o, g: scratch.ScratchSoftmaxRegression(
+        i, o, init_std=s.init_std, generator=g
+    ),
+    "mlp_scratch": lambda s, i, o, g: scratch.ScratchMLP(
+        i, s.hidden, o, activation=s.activation, dropout=s.dropout or None,
+        init_std=s.init_std, generator=g,
+    ),
+    "mlp_manual": lambda s, i, o, g: scratch.ManualSigmoidMLP(
+        i, s.hidden[0], o, init_std=s.init_std, generator=g
+    ),
+}
+
 
 @torch.no_grad()
 def init_parameters(model: nn.Module, spec: ModelSpec, generator: torch.Generator) -> None:
@@ -60,17 +76,22 @@ def init_parameters(model: nn.Module, spec: ModelSpec, generator: torch.Generato
         if spec.init == "default":
             nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
             bound = 1.0 / math.sqrt(fan_in)
-            nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+            if m.bias is not None:
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
         elif spec.init == "normal":
             nn.init.normal_(m.weight, 0.0, spec.init_std, generator=generator)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         else:
             nn.init.xavier_uniform_(m.weight, generator=generator)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def build_model(spec: ModelSpec, n_in: int, n_out: int, generator: torch.Generator) -> nn.Module:
     """A freshly initialised model for `spec` with `n_in` inputs and `n_out` outputs."""
+    if spec.kind in SCRATCH_BUILDERS:
+        return SCRATCH_BUILDERS[spec.kind](spec, n_in, n_out, generator)
     # Built on the meta device so construction draws nothing; then initialised from `generator`.
     with torch.device("meta"):
         model = BUILDERS[spec.kind](spec, n_in, n_out)
@@ -84,6 +105,15 @@ def state_dict_bytes(model: nn.Module) -> bytes:
     buf = io.BytesIO()  # a fixed in-archive name: saving to a temp *path* would embed that name
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     return buf.getvalue()
+
+
+def linear_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(w [in], b or None) of a one-output linear model (torch or scratch), else None."""
+    if isinstance(model, nn.Linear) and model.out_features == 1:
+        return model.weight.detach()[0], None if model.bias is None else model.bias.detach()[0]
+    if isinstance(model, scratch.ScratchLinear) and model.weight.shape[1] == 1:
+        return model.weight.detach()[:, 0], model.bias.detach()[0]
+    return None
 
 
 def load_state_dict(model: nn.Module, path: str) -> nn.Module:

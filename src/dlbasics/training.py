@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlbasics.config import OptimizerSpec
+from dlbasics import scratch
+from dlbasics.config import OptimizerSpec, PenaltySpec
 from dlbasics.data import Split
 
 
@@ -29,19 +30,60 @@ class DivergenceError(RuntimeError):
         self.epoch, self.loss, self.lr = epoch, loss, lr
 
 
-LOSSES: dict[str, Callable[[], nn.Module]] = {
+def _bce_with_logits() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    bce = nn.BCEWithLogitsLoss()
+    # One logit per sample [N, 1] against 0/1 labels [N].
+    return lambda out, y: bce(out.reshape(-1), y.to(out.dtype))
+
+
+def _multilabel_softmax() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    from dlbasics.metrics import multilabel_softmax_cross_entropy
+
+    return multilabel_softmax_cross_entropy
+
+
+LOSSES: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
     "mse": nn.MSELoss,
+    "squared_loss_scratch": lambda: scratch.squared_loss,
     "cross_entropy": nn.CrossEntropyLoss,
+    "cross_entropy_scratch": lambda: scratch.scratch_cross_entropy,
+    "bce_with_logits": _bce_with_logits,
+    "multilabel_soft_margin": nn.MultiLabelSoftMarginLoss,
+    "multilabel_softmax": _multilabel_softmax,
 }
 
 
-def build_loss(name: str) -> nn.Module:
+def build_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss `name` as a callable (outputs, targets) -> scalar mean over the batch."""
     return LOSSES[name]()
 
 
-def build_optimizer(spec: OptimizerSpec, model: nn.Module) -> torch.optim.Optimizer:
-    """torch.optim optimiser; weight decay applies to weights only, never to biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
+def weights_of(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters that are weights (matrices), not biases: those decayed and penalised."""
+    return [p for p in model.parameters() if p.ndim > 1]
+
+
+def build_penalty(
+    spec: PenaltySpec | None, model: nn.Module
+) -> Callable[[], torch.Tensor] | None:
+    """strength * l2 (sum w^2 / 2) or l1 (sum |w|) of the weights, written by hand; or None."""
+    if spec is None or spec.strength == 0:
+        return None
+    fn = scratch.l2_penalty if spec.kind == "l2" else scratch.l1_penalty
+    weights = weights_of(model)
+    return lambda: spec.strength * fn(weights)
+
+
+def build_optimizer(spec: OptimizerSpec, model: nn.Module):
+    """torch.optim optimiser (or the hand-written ScratchSGD); weight decay applies to weights
+    only, never to biases."""
+    if spec.name == "sgd_scratch":
+        return scratch.ScratchSGD(
+            [{"params": weights_of(model), "weight_decay": spec.weight_decay},
+             {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}],
+            lr=spec.lr,
+        )
+    decay = weights_of(model)
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": spec.weight_decay},
@@ -73,6 +115,11 @@ def evaluate_split(
     metrics = {"loss": float(loss_fn(out, split.y))}
     if task == "classification":
         metrics["accuracy"] = float((out.argmax(dim=1) == split.y).float().mean())
+    elif task == "binary":
+        metrics["accuracy"] = float(((out.reshape(-1) > 0).long() == split.y).float().mean())
+    elif task == "multilabel":
+        # Exact match: every label of the row right.
+        metrics["accuracy"] = float(((out > 0).to(split.y.dtype) == split.y).all(1).float().mean())
     return metrics
 
 
@@ -83,6 +130,8 @@ def fit(
     train: Split,
     val: Split | None,
     *,
+    test: Split | None = None,
+    penalty: Callable[[], torch.Tensor] | None = None,
     epochs: int,
     batch_size: int,
     generator: torch.Generator,
@@ -90,14 +139,17 @@ def fit(
     label: str = "train",
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Minibatch training; returns one record per epoch (train_loss, val_loss, val_accuracy).
+    """Minibatch training; returns one record per epoch: train_loss (the mean minibatch loss,
+    penalty excluded), then val_* and test_* (loss, accuracy) measured at the epoch's end. The
+    test curve is for plots only: nothing is chosen by it.
 
     `generator` (CPU) draws the batch order, so shuffling never depends on the device.
+    `penalty` (a callable returning a scalar) is added to the loss that is differentiated.
     Raises DivergenceError at the first epoch whose training loss is not finite.
     """
     X, y = train.X, train.y  # already on the model's device
     n = X.shape[0]
-    lr = optimizer.param_groups[0]["lr"]
+    lr = optimizer.lr if hasattr(optimizer, "lr") else optimizer.param_groups[0]["lr"]
     history: list[dict[str, float]] = []
     tty = sys.stderr.isatty()
     for epoch in range(1, epochs + 1):
@@ -116,17 +168,18 @@ def fit(
                 loss = manual(xb, yb)  # sets p.grad itself, no autograd (scratch variants)
             else:
                 loss = loss_fn(model(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                optimizer.zero_grad()
+                (loss + penalty() if penalty is not None else loss).backward()
             optimizer.step()
             total += loss.detach().double() * idx.shape[0]
         train_loss = float(total) / n
         if not math.isfinite(train_loss):
             raise DivergenceError(epoch, train_loss, lr)
         record = {"epoch": epoch, "train_loss": train_loss}
-        if val is not None:
-            for k, v in evaluate_split(model, loss_fn, val, task).items():
-                record[f"val_{k}"] = v
+        for prefix, split in (("val", val), ("test", test)):
+            if split is not None and split.X.shape[0] > 0:
+                for k, v in evaluate_split(model, loss_fn, split, task).items():
+                    record[f"{prefix}_{k}"] = v
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
