@@ -1,4 +1,5 @@
-"""DVC stage `evaluate`: test metrics of every variant into --out (a DVC metrics file)."""
+"""DVC stage `evaluate`: metrics of every variant (a DVC metrics file), classifier details and
+the named series; then the variants' MLflow runs get their test metrics and logged models."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
-from dlbasics.evaluation import evaluate_all, log_test_metrics
+from dlbasics.evaluation import evaluate_all, finish_runs, series_table
 from dlbasics.io import write_json_atomic
 
 
@@ -18,12 +19,16 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, required=True, help="prepared data root")
     ap.add_argument("--models", type=Path, required=True, help="models root")
     ap.add_argument("--out", type=Path, required=True, help="metrics JSON")
+    ap.add_argument("--details", type=Path, required=True, help="classifier details JSON")
+    ap.add_argument("--series", type=Path, required=True, help="named series JSON")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    results = evaluate_all(params, args.data, args.models)
+    results, details = evaluate_all(params, args.data, args.models)
     write_json_atomic(args.out, results)
-    for name in log_test_metrics(params, args.models, results):
-        print(f"evaluate: no MLflow run holds the weights of {name}; its test metrics are only "
+    write_json_atomic(args.details, details)
+    write_json_atomic(args.series, series_table(params, results))
+    for name in finish_runs(params, args.models, results, args.data):
+        print(f"evaluate: no MLflow run holds the weights of {name}; its metrics are only "
               f"in {args.out}", file=sys.stderr)
 
 

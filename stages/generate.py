@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
-from dlbasics.data import GENERATORS, write_raw
+from dlbasics.data import generate_all
 from dlbasics.io import atomic_directory
 
 
@@ -19,9 +19,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     with atomic_directory(args.out) as tmp:
-        for name, spec in params.data.items():
-            write_raw(tmp, name, spec.kind, GENERATORS[spec.kind](name, spec, params.seed))
-            print(f"generate: {name} ({spec.kind})")
+        names = generate_all(params, tmp)
+    print(f"generate: {', '.join(names)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
-from dlbasics.data import prepare_dataset
+from dlbasics.data import prepare_all
 from dlbasics.io import atomic_directory
 
 
@@ -20,9 +20,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     with atomic_directory(args.out) as tmp:
-        for name, spec in params.prepare.items():
-            man = prepare_dataset(args.raw / name, tmp / name, spec, params.seed)
-            print(f"prepare: {name} {man['sizes']} scale={man['scale']}")
+        manifests = prepare_all(params, args.raw, tmp)
+    for name, man in manifests.items():
+        print(f"prepare: {name} {man['sizes']} scale={man['scale']}")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,13 @@ def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> No
     write_json_atomic(target / "meta.json", meta)
 
 
+def generate_all(params, out_dir: Path) -> list[str]:
+    """Write every dataset under `data:` in params into out_dir/<name>/."""
+    for name, spec in params.data.items():
+        write_raw(out_dir, name, spec.kind, GENERATORS[spec.kind](name, spec, params.seed))
+    return list(params.data)
+
+
 # ----------------------------------------------------------------------------- prepare
 
 
@@ -255,6 +262,14 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) 
     return manifest
 
 
+def prepare_all(params, raw_dir: Path, out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Prepare every dataset under `prepare:` from raw_dir/<name> into out_dir/<name>."""
+    return {
+        name: prepare_dataset(raw_dir / name, out_dir / name, spec, params.seed)
+        for name, spec in params.prepare.items()
+    }
+
+
 # ----------------------------------------------------------------------------- load
 
 
@@ -277,6 +292,19 @@ class Prepared:
     def digest(self) -> str:
         """One content digest for the whole prepared dataset."""
         return sha256_bytes(json.dumps(self.manifest["sha256"], sort_keys=True).encode())
+
+
+def take_features(data: Prepared, k: int | None, key: str = "features") -> Prepared:
+    """The same data with only the first `k` input columns (all when k is None)."""
+    if k is None or k == data.manifest["n_features"]:
+        return data
+    if k > data.manifest["n_features"]:
+        raise ConfigError(
+            f"params.yaml: {key}: expected at most {data.manifest['n_features']} (the columns "
+            f"of {data.manifest['name']}), found {k}"
+        )
+    splits = {name: Split(s.X[:, :k], s.y) for name, s in data.splits.items()}
+    return Prepared({**data.manifest, "n_features": k}, splits)
 
 
 def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepared:

@@ -1,4 +1,5 @@
-"""How a model is judged: test metrics of every trained variant, from the DVC outputs."""
+"""How a model is judged: train and test metrics of every trained variant, from the DVC outputs,
+and the finishing touches on each variant's MLflow run (test metrics, logged model)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dlbasics import tracking
 from dlbasics.config import Params
-from dlbasics.data import DataError, Prepared, load_prepared
-from dlbasics.metrics import classification_metrics, regression_metrics
-from dlbasics.models import build_model, load_state_dict
+from dlbasics.data import DataError, Prepared
+from dlbasics.experiment import load_variant_data
+from dlbasics.metrics import (
+    binary_metrics,
+    classification_details,
+    classification_metrics,
+    multilabel_metrics,
+    multilabel_predict,
+    regression_metrics,
+)
+from dlbasics.models import build_model, linear_weights, load_state_dict
 from dlbasics.training import predict
 
+SCORED_SPLITS = ("train", "test")
 
-def _read_model_info(model_dir: Path) -> dict[str, Any]:
+
+def read_model_info(model_dir: Path) -> dict[str, Any]:
     path = model_dir / "model.json"
     try:
         return json.loads(path.read_text())
@@ -24,62 +36,120 @@ def _read_model_info(model_dir: Path) -> dict[str, Any]:
         raise DataError(f"{path}: missing; run the train stage first (dvc repro)") from None
 
 
-def parameter_errors(model: torch.nn.Module, manifest: dict[str, Any]) -> dict[str, float]:
-    """For a linear model on data with known truth: max |w - w_true| and |b - b_true|."""
-    if "true_w" not in manifest or not isinstance(model, torch.nn.Linear):
+def load_model(params: Params, name: str, model_dir: Path) -> torch.nn.Module:
+    """Rebuild variant `name`'s network and load its trained weights (weights_only)."""
+    info = read_model_info(model_dir)
+    model = build_model(
+        params.train[name].model, info["n_features"], info["n_outputs"], torch.Generator()
+    )
+    return load_state_dict(model, str(model_dir / "model.pt")).eval()
+
+
+def parameter_summary(model: torch.nn.Module, manifest: dict[str, Any], zero_tol: float):
+    """For one-output linear models: the learned weights against the truth, norm and sparsity."""
+    lw = linear_weights(model)
+    if lw is None:
         return {}
-    w_true = torch.tensor(manifest["true_w"], dtype=model.weight.dtype)
-    return {
-        "w_error": float((model.weight.detach().reshape(-1) - w_true).abs().max()),
-        "b_error": float((model.bias.detach().reshape(-1)[0] - manifest["true_b"]).abs()),
+    w, b = lw
+    out: dict[str, float] = {
+        "w_norm": float(w.norm()),
+        "n_weights": float(w.numel()),
+        "n_near_zero": float((w.abs() < zero_tol).sum()),
     }
+    if w.numel() <= 8:
+        out.update({f"w_{i}": float(v) for i, v in enumerate(w)})
+    if b is not None:
+        out["b"] = float(b)
+    if manifest.get("true_w") is not None:
+        true = torch.tensor(manifest["true_w"][: w.numel()], dtype=w.dtype)
+        out["w_error"] = float((w[: true.numel()] - true).abs().max())
+        if b is not None and manifest.get("true_b") is not None:
+            out["b_error"] = float((b - manifest["true_b"]).abs())
+    return out
+
+
+def score(params: Params, task: str, n_outputs: int, y: torch.Tensor, out: torch.Tensor):
+    """Metrics of outputs `out` against targets `y` for the dataset's task."""
+    ev = params.evaluate
+    y_np, out_np = y.numpy(), out.numpy()
+    if task == "regression":
+        return regression_metrics(y_np, out_np)
+    if task == "classification":
+        return classification_metrics(y_np, out_np, n_classes=n_outputs, top_k=tuple(ev.top_k))
+    if task == "binary":
+        return binary_metrics(y_np, out_np.reshape(-1))
+    by_threshold = multilabel_metrics(
+        y_np, multilabel_predict(out_np, threshold=ev.multilabel_threshold)
+    )
+    by_top_k = multilabel_metrics(y_np, multilabel_predict(out_np, top_k=ev.multilabel_top_k))
+    return {**by_threshold, **{f"top{ev.multilabel_top_k}_{k}": v for k, v in by_top_k.items()}}
 
 
 def evaluate_variant(
     params: Params, name: str, data: Prepared, model_dir: Path
-) -> dict[str, float]:
-    """Test metrics of one variant as {"test_<metric>": value, ...} plus parameter errors."""
-    info = _read_model_info(model_dir)
-    spec = params.train[name]
-    model = build_model(spec.model, info["n_features"], info["n_outputs"], torch.Generator())
-    load_state_dict(model, str(model_dir / "model.pt"))
-    test = data.splits["test"]
-    out = predict(model, test.X)
-    if data.task == "regression":
-        metrics = regression_metrics(test.y.numpy(), out.numpy())
-    else:
-        metrics = classification_metrics(
-            test.y.numpy(), out.numpy(), n_classes=info["n_outputs"], top_k=tuple(params.evaluate.top_k)
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """({"train_<metric>", "test_<metric>", parameter summary}, details for classifiers)."""
+    model = load_model(params, name, model_dir)
+    info = read_model_info(model_dir)
+    result: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    for split in SCORED_SPLITS:
+        s = data.splits[split]
+        out = predict(model, s.X)
+        result.update(
+            {f"{split}_{k}": float(v)
+             for k, v in score(params, data.task, info["n_outputs"], s.y, out).items()}
         )
-    result = {f"test_{k}": float(v) for k, v in metrics.items()}
-    result.update(parameter_errors(model, data.manifest))
-    return result
+        if split == "test" and data.task in ("classification", "binary"):
+            pred = out.argmax(1) if data.task == "classification" else (out.reshape(-1) > 0).long()
+            details = classification_details(
+                s.y.numpy(), pred.numpy(), class_names=data.manifest["class_names"]
+            )
+    result.update(parameter_summary(model, data.manifest, params.evaluate.zero_tol))
+    return result, details
 
 
-def evaluate_all(params: Params, prepared_root: Path, models_root: Path) -> dict[str, dict[str, float]]:
-    """Variant name -> test metrics, for every variant in params."""
-    cache: dict[str, Prepared] = {}
-    results = {}
+def evaluate_all(
+    params: Params, prepared_root: Path, models_root: Path
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """(variant -> metrics, variant -> classification details) for every variant in params."""
+    results, details = {}, {}
     for name, spec in params.train.items():
-        if spec.dataset not in cache:
-            cache[spec.dataset] = load_prepared(prepared_root / spec.dataset, splits=("test",))
-        results[name] = evaluate_variant(params, name, cache[spec.dataset], models_root / name)
-    return results
+        data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS)
+        results[name], d = evaluate_variant(params, name, data, models_root / name)
+        if d:
+            details[name] = d
+    return results, details
 
 
-def log_test_metrics(params: Params, models_root: Path, results: dict[str, dict[str, float]]) -> list[str]:
-    """Add each variant's test metrics to the MLflow run that trained its weights.
+def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[str, list]:
+    """Variants marked with `series` grouped into named series, ordered by x."""
+    table: dict[str, list] = {}
+    for name, spec in params.train.items():
+        if spec.series is not None:
+            table.setdefault(spec.series.name, []).append(
+                {"x": spec.series.x, "variant": name, **results[name]}
+            )
+    return {k: sorted(v, key=lambda r: r["x"]) for k, v in sorted(table.items())}
+
+
+def finish_runs(
+    params: Params, models_root: Path, results: dict[str, dict[str, float]], data_root: Path
+) -> list[str]:
+    """Add each variant's metrics and model to the MLflow run that trained its weights.
 
     The run is found by the sha256 of the weights, so cached variants are matched to the run that
-    produced them; a run that already holds these values gets nothing new. Returns the variants
-    whose run could not be found (trained with another store, or with tracking off).
+    produced them, and a run that already holds these values and a model gets nothing new.
+    Logging the models here, in one process, pays mlflow's environment scan once instead of
+    once per train stage. Returns the variants whose run could not be found.
     """
     import mlflow
+    from mlflow.entities import Metric
 
     missing = []
     client = None
     for name, metrics in results.items():
-        info = _read_model_info(models_root / name)
+        info = read_model_info(models_root / name)
         run = tracking.find_run(
             params.tracking.experiment, {"variant": name, "model_sha256": info["model_sha256"]}
         )
@@ -89,8 +159,34 @@ def log_test_metrics(params: Params, models_root: Path, results: dict[str, dict[
         client = client or mlflow.MlflowClient()
         new = {k: v for k, v in metrics.items() if run.data.metrics.get(k) != v}
         if new:
-            from mlflow.entities import Metric
-
             stamp = int(run.info.end_time or run.info.start_time)
-            client.log_batch(run.info.run_id, metrics=[Metric(k, v, stamp, 0) for k, v in new.items()])
+            client.log_batch(
+                run.info.run_id, metrics=[Metric(k, v, stamp, 0) for k, v in new.items()]
+            )
+        if params.tracking.log_models and not run.outputs.model_outputs:
+            spec = params.train[name]
+            data = load_variant_data(params, name, data_root / spec.dataset, splits=("test",))
+            _log_model(run.info.run_id, load_model(params, name, models_root / name),
+                       data.splits["test"].X[:5])
     return missing
+
+
+def _log_model(run_id: str, model: torch.nn.Module, example: torch.Tensor) -> None:
+    """Log `model` (CPU, eval mode) to run `run_id` with a signature and an input example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        out = model(example)
+    signature = infer_signature(example.numpy(), out.numpy())
+    status = mlflow.MlflowClient().get_run(run_id).info.status
+    with mlflow.start_run(run_id=run_id):
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=np.asarray(example.numpy()),
+            # Explicit requirements: mlflow's inference would import-scan in a subprocess.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    mlflow.MlflowClient().set_terminated(run_id, status=status)

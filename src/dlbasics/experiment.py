@@ -6,21 +6,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from dlbasics import tracking
-from dlbasics.config import Params
-from dlbasics.data import Prepared, Split, load_prepared
+from dlbasics.config import Params, VariantSpec
+from dlbasics.data import Prepared, Split, load_prepared, take_features
 from dlbasics.io import atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic
 from dlbasics.models import build_model, state_dict_bytes
 from dlbasics.rng import derive_seed, torch_generator
 from dlbasics.runtime import configure
-from dlbasics.training import build_loss, build_optimizer, fit
+from dlbasics.training import build_loss, build_optimizer, build_penalty, evaluate_split, fit
 
 
 def variant_params(params: Params, name: str) -> dict[str, Any]:
     """The hyper-parameters of one variant, flattened for MLflow (seed included)."""
-    spec = params.train[name].model_dump(mode="json")
+    spec = params.train[name].model_dump(mode="json", exclude_none=True)
+    spec.pop("note", None)
     return {"seed": params.seed, **tracking.flatten(spec)}
+
+
+def load_variant_data(params: Params, name: str, data_dir: Path, splits) -> Prepared:
+    """The prepared dataset of variant `name`, restricted to its `features` columns."""
+    spec = params.train[name]
+    data = load_prepared(data_dir, splits=splits)
+    return take_features(data, spec.features, key=f"train.{name}.features")
 
 
 def _to(split: Split, device: torch.device) -> Split:
@@ -39,72 +48,103 @@ def _log_dataset(data: Prepared) -> None:
     mlflow.log_input(ds, context="training")
 
 
-def _log_model(model: torch.nn.Module, example: torch.Tensor) -> None:
-    import mlflow
-    from mlflow.models import infer_signature
+@torch.no_grad()
+def fit_lstsq(model: nn.Linear, train: Split) -> None:
+    """Set a linear model's weights to the closed-form least-squares solution (float64)."""
+    X, y = train.X.double(), train.y.double()  # [N, F], [N, 1]
+    if model.bias is not None:
+        X = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
+    # gelsd: the minimum-norm solution via SVD, exact even when the system is ill-conditioned.
+    sol = torch.linalg.lstsq(X.cpu(), y.cpu(), driver="gelsd").solution  # [F (+1), 1]
+    n_in = model.in_features
+    model.weight.copy_(sol[:n_in].T.to(model.weight))
+    if model.bias is not None:
+        model.bias.copy_(sol[n_in].to(model.bias))
 
-    model = model.cpu().eval()
-    with torch.no_grad():
-        out = model(example)
-    signature = infer_signature(example.numpy(), out.numpy())
-    mlflow.pytorch.log_model(
-        model,
-        name="model",
-        signature=signature,
-        input_example=example.numpy(),
-        # Explicit requirements: mlflow's inference would import-scan in a subprocess (slow).
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+
+def _train(
+    spec: VariantSpec, model: nn.Module, splits: dict[str, Split], task: str, seed: int,
+    name: str, on_epoch,
+) -> list[dict[str, float]]:
+    loss_fn = build_loss(spec.loss)
+    if spec.solver == "lstsq":
+        fit_lstsq(model, splits["train"])
+        record: dict[str, float] = {"epoch": 1}
+        for split in ("train", "val", "test"):
+            if splits[split].X.shape[0]:
+                record.update(
+                    {f"{split}_{k}": v
+                     for k, v in evaluate_split(model, loss_fn, splits[split], task).items()}
+                )
+        on_epoch(record)
+        return [record]
+    return fit(
+        model, loss_fn, build_optimizer(spec.optimizer, model), splits["train"], splits["val"],
+        test=splits["test"], penalty=build_penalty(spec.penalty, model),
+        epochs=spec.epochs, batch_size=spec.batch_size,
+        generator=torch_generator(seed, "batches", spec.dataset),
+        task=task, label=f"train@{name}", on_epoch=on_epoch,
     )
+
+
+def fit_variant(
+    params: Params, name: str, data_dir: Path, device: torch.device | None = None, on_epoch=None
+) -> tuple[nn.Module, list[dict[str, float]], Prepared]:
+    """Build and train variant `name` on the prepared data in `data_dir`, without tracking.
+
+    Returns (trained model, per-epoch history, the data it saw). Deterministic on CPU.
+    """
+    spec = params.train[name]
+    device = device or torch.device("cpu")
+    data = load_variant_data(params, name, data_dir, splits=("train", "val", "test"))
+    man = data.manifest
+    # Initial weights and batch order derive from the seed and the dataset, not the variant:
+    # variants of one dataset share them (common random numbers), so a scratch variant and its
+    # torch.nn twin, or two optimisers, differ only in what the variants say.
+    model = build_model(
+        spec.model, man["n_features"], man["n_outputs"],
+        torch_generator(params.seed, "init", man["name"]),
+    ).to(device)
+    # nn.Dropout can only draw from the global generator: seed it per variant.
+    torch.manual_seed(derive_seed(params.seed, "dropout", name))
+    splits = {k: _to(v, device) for k, v in data.splits.items()}
+    history = _train(spec, model, splits, data.task, params.seed, name,
+                     on_epoch=on_epoch or (lambda rec: None))
+    return model.cpu(), history, data
 
 
 def train_variant(
     params: Params, name: str, data_dir: Path, model_dir: Path, history_path: Path
 ) -> dict[str, Any]:
-    """Train variant `name` on the prepared data in `data_dir`.
+    """Train variant `name` (see fit_variant) and track it.
 
     Writes model_dir/model.pt (state_dict), model_dir/model.json (what is needed to rebuild it)
-    and history_path (one record per epoch). Logs the run to MLflow. Returns model.json's content.
+    and history_path (one record per epoch). Logs the run to MLflow; `evaluate` later adds the
+    test metrics and the logged model to the same run. Returns model.json's content.
     """
     spec = params.train[name]
     device = configure(params.runtime)
-    data = load_prepared(data_dir, splits=("train", "val"))
-    task, man = data.task, data.manifest
-    n_in, n_out = man["n_features"], man["n_outputs"]
-
-    model = build_model(spec.model, n_in, n_out, torch_generator(params.seed, "init", name))
-    model = model.to(device)
-    # nn.Dropout can only draw from the global generator: seed it per variant.
-    torch.manual_seed(derive_seed(params.seed, "dropout", name))
-    loss_fn = build_loss(spec.loss)
-    optimizer = build_optimizer(spec.optimizer, model)
-    train, val = _to(data.splits["train"], device), _to(data.splits["val"], device)
-
-    tags = {"variant": name, "dataset": man["name"], "device": str(device), "task": task}
+    tags = {"variant": name, "dataset": spec.dataset, "device": str(device)}
     with tracking.run(params.tracking.experiment, name, tags) as run:
         import mlflow
 
         mlflow.log_params(variant_params(params, name))
-        _log_dataset(data)
         buffer = tracking.MetricBuffer(run.info.run_id)
-        history = fit(
-            model, loss_fn, optimizer, train, val,
-            epochs=spec.epochs, batch_size=spec.batch_size,
-            generator=torch_generator(params.seed, "batches", name),
-            task=task, label=f"train@{name}",
-            on_epoch=lambda rec: buffer.add(rec, step=rec["epoch"]),
+        model, history, data = fit_variant(
+            params, name, data_dir, device, on_epoch=lambda rec: buffer.add(rec, rec["epoch"])
         )
         buffer.flush()
+        _log_dataset(data)
+        mlflow.set_tag("task", data.task)
 
         blob = state_dict_bytes(model)
         info = {
             "variant": name,
-            "dataset": man["name"],
+            "dataset": data.manifest["name"],
             "dataset_sha256": data.digest,
-            "n_features": n_in,
-            "n_outputs": n_out,
-            "task": task,
-            "model": spec.model.model_dump(mode="json"),
-            "loss": spec.loss,
+            "n_features": data.manifest["n_features"],
+            "n_outputs": data.manifest["n_outputs"],
+            "task": data.task,
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
         }
@@ -115,6 +155,4 @@ def train_variant(
         write_json_atomic(history_path, history)
         # evaluate finds this run again by the digest of the weights it produced.
         mlflow.set_tag("model_sha256", info["model_sha256"])
-        if params.tracking.log_models:
-            _log_model(model, data.splits["train"].X[:5].cpu())
     return info

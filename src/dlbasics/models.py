@@ -66,7 +66,7 @@ def init_parameters(model: nn.Module, spec: ModelSpec, generator: torch.Generato
     """Initialise every nn.Linear from `generator` (no global RNG draws).
 
     default: PyTorch's own scheme (kaiming-uniform with a = sqrt(5), bias U(+-1/sqrt(fan_in)));
-    normal:  W ~ N(0, init_std^2), b = 0 (the sources' choice);
+    normal:  W ~ N(0, init_std^2), b = 0 (the sources' choice; same draws as dlbasics.scratch);
     xavier:  W ~ U(+-sqrt(6 / (fan_in + fan_out))), b = 0.
     """
     for m in model.modules():
@@ -79,7 +79,10 @@ def init_parameters(model: nn.Module, spec: ModelSpec, generator: torch.Generato
             if m.bias is not None:
                 nn.init.uniform_(m.bias, -bound, bound, generator=generator)
         elif spec.init == "normal":
-            nn.init.normal_(m.weight, 0.0, spec.init_std, generator=generator)
+            # Drawn as [in, out] like the scratch models (y = X W + b), then transposed, so a
+            # scratch variant and its torch.nn twin start from the very same weights.
+            w = torch.randn(m.in_features, m.out_features, generator=generator) * spec.init_std
+            m.weight.copy_(w.T)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         else:

@@ -183,7 +183,8 @@ def fit(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if not tty:
+        # Off a terminal: one line per epoch, thinned to about 100 lines for long runs.
+        if not tty and (epoch % max(1, epochs // 100) == 0 or epoch == epochs):
             shown = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k != "epoch")
             print(f"{label} epoch {epoch}/{epochs} {shown}", flush=True)
     return history
