@@ -17,11 +17,13 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--series", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     metrics = json.loads(args.metrics.read_text())
-    write_text_atomic(args.out, render_markdown(params, metrics))
+    series = json.loads(args.series.read_text())
+    write_text_atomic(args.out, render_markdown(params, metrics, series))
 
 
 if __name__ == "__main__":

@@ -296,8 +296,6 @@ class VariantSpec(Strict):
     features: Annotated[int, Field(ge=1)] | None = None
     penalty: PenaltySpec | None = None
     series: SeriesSpec | None = None
-    # One line in the report saying what this variant shows.
-    note: str = ""
 
     @model_validator(mode="after")
     def _solver_fits(self) -> VariantSpec:
@@ -322,6 +320,12 @@ class EvaluateSpec(Strict):
     zero_tol: Annotated[float, Field(gt=0)] = 1e-3
 
 
+class ReportSpec(Strict):
+    # variant -> one line saying what it shows; kept out of `train` so editing prose
+    # never re-runs training.
+    notes: dict[str, str] = {}
+
+
 class Params(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**31)]
     runtime: Runtime = Runtime()
@@ -330,6 +334,7 @@ class Params(Strict):
     prepare: dict[str, PrepareSpec]
     train: Annotated[dict[str, VariantSpec], Field(min_length=1)]
     evaluate: EvaluateSpec = EvaluateSpec()
+    report: ReportSpec = ReportSpec()
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Params:
@@ -353,6 +358,10 @@ class Params(Strict):
                     ("prepare", name), f"the name of a dataset under data {sorted(self.data)}",
                     name,
                 )
+        for vname in self.report.notes:
+            if vname not in self.train:
+                raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
+                                  vname)
         for vname, v in self.train.items():
             if v.dataset not in self.data:
                 raise _KeyProblem(
@@ -446,7 +455,8 @@ def _describe(err: dict[str, Any], model_fields: dict[str, list[str]]) -> tuple[
 def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
     """Key path -> allowed keys, to list them next to an unknown key."""
     out: dict[str, list[str]] = {"<top level>": list(Params.model_fields)}
-    for section, model in (("runtime", Runtime), ("tracking", Tracking), ("evaluate", EvaluateSpec)):
+    for section, model in (("runtime", Runtime), ("tracking", Tracking),
+                           ("evaluate", EvaluateSpec), ("report", ReportSpec)):
         out[section] = list(model.model_fields)
     for name, spec in (params.get("data") or {}).items() if isinstance(params.get("data"), dict) else []:
         kind = spec.get("kind") if isinstance(spec, dict) else None

@@ -303,7 +303,7 @@ def take_features(data: Prepared, k: int | None, key: str = "features") -> Prepa
             f"params.yaml: {key}: expected at most {data.manifest['n_features']} (the columns "
             f"of {data.manifest['name']}), found {k}"
         )
-    splits = {name: Split(s.X[:, :k], s.y) for name, s in data.splits.items()}
+    splits = {name: Split(s.X[:, :k].contiguous(), s.y) for name, s in data.splits.items()}
     return Prepared({**data.manifest, "n_features": k}, splits)
 
 

@@ -21,7 +21,6 @@ from dlbasics.training import build_loss, build_optimizer, build_penalty, evalua
 def variant_params(params: Params, name: str) -> dict[str, Any]:
     """The hyper-parameters of one variant, flattened for MLflow (seed included)."""
     spec = params.train[name].model_dump(mode="json", exclude_none=True)
-    spec.pop("note", None)
     return {"seed": params.seed, **tracking.flatten(spec)}
 
 

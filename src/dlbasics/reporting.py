@@ -4,43 +4,97 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlbasics.config import Params
+from dlbasics.config import DATASET_TASKS, Params
 
-# Metrics shown first, in this order, when a variant has them.
-KEY_METRICS = (
-    "test_accuracy", "test_f1_macro", "test_top_3_accuracy", "test_log_loss",
-    "test_mse", "test_rmse", "test_mae", "test_r2", "w_error", "b_error",
-)
+# The columns of each task's table, in order, when a variant has them.
+COLUMNS = {
+    "regression": ("train_mse", "test_mse", "test/train", "test_rmse", "test_mae", "test_r2", "w_error",
+                   "b_error", "w_norm", "n_near_zero"),
+    "classification": ("train_accuracy", "test_accuracy", "test_f1_macro", "test_top_3_accuracy",
+                       "test_log_loss"),
+    "binary": ("train_accuracy", "test_accuracy", "test_f1", "test_roc_auc", "test_log_loss"),
+    "multilabel": ("test_exact_match", "test_jaccard_samples", "test_f1_samples",
+                   "test_hamming_loss", "test_top2_exact_match", "test_top2_hamming_loss"),
+}
+TITLES = {
+    "regression": "Regression", "classification": "Classification",
+    "binary": "Binary classification", "multilabel": "Multi-label classification",
+}
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+        if v == 0 or 1e-3 <= abs(v) < 1e5:
+            return f"{v:.4g}"
+        return f"{v:.3e}"
     return str(v)
 
 
-def comparison_table(params: Params, metrics: dict[str, dict[str, float]]) -> str:
-    """A Markdown table: one row per variant, its settings and its test metrics."""
-    shown = [m for m in KEY_METRICS if any(m in row for row in metrics.values())]
-    head = ["variant", "dataset", "model", "optimizer", "lr", "batch", "epochs", *shown]
+def _settings(params: Params, name: str) -> str:
+    spec = params.train[name]
+    m = spec.model
+    model = m.kind if not m.hidden else f"{m.kind} {'-'.join(map(str, m.hidden))} {m.activation}"
+    if m.dropout and any(m.dropout):
+        model += f" dropout {'/'.join(map(str, m.dropout))}"
+    if spec.solver == "lstsq":
+        return f"{model}, closed-form least squares"
+    opt = f"{spec.optimizer.name} lr {spec.optimizer.lr}"
+    if spec.optimizer.weight_decay:
+        opt += f" wd {spec.optimizer.weight_decay}"
+    if spec.penalty is not None:
+        opt += f" +{spec.penalty.kind} {spec.penalty.strength}"
+    return f"{model}, {opt}, batch {spec.batch_size}, {spec.epochs} epochs"
+
+
+def variant_table(params: Params, metrics: dict[str, dict[str, float]], task: str) -> str:
+    """A Markdown table of the variants of one task: settings, metrics, what each shows."""
+    names = [n for n, s in params.train.items() if DATASET_TASKS[params.data[s.dataset].kind] == task]
+    if not names:
+        return ""
+    metrics = {n: dict(metrics.get(n, {})) for n in names}
+    for m in metrics.values():
+        # The over-fitting gauge: how much worse the test error is than the training error.
+        if m.get("train_mse", 0) > 0 and "test_mse" in m:
+            m["test/train"] = m["test_mse"] / m["train_mse"]
+    shown = [c for c in COLUMNS[task] if any(c in metrics.get(n, {}) for n in names)]
+    head = ["variant", "dataset", "settings", *shown, "shows"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, spec in params.train.items():
-        m = spec.model
-        model = m.kind if m.kind == "linear" else f"mlp {'-'.join(map(str, m.hidden))} {m.activation}"
-        row = [
-            f"`{name}`", spec.dataset, model, spec.optimizer.name, _fmt(spec.optimizer.lr),
-            str(spec.batch_size), str(spec.epochs),
-            *(_fmt(metrics.get(name, {}).get(k, "")) for k in shown),
-        ]
+    for n in names:
+        spec = params.train[n]
+        row = [f"`{n}`", spec.dataset, _settings(params, n),
+               *(_fmt(metrics.get(n, {}).get(c, "")) for c in shown),
+               params.report.notes.get(n, "")]
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+    return f"## {TITLES[task]}\n\n" + "\n".join(lines) + "\n"
 
 
-def render_markdown(params: Params, metrics: dict[str, dict[str, float]]) -> str:
+def series_section(series: dict[str, list[dict[str, Any]]]) -> str:
+    """One table per named series (for example the weight-decay lambda sweep)."""
+    out = []
+    for name, rows in series.items():
+        cols = [c for c in ("train_mse", "test_mse", "w_norm", "n_near_zero", "test_accuracy")
+                if any(c in r for r in rows)]
+        lines = ["| x | variant | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+        for r in rows:
+            lines.append(f"| {_fmt(r['x'])} | `{r['variant']}` | "
+                         + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+        out.append(f"### Series `{name}`\n\n" + "\n".join(lines) + "\n")
+    return ("## Series\n\n" + "\n".join(out)) if out else ""
+
+
+def render_markdown(
+    params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None
+) -> str:
     """The whole report.md."""
-    return (
-        "# dlbasics report\n\n"
-        f"Seed {params.seed}. Test metrics of every variant, from `reports/metrics.json`; "
-        "training curves are in `reports/history/`.\n\n"
-        "## Variants\n\n" + comparison_table(params, metrics)
-    )
+    parts = [
+        "# dlbasics report\n",
+        f"Seed {params.seed}. Every number comes from the DVC outputs (`reports/metrics.json`, "
+        "`reports/series.json`); per-epoch curves are in `reports/history/`.\n",
+    ]
+    for task in COLUMNS:
+        table = variant_table(params, metrics, task)
+        if table:
+            parts.append(table)
+    if series:
+        parts.append(series_section(series))
+    return "\n".join(parts)
