@@ -55,6 +55,8 @@ def shrink(params: dict) -> dict:
     used = {spec["dataset"] for spec in params["train"].values()}
     params["data"] = {k: v for k, v in params["data"].items() if k in used}
     params["prepare"] = {k: v for k, v in params["prepare"].items() if k in used}
+    notes = params.get("report", {}).get("notes", {})
+    params.setdefault("report", {})["notes"] = {k: notes[k] for k in E2E_VARIANTS if k in notes}
     for spec in params["train"].values():
         spec["epochs"] = min(spec["epochs"], 3)
         if spec["model"].get("hidden"):

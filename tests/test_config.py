@@ -4,6 +4,7 @@ copy of it stops with one line naming the file, the exact key path and the value
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,8 +20,11 @@ PARAMS = REPO / "params.yaml"
 
 @pytest.fixture(scope="module")
 def base() -> dict[str, Any]:
-    """The repository's params.yaml as plain data; each test edits a deep copy."""
-    return yaml.safe_load(PARAMS.read_text())
+    """The repository's params.yaml as plain data; each test edits a deep copy.
+
+    The JSON round trip unshares the nested mappings that YAML merges (`<<: *base`) alias, so
+    an edit to one variant does not leak into the variants built on it."""
+    return json.loads(json.dumps(yaml.safe_load(PARAMS.read_text())))
 
 
 def _error(raw: Any, source: str = "params-under-test.yaml") -> str:
@@ -126,7 +130,7 @@ DEFECTS = [
      "'mlp-wide'", ("underscores",)),
     ("fractions_leave_too_few_training_rows", _set("prepare", "digits", "val_fraction", value=0.75),
      "prepare.digits", "0.75", ("val_fraction + test_fraction",)),
-    ("prepare_names_unknown_dataset", _set("prepare", "mnist", value={"scale": "none"}),
+    ("prepare_names_unknown_dataset", _set("prepare", "mnist", value={"test_fraction": 0.2}),
      "prepare.mnist", "'mnist'", ()),
 ]
 

@@ -140,7 +140,7 @@ LIN = SyntheticLinear(
 
 
 def test_synthetic_linear_follows_its_equation():
-    out = generate_synthetic_linear(LIN, seed=0)
+    out = generate_synthetic_linear("lin", LIN, seed=0)
     X, y = out["X"].astype(np.float64), out["y"].astype(np.float64)
     assert out["X"].shape == (4000, 3) and out["y"].shape == (4000,)
     assert out["X"].dtype == np.float32 and out["y"].dtype == np.float32
@@ -159,19 +159,19 @@ def test_synthetic_linear_follows_its_equation():
 
 def test_synthetic_linear_without_noise_is_exact():
     spec = LIN.model_copy(update={"noise_sd": 0.0})
-    out = generate_synthetic_linear(spec, seed=5)
+    out = generate_synthetic_linear("lin", spec, seed=5)
     expected = out["X"].astype(np.float64) @ np.array(spec.true_w) + spec.true_b
     assert np.allclose(out["y"], expected, atol=1e-5)
 
 
 def test_synthetic_linear_is_deterministic_per_seed():
-    a, b, c = (generate_synthetic_linear(LIN, s) for s in (1, 1, 2))
+    a, b, c = (generate_synthetic_linear("lin", LIN, s) for s in (1, 1, 2))
     assert np.array_equal(a["X"], b["X"]) and np.array_equal(a["y"], b["y"])
     assert not np.array_equal(a["X"], c["X"]) and not np.array_equal(a["y"], c["y"])
 
 
 def test_digits_shape_and_labels():
-    out = generate_digits(Digits(kind="digits"), seed=0)
+    out = generate_digits("digits", Digits(kind="digits"), seed=0)
     assert out["X"].shape == (1797, 64) and out["X"].dtype == np.float32
     assert out["y"].shape == (1797,) and out["y"].dtype == np.int64
     assert set(np.unique(out["y"])) == set(range(10))
@@ -251,7 +251,7 @@ def test_prepare_is_stratified_on_toy(tmp_path):
 
 
 def test_prepare_digits_is_stratified_and_sized(tmp_path):
-    write_raw(tmp_path / "raw", "digits", "digits", generate_digits(Digits(kind="digits"), 0))
+    write_raw(tmp_path / "raw", "digits", "digits", generate_digits("digits", Digits(kind="digits"), 0))
     man = prepare_dataset(tmp_path / "raw" / "digits", tmp_path / "p", _spec(), seed=0)
     assert sum(man["sizes"].values()) == 1797
     assert man["n_features"] == 64 and man["n_outputs"] == 10 and man["task"] == "classification"
@@ -309,7 +309,7 @@ def test_prepare_is_bytewise_deterministic(tmp_path):
 
 def test_generate_then_write_raw_is_bytewise_deterministic(tmp_path):
     for out in ("a", "b"):
-        write_raw(tmp_path / out, "lin", "synthetic_linear", generate_synthetic_linear(LIN, 9))
+        write_raw(tmp_path / out, "lin", "synthetic_linear", generate_synthetic_linear("lin", LIN, 9))
     for name in ("X.npy", "y.npy", "meta.json"):
         a, b = (tmp_path / d / "lin" / name for d in "ab")
         assert a.read_bytes() == b.read_bytes(), name
@@ -334,7 +334,7 @@ def test_load_prepared_classification_dtypes(tmp_path):
 
 def _linear_prepared(tmp_path: Path, scale: str) -> tuple[Path, dict]:
     spec = LIN.model_copy(update={"n_samples": 200})
-    write_raw(tmp_path / "raw", "lin", "synthetic_linear", generate_synthetic_linear(spec, 0))
+    write_raw(tmp_path / "raw", "lin", "synthetic_linear", generate_synthetic_linear("lin", spec, 0))
     out = tmp_path / f"p_{scale}"
     man = prepare_dataset(tmp_path / "raw" / "lin", out, _spec(scale=scale), seed=0)
     return out, man

@@ -223,7 +223,6 @@ def test_every_optimiser_reaches_the_target(params, trained, name):
 
 def _without(spec, *path: tuple[str, ...]) -> dict:
     d = spec.model_dump()
-    d.pop("note")
     for keys in path:
         node = d
         for k in keys[:-1]:

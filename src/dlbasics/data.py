@@ -20,14 +20,11 @@ from dlbasics.config import (
     ConfigError,
     BreastCancer, Digits, Multilabel, Polynomial, PrepareSpec, SyntheticLinear, Trapezoid,
 )
+from dlbasics.errors import DataError
 from dlbasics.io import npy_bytes, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
 from dlbasics.rng import derive_seed, numpy_rng
 
 SPLITS = ("train", "val", "test")
-
-
-class DataError(Exception):
-    """Data that cannot be used; the message is one line naming the file and the problem."""
 
 
 # ----------------------------------------------------------------------------- generate
