@@ -10,7 +10,7 @@ from pathlib import Path
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
 from dlbasics.evaluation import evaluate_all, finish_runs, series_table
-from dlbasics.io import write_json_atomic
+from dlbasics.io import atomic_directory, write_json_atomic
 
 
 def main(argv=None) -> None:
@@ -21,9 +21,11 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="metrics JSON")
     ap.add_argument("--details", type=Path, required=True, help="classifier details JSON")
     ap.add_argument("--series", type=Path, required=True, help="named series JSON")
+    ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    results, details = evaluate_all(params, args.data, args.models)
+    with atomic_directory(args.figures) as figures_dir:
+        results, details = evaluate_all(params, args.data, args.models, figures_dir)
     write_json_atomic(args.out, results)
     write_json_atomic(args.details, details)
     write_json_atomic(args.series, series_table(params, results))

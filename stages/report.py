@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,12 +19,15 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--series", type=Path, required=True)
+    ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     metrics = json.loads(args.metrics.read_text())
     series = json.loads(args.series.read_text())
-    write_text_atomic(args.out, render_markdown(params, metrics, series))
+    figures = sorted(p.name for p in args.figures.glob("*.png")) if args.figures.is_dir() else []
+    links = {f: os.path.relpath(args.figures / f, args.out.parent) for f in figures}
+    write_text_atomic(args.out, render_markdown(params, metrics, series, links))
 
 
 if __name__ == "__main__":

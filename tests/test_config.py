@@ -110,26 +110,26 @@ DEFECTS = [
      "train.mlp.optimizer.learning_rate", "unknown key", ("allowed keys", "lr", "momentum")),
     ("unknown_data_key", _set("data", "synthetic_linear", "noise", value=0.1),
      "data.synthetic_linear.noise", "unknown key", ("allowed keys", "noise_sd")),
-    ("unknown_prepare_key", _set("prepare", "digits", "scaling", value="standard"),
-     "prepare.digits.scaling", "unknown key", ("allowed keys", "scale")),
+    ("unknown_prepare_key", _set("prepare", "images", "scaling", value="standard"),
+     "prepare.images.scaling", "unknown key", ("allowed keys", "scale")),
     ("missing_required_variant_key", _drop("train", "mlp", "loss"),
      "train.mlp.loss", "nothing", ("required",)),
     ("missing_seed", _drop("seed"), "seed", "nothing", ("required",)),
     ("dataset_not_under_data", _set("train", "mlp", "dataset", value="mnist"),
-     "train.mlp.dataset", "'mnist'", ("digits", "synthetic_linear")),
+     "train.mlp.dataset", "'mnist'", ("images", "synthetic_linear")),
     ("dropout_out_of_range", _set("train", "mlp", "model", "dropout", value=[1.5]),
      "train.mlp.model.dropout.0", "1.5", ()),
     ("unknown_device", _set("runtime", "device", value="tpu"), "runtime.device", "'tpu'", ()),
-    ("unknown_dataset_kind", _set("data", "digits", "kind", value="mnist"),
-     "data.digits", "mnist", ("synthetic_linear", "digits")),
+    ("unknown_dataset_kind", _set("data", "images", "kind", value="cifar10"),
+     "data.images", "cifar10", ("synthetic_linear", "digits", "mnist", "fashion_mnist")),
     ("cross_entropy_on_regression", _set("train", "linreg", "loss", value="cross_entropy"),
      "train.linreg.loss", "'cross_entropy'", ("synthetic_linear", "regression")),
     ("mse_on_classification", _set("train", "softmax", "loss", value="mse"),
-     "train.softmax.loss", "'mse'", ("digits",)),
+     "train.softmax.loss", "'mse'", ("images",)),
     ("variant_name_with_dash", _rename_variant("mlp", "mlp-wide"), "train.mlp-wide",
      "'mlp-wide'", ("underscores",)),
-    ("fractions_leave_too_few_training_rows", _set("prepare", "digits", "val_fraction", value=0.75),
-     "prepare.digits", "0.75", ("val_fraction + test_fraction",)),
+    ("fractions_leave_too_few_training_rows", _set("prepare", "images", "val_fraction", value=0.75),
+     "prepare.images", "0.75", ("val_fraction + test_fraction",)),
     ("prepare_names_unknown_dataset", _set("prepare", "mnist", value={"test_fraction": 0.2}),
      "prepare.mnist", "'mnist'", ()),
 ]
@@ -152,11 +152,11 @@ def test_one_defect_one_line_naming_key_and_value(base, edit, key_path, found, m
 
 def test_prepare_missing_a_dataset_names_prepare_and_the_dataset(base):
     raw = copy.deepcopy(base)
-    del raw["prepare"]["digits"]
+    del raw["prepare"]["images"]
     msg = _error(raw)
     assert "\n" not in msg
     assert _key_path(msg).startswith("prepare")
-    assert "digits" in msg
+    assert "images" in msg
 
 
 def test_dropout_list_of_wrong_length_names_dropout(base):
@@ -259,7 +259,7 @@ def test_parsed_objects_are_frozen():
         (params.train["mlp"], "epochs", 1),
         (params.train["mlp"].model, "init_std", 1.0),
         (params.train["mlp"].optimizer, "lr", 1.0),
-        (params.prepare["digits"], "scale", "none"),
+        (params.prepare["images"], "scale", "none"),
         (params.data["synthetic_linear"], "noise_sd", 1.0),
     ]
     for obj, field, value in targets:

@@ -32,7 +32,7 @@ from dlbasics.runtime import configure
 from dlbasics.training import build_loss, build_optimizer, predict
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
-DATASETS = ("digits", "breast_cancer", "multilabel")
+DATASETS = ("images", "breast_cancer", "multilabel")
 VARIANTS = (
     "logistic", "softmax", "softmax_scratch", "mlp", "mlp_scratch", "dropout", "dropout_scratch",
     "mlp_sigmoid", "mlp_momentum", "mlp_rmsprop", "mlp_adam",
@@ -77,7 +77,7 @@ def trained(params, prepared):
 
     def get(name: str):
         if name not in cache:
-            cache[name] = fit_variant(params, name, prepared / params.train[name].dataset)
+            cache[name] = fit_variant(params, name, prepared / params.train[name].dataset)[:3]
         return cache[name]
 
     yield get

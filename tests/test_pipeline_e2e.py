@@ -75,8 +75,8 @@ def test_metrics_json_matches_an_independent_evaluation(repro):
     assert metrics["linreg"]["w_error"] < 0.01 and metrics["linreg"]["b_error"] < 0.01
     # Recompute the softmax test accuracy from the saved weights with scikit-learn.
     state = torch.load(proj / "data/models/softmax/model.pt", weights_only=True)
-    X = np.load(proj / "data/prepared/digits/X_test.npy")
-    y = np.load(proj / "data/prepared/digits/y_test.npy")
+    X = np.load(proj / "data/prepared/images/X_test.npy")
+    y = np.load(proj / "data/prepared/images/y_test.npy")
     pred = (torch.from_numpy(X) @ state["weight"].T + state["bias"]).argmax(1).numpy()
     assert metrics["softmax"]["test_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
     for v in ("softmax", "mlp"):
@@ -117,7 +117,7 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
     model = next(m for m in models if m.source_run_id == softmax_run.info.run_id)
     pyfunc = mlflow.pyfunc.load_model(model.model_uri)
     assert pyfunc.metadata.signature is not None
-    X = np.load(proj / "data/prepared/digits/X_test.npy")[:4]
+    X = np.load(proj / "data/prepared/images/X_test.npy")[:4]
     assert np.asarray(pyfunc.predict(X)).shape == (4, 10)
 
 

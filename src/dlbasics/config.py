@@ -118,6 +118,48 @@ class Digits(Strict):
     kind: Literal["digits"]
 
 
+class ImageDataset(Strict):
+    """MNIST or Fashion-MNIST (28x28 grey, 10 classes, official 60000 / 10000 split).
+
+    source download: through torchvision into `path` (a cache outside DVC, default
+    data/downloads), reused when the files are already there. source local: `path` is a
+    directory holding the four original IDX files, raw or .gz.
+    """
+
+    kind: Literal["mnist", "fashion_mnist"]
+    source: Literal["download", "local"] = "download"
+    path: Annotated[str, Field(min_length=1)] | None = None
+    # Check .gz files against the published md5 sums, and the official 60000 / 10000 sizes
+    # (turn both off only for your own, smaller files).
+    verify_checksums: bool = True
+    official_sizes: bool = True
+    timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+    @model_validator(mode="after")
+    def _local_needs_path(self) -> ImageDataset:
+        if self.source == "local" and self.path is None:
+            raise _KeyProblem(("path",), "the directory holding the four IDX files", _NOTHING)
+        return self
+
+
+class HousePrices(Strict):
+    """A house-prices table: generated (numeric and categorical columns, missing values) or a
+    Kaggle-style CSV at `path` with an id column and a price target."""
+
+    kind: Literal["house_prices"]
+    source: Literal["generated", "csv"] = "generated"
+    n_rows: Annotated[int, Field(ge=20, le=10_000_000)] = 1460
+    path: Annotated[str, Field(min_length=1)] | None = None
+    id_column: Annotated[str, Field(min_length=1)] | None = "Id"
+    target_column: Annotated[str, Field(min_length=1)] = "SalePrice"
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> HousePrices:
+        if self.source == "csv" and self.path is None:
+            raise _KeyProblem(("path",), "the path of a train.csv", _NOTHING)
+        return self
+
+
 class BreastCancer(Strict):
     """scikit-learn's bundled breast-cancer set (569 x 30, binary)."""
 
@@ -135,20 +177,24 @@ class Multilabel(Strict):
 
 
 DatasetSpec = Annotated[
-    Union[SyntheticLinear, Polynomial, Trapezoid, Digits, BreastCancer, Multilabel],
+    Union[SyntheticLinear, Polynomial, Trapezoid, Digits, ImageDataset, HousePrices, BreastCancer,
+          Multilabel],
     Field(discriminator="kind"),
 ]
-DATASET_KINDS = ("synthetic_linear", "polynomial", "trapezoid", "digits", "breast_cancer",
-                 "multilabel")
 DATASET_MODELS = {
     "synthetic_linear": SyntheticLinear, "polynomial": Polynomial, "trapezoid": Trapezoid,
-    "digits": Digits, "breast_cancer": BreastCancer, "multilabel": Multilabel,
+    "digits": Digits, "mnist": ImageDataset, "fashion_mnist": ImageDataset,
+    "house_prices": HousePrices, "breast_cancer": BreastCancer, "multilabel": Multilabel,
 }
+DATASET_KINDS = tuple(DATASET_MODELS)
 # What each kind of dataset asks of a model: its task decides the losses that fit.
 DATASET_TASKS = {
     "synthetic_linear": "regression", "polynomial": "regression", "trapezoid": "regression",
-    "digits": "classification", "breast_cancer": "binary", "multilabel": "multilabel",
+    "house_prices": "regression", "digits": "classification", "mnist": "classification",
+    "fashion_mnist": "classification", "breast_cancer": "binary", "multilabel": "multilabel",
 }
+# Kinds that come with their own test set: prepare keeps it and splits only validation.
+OFFICIAL_TEST = ("mnist", "fashion_mnist")
 
 
 class PrepareSpec(Strict):
@@ -163,7 +209,8 @@ class PrepareSpec(Strict):
     n_train: Annotated[int, Field(ge=1)] | None = None
     n_val: Annotated[int, Field(ge=0)] | None = None
     n_test: Annotated[int, Field(ge=1)] | None = None
-    scale: Literal["none", "standard", "minmax"] = "standard"
+    # unit: divide by the largest possible pixel value (images to [0, 1]).
+    scale: Literal["none", "standard", "minmax", "unit"] = "standard"
 
     @model_validator(mode="after")
     def _one_way_to_size(self) -> PrepareSpec:
@@ -172,14 +219,10 @@ class PrepareSpec(Strict):
         if any(c is not None for c in counts):
             if any(f is not None for f in fractions):
                 raise _KeyProblem((), "fractions or counts, not both", _Shown("both"))
-            if self.n_train is None or self.n_test is None:
-                raise _KeyProblem(("n_train" if self.n_train is None else "n_test",),
-                                  "n_train and n_test together (n_val optional)", _NOTHING)
+            if self.n_train is None:
+                raise _KeyProblem(("n_train",), "n_train with n_val / n_test", _NOTHING)
             return self
-        if self.test_fraction is None:
-            raise _KeyProblem(("test_fraction",), "a test fraction (or n_train / n_test)",
-                              _NOTHING)
-        if (self.val_fraction or 0) + self.test_fraction >= 0.9:
+        if (self.val_fraction or 0) + (self.test_fraction or 0) >= 0.9:
             raise _KeyProblem(
                 (),
                 "val_fraction + test_fraction < 0.9, so training keeps at least 10% of the rows",
@@ -296,6 +339,9 @@ class VariantSpec(Strict):
     features: Annotated[int, Field(ge=1)] | None = None
     penalty: PenaltySpec | None = None
     series: SeriesSpec | None = None
+    # K-fold cross-validation on the training rows before the final fit (the sources' house
+    # prices recipe): mean and std of the fold scores are reported with the test metrics.
+    kfold: Annotated[int, Field(ge=2, le=100)] | None = None
 
     @model_validator(mode="after")
     def _solver_fits(self) -> VariantSpec:
@@ -352,7 +398,19 @@ class Params(Strict):
                 raise _KeyProblem(
                     ("prepare", name), "an entry for every dataset under data", _NOTHING
                 )
-        for name in self.prepare:
+        for name, prep in self.prepare.items():
+            if name in self.data:
+                official = self.data[name].kind in OFFICIAL_TEST
+                has_test = prep.test_fraction is not None or prep.n_test is not None
+                if official and has_test:
+                    raise _KeyProblem(
+                        ("prepare", name),
+                        f"no test_fraction / n_test: {self.data[name].kind} keeps its official "
+                        "test set", _Shown("a test size"),
+                    )
+                if not official and not has_test:
+                    raise _KeyProblem(("prepare", name, "test_fraction"),
+                                      "a test fraction (or n_test)", _NOTHING)
             if name not in self.data:
                 raise _KeyProblem(
                     ("prepare", name), f"the name of a dataset under data {sorted(self.data)}",

@@ -17,28 +17,38 @@ import numpy as np
 import torch
 
 from dlbasics.config import (
+    BreastCancer,
     ConfigError,
-    BreastCancer, Digits, Multilabel, Polynomial, PrepareSpec, SyntheticLinear, Trapezoid,
+    Digits,
+    HousePrices,
+    ImageDataset,
+    Multilabel,
+    Polynomial,
+    PrepareSpec,
+    SyntheticLinear,
+    Trapezoid,
 )
 from dlbasics.errors import DataError
 from dlbasics.io import npy_bytes, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
 from dlbasics.rng import derive_seed, numpy_rng
 
 SPLITS = ("train", "val", "test")
+# Where `source: download` keeps what torchvision fetched (a cache outside DVC's outputs).
+DOWNLOADS = "data/downloads"
 
 
 # ----------------------------------------------------------------------------- generate
 
 
-def generate_synthetic_linear(name: str, spec: SyntheticLinear, seed: int) -> dict[str, Any]:
+def generate_synthetic_linear(name: str, spec: SyntheticLinear, seed: int, stream: str | None = None) -> dict[str, Any]:
     """X [N, d] ~ N(x_mean, x_std^2) or U(x_low, x_high); y = X w + b + N(0, noise_sd^2) [N]."""
-    rng = numpy_rng(seed, "data", name)
+    rng = numpy_rng(seed, "data", stream or name)
     if spec.true_w is not None:
         w = np.asarray(spec.true_w, dtype=np.float64)
     elif spec.w_fill is not None:
         w = np.full(spec.n_features, spec.w_fill)
     else:
-        w = numpy_rng(seed, "data", name, "w").normal(0.0, spec.w_std, spec.n_features)
+        w = numpy_rng(seed, "data", stream or name, "w").normal(0.0, spec.w_std, spec.n_features)
     shape = (spec.n_samples, w.size)
     if spec.x_dist == "normal":
         X = rng.normal(spec.x_mean, spec.x_std, shape)
@@ -49,10 +59,10 @@ def generate_synthetic_linear(name: str, spec: SyntheticLinear, seed: int) -> di
     return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": meta}
 
 
-def generate_polynomial(name: str, spec: Polynomial, seed: int) -> dict[str, Any]:
+def generate_polynomial(name: str, spec: Polynomial, seed: int, stream: str | None = None) -> dict[str, Any]:
     """Features x^i / i! for i < max_degree [N, max_degree] (the 1/i! keeps high powers small);
     y = features @ w + noise with w = true_w padded with zeros."""
-    rng = numpy_rng(seed, "data", name)
+    rng = numpy_rng(seed, "data", stream or name)
     x = rng.standard_normal(spec.n_samples)
     powers = np.arange(spec.max_degree)
     X = np.power(x[:, None], powers) / np.array([math.factorial(int(i)) for i in powers])
@@ -64,15 +74,15 @@ def generate_polynomial(name: str, spec: Polynomial, seed: int) -> dict[str, Any
     return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": meta}
 
 
-def generate_trapezoid(name: str, spec: Trapezoid, seed: int) -> dict[str, Any]:
+def generate_trapezoid(name: str, spec: Trapezoid, seed: int, stream: str | None = None) -> dict[str, Any]:
     """Top x1 and bottom x2 ~ U(low, high) [N, 2]; area 0.5 (x1 + x2) x1 [N] (height = top)."""
-    rng = numpy_rng(seed, "data", name)
+    rng = numpy_rng(seed, "data", stream or name)
     X = rng.uniform(spec.low, spec.high, (spec.n_samples, 2))
     y = 0.5 * (X[:, 0] + X[:, 1]) * X[:, 0]
     return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": {"task": "regression"}}
 
 
-def generate_digits(name: str, spec: Digits, seed: int) -> dict[str, Any]:
+def generate_digits(name: str, spec: Digits, seed: int, stream: str | None = None) -> dict[str, Any]:
     """scikit-learn's bundled 8x8 digits: X [1797, 64] in 0..16, y [1797] in 0..9."""
     from sklearn.datasets import load_digits
 
@@ -81,12 +91,13 @@ def generate_digits(name: str, spec: Digits, seed: int) -> dict[str, Any]:
         "task": "classification",
         "class_names": [str(c) for c in bunch.target_names],
         "image_shape": [8, 8],
+        "pixel_max": 16,
         "source": "sklearn.datasets.load_digits",
     }
     return {"X": bunch.data.astype(np.float32), "y": bunch.target.astype(np.int64), "meta": meta}
 
 
-def generate_breast_cancer(name: str, spec: BreastCancer, seed: int) -> dict[str, Any]:
+def generate_breast_cancer(name: str, spec: BreastCancer, seed: int, stream: str | None = None) -> dict[str, Any]:
     """scikit-learn's bundled breast-cancer set: X [569, 30], y [569] in {0, 1}."""
     from sklearn.datasets import load_breast_cancer
 
@@ -99,13 +110,13 @@ def generate_breast_cancer(name: str, spec: BreastCancer, seed: int) -> dict[str
     return {"X": bunch.data.astype(np.float32), "y": bunch.target.astype(np.int64), "meta": meta}
 
 
-def generate_multilabel(name: str, spec: Multilabel, seed: int) -> dict[str, Any]:
+def generate_multilabel(name: str, spec: Multilabel, seed: int, stream: str | None = None) -> dict[str, Any]:
     """make_multilabel_classification: X [N, F] counts, Y [N, L] in {0, 1}."""
     from sklearn.datasets import make_multilabel_classification
 
     X, Y = make_multilabel_classification(
         n_samples=spec.n_samples, n_features=spec.n_features, n_classes=spec.n_classes,
-        n_labels=spec.n_labels, random_state=derive_seed(seed, "data", name),
+        n_labels=spec.n_labels, random_state=derive_seed(seed, "data", stream or name),
     )
     meta = {
         "task": "multilabel",
@@ -115,11 +126,56 @@ def generate_multilabel(name: str, spec: Multilabel, seed: int) -> dict[str, Any
     return {"X": X.astype(np.float32), "y": Y.astype(np.float32), "meta": meta}
 
 
+def generate_images(name: str, spec: ImageDataset, seed: int, stream: str | None = None) -> dict[str, Any]:
+    """MNIST / Fashion-MNIST from local IDX files or a torchvision download (checked):
+    X [70000, 784] uint8 (the 60000 training images first), y [70000] int64."""
+    from dlbasics import idx
+
+    sizes = idx.OFFICIAL_SIZES if spec.official_sizes else None
+    if spec.source == "local":
+        directory = Path(spec.path)
+    else:
+        directory = idx.fetch(spec.kind, Path(spec.path or DOWNLOADS), timeout=spec.timeout,
+                              expected_sizes=sizes)
+    raw = idx.load_idx_dataset(directory, spec.kind, expected_sizes=sizes,
+                               verify_checksums=spec.verify_checksums)
+    X = np.concatenate([raw["X_train"], raw["X_test"]]).reshape(-1, 28 * 28)
+    y = np.concatenate([raw["y_train"], raw["y_test"]]).astype(np.int64)
+    meta = {
+        "task": "classification",
+        "class_names": list(raw["class_names"]),
+        "image_shape": [28, 28],
+        "pixel_max": 255,
+        "n_official_test": int(len(raw["y_test"])),
+        "source": raw["source"],
+    }
+    return {"X": X, "y": y, "meta": meta}
+
+
+def generate_house_prices(name: str, spec: HousePrices, seed: int, stream: str | None = None) -> dict[str, Any]:
+    """A house-prices table: generated, or read (and checked) from a Kaggle-style CSV."""
+    from dlbasics.tabular import make_house_prices, read_table
+
+    if spec.source == "generated":
+        frame = make_house_prices(spec.n_rows, numpy_rng(seed, "data", stream or name))
+        source = "dlbasics.tabular.make_house_prices"
+    else:
+        frame = read_table(spec.path, id_column=spec.id_column,
+                           target_column=spec.target_column, dataset=name)
+        source = str(spec.path)
+    meta = {"task": "regression", "id_column": spec.id_column,
+            "target_column": spec.target_column, "source": source}
+    return {"frame": frame, "meta": meta}
+
+
 GENERATORS = {
     "synthetic_linear": generate_synthetic_linear,
     "polynomial": generate_polynomial,
     "trapezoid": generate_trapezoid,
     "digits": generate_digits,
+    "mnist": generate_images,
+    "fashion_mnist": generate_images,
+    "house_prices": generate_house_prices,
     "breast_cancer": generate_breast_cancer,
     "multilabel": generate_multilabel,
 }
@@ -128,25 +184,42 @@ GENERATORS = {
 def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> None:
     """Write one generated dataset into out_dir/name with its meta.json and digests."""
     target = out_dir / name
-    X, y = arrays["X"], arrays["y"]
-    blobs = {"X.npy": npy_bytes(X), "y.npy": npy_bytes(y)}
+    if "frame" in arrays:  # a table: kept as CSV, encoded by prepare (fitted on training rows)
+        blobs = {"table.csv": arrays["frame"].to_csv(index=False, lineterminator="\n").encode()}
+        shape = arrays["frame"].shape
+    else:
+        blobs = {"X.npy": npy_bytes(arrays["X"]), "y.npy": npy_bytes(arrays["y"])}
+        shape = arrays["X"].shape
     for fname, blob in blobs.items():
         write_bytes_atomic(target / fname, blob)
     meta = {
         "name": name,
         "kind": kind,
-        "n_samples": int(X.shape[0]),
-        "n_features": int(X.shape[1]),
+        "n_samples": int(shape[0]),
+        "n_features": int(shape[1]),
         "sha256": {f: sha256_bytes(b) for f, b in blobs.items()},
         **arrays["meta"],
     }
     write_json_atomic(target / "meta.json", meta)
 
 
+def data_identity(spec) -> str:
+    """What a dataset *is*, independent of its key in params: the kind for a bundled set, the
+    kind and a digest of the settings for a generated one. Random streams (data, split,
+    initialisation, batch order, folds) derive from it, so renaming a key changes nothing."""
+    fields = spec.model_dump(mode="json")
+    if set(fields) == {"kind"}:
+        return spec.kind
+    return f"{spec.kind}-{sha256_bytes(json.dumps(fields, sort_keys=True).encode())[:12]}"
+
+
 def generate_all(params, out_dir: Path) -> list[str]:
     """Write every dataset under `data:` in params into out_dir/<name>/."""
     for name, spec in params.data.items():
-        write_raw(out_dir, name, spec.kind, GENERATORS[spec.kind](name, spec, params.seed))
+        identity = data_identity(spec)
+        arrays = GENERATORS[spec.kind](name, spec, params.seed, stream=identity)
+        arrays["meta"]["identity"] = identity
+        write_raw(out_dir, name, spec.kind, arrays)
     return list(params.data)
 
 
@@ -175,35 +248,58 @@ def _load_checked(path: Path, expected_sha256: str | None) -> np.ndarray:
 
 
 def split_indices(
-    n: int, spec: PrepareSpec, seed: int, name: str, stratify: np.ndarray | None
+    n: int, spec: PrepareSpec, seed: int, name: str, stratify: np.ndarray | None,
+    n_official_test: int = 0, stream: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Seeded train / val / test row indices (sorted), by fractions or by counts."""
+    """Seeded train / val / test row indices (sorted), by fractions or by counts.
+
+    With `n_official_test`, the last rows are the official test set, kept as it is; only the
+    validation rows are carved (stratified) out of the training rows.
+    """
     from sklearn.model_selection import train_test_split
 
-    if spec.n_train is not None:
-        n_val = spec.n_val or 0
-        need = spec.n_train + n_val + spec.n_test
-        if need > n:
-            raise ConfigError(
-                f"params.yaml: prepare.{name}: expected n_train + n_val + n_test <= {n} (the rows "
-                f"of data.{name}), found {need}; lower the counts or raise data.{name}.n_samples"
-            )
-        test_size, rest_size, val_size = spec.n_test, spec.n_train + n_val, n_val
-    else:
-        val_frac = spec.val_fraction or 0.0
-        test_size = spec.test_fraction
-        rest_size = None
-        val_size = val_frac / (1.0 - spec.test_fraction) if val_frac > 0 else 0
+    stream = stream or name  # random streams follow the data's identity, messages its key
     idx = np.arange(n)
-    # Two seeded splits: test first, then validation out of the rest.
-    rest, test = train_test_split(
-        idx, test_size=test_size, train_size=rest_size,
-        random_state=derive_seed(seed, "split", name, "test"), stratify=stratify,
-    )
+    if n_official_test:
+        rest, test = idx[: n - n_official_test], idx[n - n_official_test:]
+        if spec.n_train is not None:
+            n_val = spec.n_val or 0
+            if spec.n_train + n_val > len(rest):
+                raise ConfigError(
+                    f"params.yaml: prepare.{name}: expected n_train + n_val <= {len(rest)} (the "
+                    f"training rows of data.{name}), found {spec.n_train + n_val}"
+                )
+            rest_size, val_size = spec.n_train + n_val, n_val
+        else:
+            rest_size, val_size = None, spec.val_fraction or 0
+        if rest_size is not None and rest_size < len(rest):
+            rest, _ = train_test_split(
+                rest, train_size=rest_size, random_state=derive_seed(seed, "split", stream, "sub"),
+                stratify=stratify[rest] if stratify is not None else None,
+            )
+    else:
+        if spec.n_train is not None:
+            n_val = spec.n_val or 0
+            need = spec.n_train + n_val + (spec.n_test or 0)
+            if need > n:
+                raise ConfigError(
+                    f"params.yaml: prepare.{name}: expected n_train + n_val + n_test <= {n} (the "
+                    f"rows of data.{name}), found {need}; lower the counts or raise the rows"
+                )
+            test_size, rest_size, val_size = spec.n_test, spec.n_train + n_val, n_val
+        else:
+            val_frac = spec.val_fraction or 0.0
+            test_size, rest_size = spec.test_fraction, None
+            val_size = val_frac / (1.0 - spec.test_fraction) if val_frac > 0 else 0
+        # Two seeded splits: test first, then validation out of the rest.
+        rest, test = train_test_split(
+            idx, test_size=test_size, train_size=rest_size,
+            random_state=derive_seed(seed, "split", stream, "test"), stratify=stratify,
+        )
     if val_size:
         train, val = train_test_split(
             rest, test_size=val_size,
-            random_state=derive_seed(seed, "split", name, "val"),
+            random_state=derive_seed(seed, "split", stream, "val"),
             stratify=stratify[rest] if stratify is not None else None,
         )
     else:
@@ -211,22 +307,78 @@ def split_indices(
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) -> dict[str, Any]:
-    """Split raw_dir (seeded, stratified for classification) and scale on train only."""
+def _scaler(spec: PrepareSpec, meta: dict[str, Any]):
+    """(a fitted-later scaler or None, its name); `unit` divides by the largest pixel value."""
+    from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
+
+    if spec.scale == "unit":
+        if "pixel_max" not in meta:
+            raise ConfigError(
+                f"params.yaml: prepare.{meta['name']}.scale: expected none, standard or minmax "
+                f"(unit is for images), found 'unit'"
+            )
+        top = float(meta["pixel_max"])
+        return FunctionTransformer(lambda a: a / top, inverse_func=lambda a: a * top)
+    return {"standard": StandardScaler(), "minmax": MinMaxScaler(), "none": None}[spec.scale]
+
+
+def _scaler_state(scaler) -> dict[str, list[float]]:
+    """What undoes the scaling (for showing images): x = scaled * scale + offset."""
     from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+    if isinstance(scaler, StandardScaler):
+        return {"scale": scaler.scale_.tolist(), "offset": scaler.mean_.tolist()}
+    if isinstance(scaler, MinMaxScaler):
+        return {"scale": (1.0 / scaler.scale_).tolist(),
+                "offset": (-scaler.min_ / scaler.scale_).tolist()}
+    return {}
+
+
+def _prepare_table(raw_dir: Path, meta: dict[str, Any], spec: PrepareSpec, seed: int):
+    """A table: rows split, then encoded with pandas fitted on the training rows only;
+    the target becomes log(price) for the log-RMSE score. -> (X, y, parts, extra manifest)."""
+    import pandas as pd
+
+    from dlbasics.tabular import TabularPreprocessor, log_target
+
+    path = raw_dir / "table.csv"
+    if sha256_file(path) != meta["sha256"]["table.csv"]:
+        raise DataError(f"{path}: content does not match its recorded sha256 (truncated or "
+                        "altered); run `dvc repro --force generate`")
+    frame = pd.read_csv(path)
+    parts = split_indices(len(frame), spec, seed, meta["name"], None,
+                          stream=meta.get("identity"))
+    pre = TabularPreprocessor(id_column=meta["id_column"], target_column=meta["target_column"])
+    pre.fit(frame.iloc[parts["train"]])
+    X = pre.transform(frame)
+    y = log_target(frame[meta["target_column"]].to_numpy())
+    extra = {"feature_names": list(pre.feature_names_),
+             "target": f"log({meta['target_column']})"}
+    return X, y, parts, extra
+
+
+def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) -> dict[str, Any]:
+    """Split raw_dir (seeded, stratified for classification) and scale on train only."""
     meta = _read_json(raw_dir / "meta.json")
     sums = meta.get("sha256", {})
-    X = _load_checked(raw_dir / "X.npy", sums.get("X.npy"))
-    y = _load_checked(raw_dir / "y.npy", sums.get("y.npy"))
     task = meta["task"]
-    # Stratify where there is one label per row; multi-label rows cannot be stratified simply.
-    strat = y if task in ("classification", "binary") else None
-    parts = split_indices(len(y), spec, seed, meta["name"], strat)
-
-    scaler = {"standard": StandardScaler(), "minmax": MinMaxScaler(), "none": None}[spec.scale]
-    if scaler is not None:
-        scaler.fit(X[parts["train"]].astype(np.float64))
+    extra: dict[str, Any] = {}
+    if "table.csv" in sums:
+        X, y, parts, extra = _prepare_table(raw_dir, meta, spec, seed)
+        scaler = None
+    else:
+        X = _load_checked(raw_dir / "X.npy", sums.get("X.npy"))
+        y = _load_checked(raw_dir / "y.npy", sums.get("y.npy"))
+        # Stratify where there is one label per row; multi-label rows cannot be stratified simply.
+        strat = y if task in ("classification", "binary") else None
+        parts = split_indices(len(y), spec, seed, meta["name"], strat,
+                              n_official_test=meta.get("n_official_test", 0),
+                              stream=meta.get("identity"))
+        scaler = _scaler(spec, meta)
+        if scaler is not None:
+            scaler.fit(X[parts["train"]].astype(np.float64))
+            extra["unscale"] = _scaler_state(scaler) or {
+                "scale": [float(meta["pixel_max"])], "offset": [0.0]}
 
     blobs: dict[str, bytes] = {}
     for split, rows in parts.items():
@@ -234,6 +386,7 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) 
         Xs = scaler.transform(Xs) if scaler is not None else Xs
         blobs[f"X_{split}.npy"] = npy_bytes(Xs.astype(np.float32))
         blobs[f"y_{split}.npy"] = npy_bytes(y[rows])
+        del Xs  # one split in float64 at a time bounds the peak memory
     for fname, blob in blobs.items():
         write_bytes_atomic(out_dir / fname, blob)
 
@@ -241,6 +394,7 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) 
                  "multilabel": int(y.shape[1]) if y.ndim == 2 else 0}.get(task, 1)
     manifest = {
         "name": meta["name"],
+        "identity": meta.get("identity", meta["name"]),
         "kind": meta["kind"],
         "task": meta["task"],
         "n_features": int(X.shape[1]),
@@ -249,8 +403,10 @@ def prepare_dataset(raw_dir: Path, out_dir: Path, spec: PrepareSpec, seed: int) 
         "image_shape": meta.get("image_shape"),
         "sizes": {split: int(len(rows)) for split, rows in parts.items()},
         "scale": spec.scale,
+        "source": meta.get("source"),
         "raw_sha256": sums,
         "sha256": {f: sha256_bytes(b) for f, b in blobs.items()},
+        **extra,
     }
     # The true parameters are only meaningful in the original (unscaled) feature units.
     if "true_w" in meta and spec.scale == "none":

@@ -105,20 +105,61 @@ def evaluate_variant(
             details = classification_details(
                 s.y.numpy(), pred.numpy(), class_names=data.manifest["class_names"]
             )
+    if str(data.manifest.get("target", "")).startswith("log("):
+        # The target is log(price): its RMSE is the log-RMSE the sources score house prices by.
+        for split in SCORED_SPLITS:
+            result[f"{split}_log_rmse"] = result[f"{split}_rmse"]
+    for k, v in (info.get("cv") or {}).items():
+        if k.endswith(("_mean", "_std")):
+            result[f"cv_{k}"] = float(v)
     result.update(parameter_summary(model, data.manifest, params.evaluate.zero_tol))
     return result, details
 
 
+def displayable(X: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
+    """Prepared image rows [N, H*W] back in pixel units (the scaling undone) for showing."""
+    undo = manifest.get("unscale")
+    if not undo:
+        return X
+    return X * np.asarray(undo["scale"], dtype=np.float32) + np.asarray(undo["offset"], np.float32)
+
+
 def evaluate_all(
-    params: Params, prepared_root: Path, models_root: Path
+    params: Params, prepared_root: Path, models_root: Path, figures_dir: Path | None = None
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """(variant -> metrics, variant -> classification details) for every variant in params."""
+    """(variant -> metrics, variant -> classification details) for every variant in params.
+
+    With `figures_dir`, also writes `<dataset>_samples.png` for every image dataset used and
+    `<variant>_predictions.png` for every image classifier (true / predicted labels).
+    """
+    from dlbasics import figures
+    from dlbasics.io import write_bytes_atomic
+
     results, details = {}, {}
+    drawn: set[str] = set()
     for name, spec in params.train.items():
         data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS)
         results[name], d = evaluate_variant(params, name, data, models_root / name)
         if d:
             details[name] = d
+        man = data.manifest
+        if figures_dir is None or not man.get("image_shape") or data.task != "classification":
+            continue
+        test = data.splits["test"]
+        shown = displayable(test.X[:24].numpy(), man)
+        if spec.dataset not in drawn:
+            drawn.add(spec.dataset)
+            write_bytes_atomic(
+                figures_dir / f"{spec.dataset}_samples.png",
+                figures.sample_grid(shown, test.y[:24].numpy(), man["class_names"],
+                                    man["image_shape"]),
+            )
+        pred = predict(load_model(params, name, models_root / name), test.X[:24]).argmax(1)
+        write_bytes_atomic(
+            figures_dir / f"{name}_predictions.png",
+            figures.prediction_grid(shown, test.y[:24].numpy(), pred.numpy(),
+                                    man["class_names"], man["image_shape"]),
+        )
     return results, details
 
 

@@ -45,6 +45,12 @@ def _log_dataset(data: Prepared) -> None:
         digest=data.digest[:16],
     )
     mlflow.log_input(ds, context="training")
+    # Where the data came from and its full digest, as the prepared manifest records them.
+    mlflow.set_tags({
+        "dataset_sha256": data.digest,
+        "dataset_source": str(data.manifest.get("source") or data.manifest["kind"])[:5000],
+        "dataset_shape": str({k: v for k, v in data.manifest["sizes"].items()}),
+    })
 
 
 @torch.no_grad()
@@ -63,7 +69,7 @@ def fit_lstsq(model: nn.Linear, train: Split) -> None:
 
 def _train(
     spec: VariantSpec, model: nn.Module, splits: dict[str, Split], task: str, seed: int,
-    name: str, on_epoch,
+    name: str, on_epoch, stream: str,
 ) -> list[dict[str, float]]:
     loss_fn = build_loss(spec.loss)
     if spec.solver == "lstsq":
@@ -81,35 +87,50 @@ def _train(
         model, loss_fn, build_optimizer(spec.optimizer, model), splits["train"], splits["val"],
         test=splits["test"], penalty=build_penalty(spec.penalty, model),
         epochs=spec.epochs, batch_size=spec.batch_size,
-        generator=torch_generator(seed, "batches", spec.dataset),
+        generator=torch_generator(seed, "batches", stream),
         task=task, label=f"train@{name}", on_epoch=on_epoch,
     )
 
 
 def fit_variant(
     params: Params, name: str, data_dir: Path, device: torch.device | None = None, on_epoch=None
-) -> tuple[nn.Module, list[dict[str, float]], Prepared]:
+) -> tuple[nn.Module, list[dict[str, float]], Prepared, dict[str, Any] | None]:
     """Build and train variant `name` on the prepared data in `data_dir`, without tracking.
 
-    Returns (trained model, per-epoch history, the data it saw). Deterministic on CPU.
+    With `kfold`, K-fold cross-validation on the training rows comes first (a fresh model from
+    the same initial weights per fold). Returns (trained model, per-epoch history of the final
+    fit, the data it saw, the cross-validation summary or None). Deterministic on CPU.
     """
     spec = params.train[name]
     device = device or torch.device("cpu")
     data = load_variant_data(params, name, data_dir, splits=("train", "val", "test"))
     man = data.manifest
-    # Initial weights and batch order derive from the seed and the dataset, not the variant:
+    # Initial weights and batch order derive from the seed and the dataset's identity (what the
+    # data is, not its key), not from the variant:
     # variants of one dataset share them (common random numbers), so a scratch variant and its
     # torch.nn twin, or two optimisers, differ only in what the variants say.
-    model = build_model(
-        spec.model, man["n_features"], man["n_outputs"],
-        torch_generator(params.seed, "init", man["name"]),
-    ).to(device)
-    # nn.Dropout can only draw from the global generator: seed it per variant.
-    torch.manual_seed(derive_seed(params.seed, "dropout", name))
-    splits = {k: _to(v, device) for k, v in data.splits.items()}
-    history = _train(spec, model, splits, data.task, params.seed, name,
-                     on_epoch=on_epoch or (lambda rec: None))
-    return model.cpu(), history, data
+    def make_model() -> nn.Module:
+        return build_model(
+            spec.model, man["n_features"], man["n_outputs"],
+            torch_generator(params.seed, "init", man["identity"]),
+        ).to(device)
+
+    def train_fn(model, splits, on_epoch=lambda rec: None):
+        # nn.Dropout can only draw from the global generator: seed it per variant (and fit).
+        torch.manual_seed(derive_seed(params.seed, "dropout", name))
+        splits = {k: _to(v, device) for k, v in splits.items()}
+        return _train(spec, model, splits, data.task, params.seed, name, on_epoch=on_epoch,
+                      stream=man["identity"])
+
+    cv = None
+    if spec.kfold:
+        from dlbasics.selection import cross_validate
+
+        cv = cross_validate(data, spec.kfold, derive_seed(params.seed, "folds", man["identity"]),
+                            make_model, train_fn)
+    model = make_model()
+    history = train_fn(model, data.splits, on_epoch or (lambda rec: None))
+    return model.cpu(), history, data, cv
 
 
 def train_variant(
@@ -129,12 +150,14 @@ def train_variant(
 
         mlflow.log_params(variant_params(params, name))
         buffer = tracking.MetricBuffer(run.info.run_id)
-        model, history, data = fit_variant(
+        model, history, data, cv = fit_variant(
             params, name, data_dir, device, on_epoch=lambda rec: buffer.add(rec, rec["epoch"])
         )
         buffer.flush()
         _log_dataset(data)
         mlflow.set_tag("task", data.task)
+        if cv is not None:
+            mlflow.log_metrics({f"cv_{k}": v for k, v in cv.items() if k.endswith(("_mean", "_std"))})
 
         blob = state_dict_bytes(model)
         info = {
@@ -146,6 +169,7 @@ def train_variant(
             "task": data.task,
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
+            "cv": cv,
         }
         # The directory is swapped in whole, so a failure never mixes old and new files.
         with atomic_directory(model_dir) as tmp:

@@ -8,8 +8,9 @@ from dlbasics.config import DATASET_TASKS, Params
 
 # The columns of each task's table, in order, when a variant has them.
 COLUMNS = {
-    "regression": ("train_mse", "test_mse", "test/train", "test_rmse", "test_mae", "test_r2", "w_error",
-                   "b_error", "w_norm", "n_near_zero"),
+    "regression": ("train_mse", "test_mse", "test/train", "test_rmse", "test_mae", "test_r2",
+                   "cv_val_rmse_mean", "cv_val_rmse_std", "w_error", "b_error", "w_norm",
+                   "n_near_zero"),
     "classification": ("train_accuracy", "test_accuracy", "test_f1_macro", "test_top_3_accuracy",
                        "test_log_loss"),
     "binary": ("train_accuracy", "test_accuracy", "test_f1", "test_roc_auc", "test_log_loss"),
@@ -82,8 +83,17 @@ def series_section(series: dict[str, list[dict[str, Any]]]) -> str:
     return ("## Series\n\n" + "\n".join(out)) if out else ""
 
 
+def figures_section(links: dict[str, str]) -> str:
+    """Links to the image grids (file name -> path relative to the report)."""
+    if not links:
+        return ""
+    items = [f"- [{name.removesuffix('.png')}]({path})" for name, path in links.items()]
+    return "## Image grids\n\n" + "\n".join(items) + "\n"
+
+
 def render_markdown(
-    params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None
+    params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None,
+    figure_links: dict[str, str] | None = None,
 ) -> str:
     """The whole report.md."""
     parts = [
@@ -97,4 +107,6 @@ def render_markdown(
             parts.append(table)
     if series:
         parts.append(series_section(series))
+    if figure_links:
+        parts.append(figures_section(figure_links))
     return "\n".join(parts)

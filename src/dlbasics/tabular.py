@@ -101,7 +101,9 @@ def read_table(
             f"{path}: missing; put the Kaggle train.csv there or fix the path"
         ) from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file (no header, no rows); re-download the Kaggle train.csv") from None
+        raise DataError(
+            f"{path}: empty file (no header, no rows); re-download the Kaggle train.csv"
+        ) from None
     if len(frame) == 0:
         raise DataError(f"{path}: header only, no data rows; re-download the Kaggle train.csv")
     columns = [str(c) for c in frame.columns]
@@ -187,7 +189,7 @@ class TabularPreprocessor:
         self.numeric_columns_ = [c for c in features.columns if _is_numeric(features[c])]
         self.categorical_columns_ = [c for c in features.columns if c not in self.numeric_columns_]
         numeric = features[self.numeric_columns_].astype(np.float64)
-        mean, std = numeric.mean(), numeric.std(ddof=0)  # skip NaN; ddof=1
+        mean, std = numeric.mean(), numeric.std()  # skip NaN; ddof=1
         self.mean_ = mean.fillna(0.0).to_numpy()  # an all-missing column stays 0 after NaN -> 0
         self.std_ = std.where((std > 0) & std.notna(), 1.0).to_numpy()
         self.categories_ = {
@@ -216,7 +218,7 @@ class TabularPreprocessor:
                 f"columns seen in training are missing: {', '.join(absent)}; "
                 "give the same feature columns as the training frame"
             )
-        blocks = []
+        blocks: list[np.ndarray] = []
         if self.numeric_columns_:
             numeric = np.empty((len(frame), len(self.numeric_columns_)), dtype=np.float64)
             for j, c in enumerate(self.numeric_columns_):
