@@ -168,9 +168,14 @@ def test_dropout_list_of_wrong_length_names_dropout(base):
     assert "[0.1, 0.2]" in msg
 
 
-def test_mlp_without_hidden_names_hidden(base):
+def test_mlp_without_hidden_is_linear_but_scratch_mlp_needs_hidden(base):
+    # A torch MLP with no hidden layer is the 0-layer point of a grid (a linear model) ...
     raw = copy.deepcopy(base)
     raw["train"]["mlp"]["model"]["hidden"] = []
+    assert parse_params(raw).train["mlp"].model.hidden == []
+    # ... but the hand-written MLP has no such reading.
+    raw["train"]["mlp"]["model"]["kind"] = "mlp_scratch"
+    raw["train"]["mlp"]["model"]["init"] = "normal"
     msg = _error(raw)
     assert "\n" not in msg
     assert _key_path(msg) == "train.mlp.model.hidden", msg

@@ -248,10 +248,20 @@ class ModelSpec(Strict):
     bias: bool = True
     hidden: list[PositiveInt] = []
     activation: Activation = "relu"
-    # One dropout probability per hidden layer (or none at all).
+    # One dropout probability per hidden layer, or one number for all of them.
     dropout: list[Annotated[float, Field(ge=0, lt=1)]] = []
     init: Literal["default", "normal", "xavier"] = "default"
     init_std: PositiveFloat = 0.01
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_dropout_for_all_layers(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("dropout"), (int, float)) and not (
+            isinstance(raw.get("dropout"), bool)
+        ):
+            hidden = raw.get("hidden") or []
+            return {**raw, "dropout": [float(raw["dropout"])] * len(hidden)}
+        return raw
 
     @model_validator(mode="after")
     def _shape_is_consistent(self) -> ModelSpec:
@@ -271,7 +281,8 @@ class ModelSpec(Strict):
         if linear and self.dropout:
             raise _KeyProblem(("dropout",), "a linear model has no dropout (use kind: mlp)",
                               self.dropout)
-        if not linear and not self.hidden:
+        # (kind mlp with no hidden layer is a linear model: the 0-layer point of a grid.)
+        if self.kind in ("mlp_scratch", "mlp_manual") and not self.hidden:
             raise _KeyProblem(("hidden",), f"kind {self.kind} needs at least one hidden layer size",
                               self.hidden)
         if self.dropout and len(self.dropout) != len(self.hidden):
@@ -366,6 +377,51 @@ class EvaluateSpec(Strict):
     zero_tol: Annotated[float, Field(gt=0)] = 1e-3
 
 
+class SelectSpec(Strict):
+    """K-fold grid search (the `select` stage): every combination of the `grid` values, applied
+    to the `base` variant (after `overrides`), scored by K-fold cross-validation."""
+
+    base: Annotated[str, Field(min_length=1)]
+    k: Annotated[int, Field(ge=2, le=20)] = 3
+    # Key paths into the variant (e.g. optimizer.lr, model.hidden) set for every configuration.
+    overrides: dict[str, Any] = {}
+    # Key path -> the values to try; the grid is their product.
+    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], Field(min_length=1)]
+
+
+def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of nested mapping `tree` with `path` ("a.b.c") set to `value`."""
+    head, _, rest = path.partition(".")
+    out = dict(tree)
+    out[head] = set_path(dict(tree.get(head) or {}), rest, value) if rest else value
+    return out
+
+
+def grid_variants(params: Params) -> list[tuple[dict[str, Any], VariantSpec]]:
+    """[(the grid values of one configuration, its full validated variant)], in grid order."""
+    import itertools
+
+    sel = params.select
+    base = params.train[sel.base].model_dump(mode="json", exclude_none=True)
+    for path, value in sel.overrides.items():
+        base = set_path(base, path, value)
+    axes = list(sel.grid)
+    out = []
+    for values in itertools.product(*(sel.grid[a] for a in axes)):
+        raw = base
+        for path, value in zip(axes, values):
+            raw = set_path(raw, path, value)
+        try:
+            spec = VariantSpec.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise _KeyProblem(("select", "grid"), f"settings that make a valid variant ({where}: "
+                              f"{err['msg']})", _Shown(str(dict(zip(axes, values))))) from None
+        out.append((dict(zip(axes, values)), spec))
+    return out
+
+
 class ReportSpec(Strict):
     # variant -> one line saying what it shows; kept out of `train` so editing prose
     # never re-runs training.
@@ -380,6 +436,7 @@ class Params(Strict):
     prepare: dict[str, PrepareSpec]
     train: Annotated[dict[str, VariantSpec], Field(min_length=1)]
     evaluate: EvaluateSpec = EvaluateSpec()
+    select: SelectSpec | None = None
     report: ReportSpec = ReportSpec()
 
     @model_validator(mode="after")
@@ -416,6 +473,11 @@ class Params(Strict):
                     ("prepare", name), f"the name of a dataset under data {sorted(self.data)}",
                     name,
                 )
+        if self.select is not None:
+            if self.select.base not in self.train:
+                raise _KeyProblem(("select", "base"), f"a variant under train {sorted(self.train)}",
+                                  self.select.base)
+            grid_variants(self)  # every configuration must be a valid variant
         for vname in self.report.notes:
             if vname not in self.train:
                 raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
@@ -531,6 +593,7 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
             out[f"train.{name}.optimizer"] = list(OptimizerSpec.model_fields)
             out[f"train.{name}.penalty"] = list(PenaltySpec.model_fields)
             out[f"train.{name}.series"] = list(SeriesSpec.model_fields)
+    out["select"] = list(SelectSpec.model_fields)
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from dlbasics import tracking
-from dlbasics.config import Params
+from dlbasics.config import Params, VariantSpec
 from dlbasics.data import DataError, Prepared
 from dlbasics.experiment import load_variant_data
 from dlbasics.metrics import (
@@ -36,11 +36,18 @@ def read_model_info(model_dir: Path) -> dict[str, Any]:
         raise DataError(f"{path}: missing; run the train stage first (dvc repro)") from None
 
 
+def model_spec(params: Params, name: str, model_dir: Path) -> VariantSpec:
+    """The settings a saved model was trained with (recorded beside it; else from params)."""
+    info = read_model_info(model_dir)
+    return VariantSpec.model_validate(info["spec"]) if "spec" in info else params.train[name]
+
+
 def load_model(params: Params, name: str, model_dir: Path) -> torch.nn.Module:
     """Rebuild variant `name`'s network and load its trained weights (weights_only)."""
     info = read_model_info(model_dir)
     model = build_model(
-        params.train[name].model, info["n_features"], info["n_outputs"], torch.Generator()
+        model_spec(params, name, model_dir).model, info["n_features"], info["n_outputs"],
+        torch.Generator(),
     )
     return load_state_dict(model, str(model_dir / "model.pt")).eval()
 
@@ -124,6 +131,11 @@ def displayable(X: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
     return X * np.asarray(undo["scale"], dtype=np.float32) + np.asarray(undo["offset"], np.float32)
 
 
+def evaluated_names(params: Params, models_root: Path) -> list[str]:
+    """Every variant, and `select` (the refitted winner of the grid search) when configured."""
+    return [*params.train, *(["select"] if params.select is not None else [])]
+
+
 def evaluate_all(
     params: Params, prepared_root: Path, models_root: Path, figures_dir: Path | None = None
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
@@ -137,8 +149,10 @@ def evaluate_all(
 
     results, details = {}, {}
     drawn: set[str] = set()
-    for name, spec in params.train.items():
-        data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS)
+    for name in evaluated_names(params, models_root):
+        spec = model_spec(params, name, models_root / name)
+        data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS,
+                                 spec=spec)
         results[name], d = evaluate_variant(params, name, data, models_root / name)
         if d:
             details[name] = d
@@ -205,8 +219,9 @@ def finish_runs(
                 run.info.run_id, metrics=[Metric(k, v, stamp, 0) for k, v in new.items()]
             )
         if params.tracking.log_models and not run.outputs.model_outputs:
-            spec = params.train[name]
-            data = load_variant_data(params, name, data_root / spec.dataset, splits=("test",))
+            spec = model_spec(params, name, models_root / name)
+            data = load_variant_data(params, name, data_root / spec.dataset, splits=("test",),
+                                     spec=spec)
             _log_model(run.info.run_id, load_model(params, name, models_root / name),
                        data.splits["test"].X[:5])
     return missing

@@ -24,9 +24,10 @@ def variant_params(params: Params, name: str) -> dict[str, Any]:
     return {"seed": params.seed, **tracking.flatten(spec)}
 
 
-def load_variant_data(params: Params, name: str, data_dir: Path, splits) -> Prepared:
-    """The prepared dataset of variant `name`, restricted to its `features` columns."""
-    spec = params.train[name]
+def load_variant_data(params: Params, name: str, data_dir: Path, splits,
+                      spec: VariantSpec | None = None) -> Prepared:
+    """The prepared dataset of variant `name` (or of `spec`), restricted to its `features`."""
+    spec = spec or params.train[name]
     data = load_prepared(data_dir, splits=splits)
     return take_features(data, spec.features, key=f"train.{name}.features")
 
@@ -92,6 +93,33 @@ def _train(
     )
 
 
+def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, device):
+    """(make_model, train_fn) for one variant's settings on `data`.
+
+    make_model() builds a fresh model with the seeded initial weights (the same on every call);
+    train_fn(model, splits, on_epoch) trains it in place and returns the per-epoch history.
+    Initial weights and batch order derive from the seed and the dataset's identity (what the
+    data is, not its key), not from the variant, so variants of one dataset share them.
+    """
+    man = data.manifest
+    device = device or torch.device("cpu")
+
+    def make_model() -> nn.Module:
+        return build_model(
+            spec.model, man["n_features"], man["n_outputs"],
+            torch_generator(params.seed, "init", man["identity"]),
+        ).to(device)
+
+    def train_fn(model, splits, on_epoch=lambda rec: None):
+        # nn.Dropout can only draw from the global generator: seed it per variant (and fit).
+        torch.manual_seed(derive_seed(params.seed, "dropout", name))
+        splits = {k: _to(v, device) for k, v in splits.items()}
+        return _train(spec, model, splits, data.task, params.seed, name, on_epoch=on_epoch,
+                      stream=man["identity"])
+
+    return make_model, train_fn
+
+
 def fit_variant(
     params: Params, name: str, data_dir: Path, device: torch.device | None = None, on_epoch=None
 ) -> tuple[nn.Module, list[dict[str, float]], Prepared, dict[str, Any] | None]:
@@ -109,19 +137,7 @@ def fit_variant(
     # data is, not its key), not from the variant:
     # variants of one dataset share them (common random numbers), so a scratch variant and its
     # torch.nn twin, or two optimisers, differ only in what the variants say.
-    def make_model() -> nn.Module:
-        return build_model(
-            spec.model, man["n_features"], man["n_outputs"],
-            torch_generator(params.seed, "init", man["identity"]),
-        ).to(device)
-
-    def train_fn(model, splits, on_epoch=lambda rec: None):
-        # nn.Dropout can only draw from the global generator: seed it per variant (and fit).
-        torch.manual_seed(derive_seed(params.seed, "dropout", name))
-        splits = {k: _to(v, device) for k, v in splits.items()}
-        return _train(spec, model, splits, data.task, params.seed, name, on_epoch=on_epoch,
-                      stream=man["identity"])
-
+    make_model, train_fn = make_trainer(params, spec, name, data, device)
     cv = None
     if spec.kfold:
         from dlbasics.selection import cross_validate
@@ -167,6 +183,7 @@ def train_variant(
             "n_features": data.manifest["n_features"],
             "n_outputs": data.manifest["n_outputs"],
             "task": data.task,
+            "spec": spec.model_dump(mode="json"),
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
             "cv": cv,

@@ -79,3 +79,62 @@ def cross_validate(
         summary[f"{part}_{metric}_mean"] = float(vals.mean())
         summary[f"{part}_{metric}_std"] = float(vals.std(ddof=1)) if k > 1 else 0.0
     return summary
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def grid_search(params, data: Prepared, device: torch.device | None = None, on_config=None):
+    """K-fold cross-validation of every configuration of `params.select`, then the best one
+    (by mean validation score; ties to the smaller model) refitted on the whole training split.
+
+    One seeded (stratified) fold split is shared by every configuration; each (configuration,
+    fold) fit starts from a fresh model with the configuration's seeded initial weights. A
+    configuration whose loss becomes NaN or infinite is recorded as diverged (with the epoch)
+    and excluded. `on_config(record)` is called after each configuration.
+    Returns (table of configurations, the chosen record, the refitted model, its history).
+    """
+    from dlbasics.config import grid_variants
+    from dlbasics.experiment import make_trainer
+    from dlbasics.rng import derive_seed
+    from dlbasics.training import DivergenceError
+
+    identity = data.manifest["identity"]
+    metric = PRIMARY[data.task]
+    higher_is_better = metric != "rmse"
+    fold_seed = derive_seed(params.seed, "folds", identity)
+    table = []
+    done: dict[str, dict[str, Any]] = {}  # resolved settings -> result: a grid point that
+    # resolves to settings already scored (dropout of a 0-layer model) is not trained again
+    for i, (values, spec) in enumerate(grid_variants(params)):
+        make_model, train_fn = make_trainer(params, spec, "select", data, device)
+        record: dict[str, Any] = {"config": i, "values": values,
+                                  "n_parameters": n_parameters(make_model())}
+        key = spec.model_dump_json()
+        if key not in done:
+            try:
+                cv = cross_validate(data, params.select.k, fold_seed, make_model, train_fn)
+            except DivergenceError as exc:
+                done[key] = {"diverged": True, "diverged_epoch": exc.epoch}
+            else:
+                done[key] = {"diverged": False, "folds": cv["folds"],
+                             **{k: v for k, v in cv.items() if k.endswith(("_mean", "_std"))}}
+        record.update(done[key])
+        table.append(record)
+        if on_config is not None:
+            on_config(record, spec)
+    alive = [r for r in table if not r["diverged"]]
+    if not alive:
+        from dlbasics.config import ConfigError
+
+        raise ConfigError("params.yaml: select.grid: expected at least one configuration that "
+                          "trains, found every one diverged; lower the optimizer.lr values")
+    sign = -1.0 if higher_is_better else 1.0
+    best = min(alive, key=lambda r: (sign * r[f"val_{metric}_mean"], r["n_parameters"],
+                                     r["config"]))
+    spec = grid_variants(params)[best["config"]][1]
+    make_model, train_fn = make_trainer(params, spec, "select", data, device)
+    model = make_model()
+    history = train_fn(model, data.splits)
+    return table, best, spec, model.cpu(), history

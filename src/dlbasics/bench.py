@@ -1,0 +1,335 @@
+"""Speed ratios measured side by side in one process and one sitting (`make bench`).
+
+On random data of Fashion-MNIST shape (60000 x 784, batch 256):
+  - one epoch of MLP 784-256-10 with the project's loop (training.fit) against the sources'
+    data path (a per-item ToTensor Dataset and a DataLoader with 4 workers) and against a
+    plain TensorDataset DataLoader;
+  - the project's epoch as a fraction of the float32 matmul throughput measured in this run;
+  - the 48-fit grid (16 configurations x 3 folds) batched (dlbasics.batched) against
+    sequential, for softmax regression and for a digits-size MLP;
+  - the size rule's evidence: batched / sequential for a few architectures, a few steps each;
+  - the default `dvc repro` from clean and a no-op `dvc repro`, in a temporary copy.
+
+Prints a table and writes the same numbers as JSON. Figures, not tests: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlbasics.batched import batched_is_faster, fit_batched
+from dlbasics.config import ModelSpec, OptimizerSpec, load_params
+from dlbasics.data import Split
+from dlbasics.models import build_model
+from dlbasics.training import build_loss, build_optimizer, fit
+
+N, SIDE, CLASSES, BATCH = 60_000, 28, 10, 256
+FEATURES = SIDE * SIDE
+DIGITS_N, DIGITS_F = 1797, 64  # scikit-learn's digits: 1797 images of 8 x 8
+GOALS = {"vs_sources": 6.0, "of_matmul": 0.75, "grid_batched": 5.0, "repro_clean_s": 180.0,
+         "repro_noop_s": 2.0}
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest wall time of `repeats` calls of fn, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence training.fit's per-epoch lines (and its progress bar: stderr is not a tty)."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+# ----------------------------------------------------------------------------- epoch paths
+
+class ToTensorImages(torch.utils.data.Dataset):
+    """The sources' data path: one uint8 28 x 28 image converted per item by ToTensor."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        from torchvision import transforms
+
+        self.images, self.labels, self.to_tensor = images, labels, transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.to_tensor(self.images[i]), int(self.labels[i])  # [1, 28, 28] in [0, 1]
+
+
+def loader_epoch(model: nn.Module, loader, opt, loss_fn) -> None:
+    """The sources' training loop over a DataLoader: one epoch."""
+    model.train()
+    for xb, yb in loader:
+        loss = loss_fn(model(xb.reshape(xb.shape[0], -1)), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def matmul_gflops(n: int, repeats: int) -> float:
+    """float32 GFLOP/s of an n x n by n x n matmul (2 n^3 FLOPs), best of `repeats`."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    a @ b  # warm-up
+    return 2 * n**3 / best_of(lambda: a @ b, repeats) / 1e9
+
+
+def bench_epochs(seed: int, repeats: int) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (N, SIDE, SIDE), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, CLASSES, (N,), generator=g)
+    X = images.reshape(N, FEATURES).float() / 255  # what `prepare` would store
+    spec = ModelSpec(kind="mlp", hidden=[256], activation="relu")
+    opt_spec = OptimizerSpec(lr=0.1)
+    loss_fn = build_loss("cross_entropy")
+
+    def fresh():
+        model = build_model(spec, FEATURES, CLASSES, torch.Generator().manual_seed(seed))
+        return model, build_optimizer(opt_spec, model)
+
+    def project():
+        model, opt = fresh()
+        with quiet():
+            fit(model, loss_fn, opt, Split(X, labels), None, epochs=1, batch_size=BATCH,
+                generator=torch.Generator().manual_seed(seed), task="classification")
+
+    def sources():
+        model, opt = fresh()
+        data = ToTensorImages(images.numpy(), labels.numpy())
+        loader = torch.utils.data.DataLoader(
+            data, batch_size=BATCH, shuffle=True, num_workers=4,
+            generator=torch.Generator().manual_seed(seed))
+        loader_epoch(model, loader, opt, loss_fn)
+
+    def tensor_dataset():
+        model, opt = fresh()
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(X, labels), batch_size=BATCH, shuffle=True,
+            generator=torch.Generator().manual_seed(seed))
+        loader_epoch(model, loader, opt, loss_fn)
+
+    project()  # warm-up (allocator, kernels)
+    out: dict[str, Any] = {"project_epoch_s": best_of(project, repeats)}
+    out["sources_epoch_s"] = best_of(sources, 1)  # slow paths: one epoch each
+    out["tensordataset_epoch_s"] = best_of(tensor_dataset, 1)
+    flops = 3 * 2 * (FEATURES * 256 + 256 * CLASSES) * N
+    out["epoch_gflop"] = flops / 1e9
+    out["project_gflops"] = flops / out["project_epoch_s"] / 1e9
+    out["matmul_gflops"] = matmul_gflops(2048, repeats=5)
+    out["vs_sources"] = out["sources_epoch_s"] / out["project_epoch_s"]
+    out["vs_tensordataset"] = out["tensordataset_epoch_s"] / out["project_epoch_s"]
+    out["of_matmul"] = out["project_gflops"] / out["matmul_gflops"]
+    return out
+
+
+# ----------------------------------------------------------------------------- the 48-fit grid
+
+def grid_configs() -> list[OptimizerSpec]:
+    """16 configurations: lr x weight decay x momentum."""
+    return [OptimizerSpec(lr=lr, weight_decay=wd, momentum=m)
+            for lr in (0.01, 0.03, 0.1, 0.3) for wd in (0.0, 1e-4) for m in (0.0, 0.9)]
+
+
+def bench_grid(spec: ModelSpec, n: int, n_in: int, batch: int, epochs: int, seed: int,
+               folds: int = 3, configs: list[OptimizerSpec] | None = None) -> dict[str, Any]:
+    """The grid (configurations x folds) trained fit by fit with training.fit, then batched per
+    fold with fit_batched; the same initial weights and batch order. Seconds and max |diff|."""
+    configs = configs or grid_configs()
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, n_in, generator=g)
+    y = torch.randint(0, CLASSES, (n,), generator=g)
+    fold_of = torch.arange(n) % folds
+    train_rows = [torch.nonzero(fold_of != k).squeeze(1) for k in range(folds)]
+    loss_fn = build_loss("cross_entropy")
+    inits = [build_model(spec, n_in, CLASSES, torch.Generator().manual_seed(seed + c)).state_dict()
+             for c in range(len(configs))]
+    sequential: list[dict[str, torch.Tensor]] = []
+    batched: list[dict[str, torch.Tensor]] = []
+
+    def run_sequential():
+        sequential.clear()
+        for k, rows in enumerate(train_rows):
+            for c, opt_spec in enumerate(configs):
+                model = build_model(spec, n_in, CLASSES, torch.Generator())
+                model.load_state_dict(inits[c])
+                with quiet():
+                    fit(model, loss_fn, build_optimizer(opt_spec, model), Split(X[rows], y[rows]),
+                        None, epochs=epochs, batch_size=batch,
+                        generator=torch.Generator().manual_seed(seed + 100 + k),
+                        task="classification")
+                sequential.append(model.state_dict())
+
+    def run_batched():
+        batched.clear()
+        for k, rows in enumerate(train_rows):
+            fits = fit_batched(spec, n_in, CLASSES, configs, inits, X[rows], y[rows],
+                               loss="cross_entropy", epochs=epochs, batch_size=batch,
+                               generator=torch.Generator().manual_seed(seed + 100 + k))
+            batched.extend(f.state_dict for f in fits)
+
+    seq_s, bat_s = best_of(run_sequential, 1), best_of(run_batched, 1)
+    diff = max(float((a[key] - b[key]).abs().max())
+               for a, b in zip(sequential, batched) for key in a)
+    return {"fits": len(configs) * folds, "rows": n, "batch_size": batch, "epochs": epochs,
+            "sequential_s": seq_s, "batched_s": bat_s, "speedup": seq_s / bat_s,
+            "max_abs_diff": diff,
+            "rule_says_batched": batched_is_faster(spec, n_in, CLASSES, len(configs))}
+
+
+def bench_size_rule(seed: int, steps: int) -> list[dict[str, Any]]:
+    """Batched against sequential for architectures of growing size, `steps` batches of 256
+    per fit, 16 configurations x 3 folds: where batching stops paying."""
+    rows = []
+    for label, spec, n_in in [
+        ("linear 784-10", ModelSpec(kind="linear"), FEATURES),
+        ("mlp 64-256-10", ModelSpec(kind="mlp", hidden=[256]), DIGITS_F),
+        ("mlp 784-64-10", ModelSpec(kind="mlp", hidden=[64]), FEATURES),
+        ("mlp 784-256-10", ModelSpec(kind="mlp", hidden=[256]), FEATURES),
+    ]:
+        # 3 folds of steps * 256 training rows each.
+        r = bench_grid(spec, steps * BATCH * 3 // 2, n_in, BATCH, 1, seed)
+        widths = [n_in, *spec.hidden, CLASSES]
+        r.update(model=label, weights=sum(a * b + b for a, b in zip(widths, widths[1:])))
+        rows.append(r)
+    return rows
+
+
+# ----------------------------------------------------------------------------- dvc repro
+
+def project_files(repo: Path) -> list[str]:
+    """What a clone holds: the files git tracks (and untracked, unignored ones), without
+    produced outputs (reports/, data/, dvc.lock)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=repo, capture_output=True, text=True, check=True).stdout
+    return [f for f in out.splitlines() if (repo / f).is_file()
+            and not f.startswith(("reports/", "data/")) and f != "dvc.lock"]
+
+
+def tool_env() -> dict[str, str]:
+    """This interpreter's bin first on PATH (stages call plain `python`), no inherited store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    for who in ("AUTHOR", "COMMITTER"):
+        env[f"GIT_{who}_NAME"], env[f"GIT_{who}_EMAIL"] = "dlbasics-bench", "bench@localhost"
+    return env
+
+
+def bench_repro(repo: Path) -> dict[str, Any]:
+    """Seconds of `dvc repro` from a clean copy, then of a second (no-op) `dvc repro`."""
+    env = tool_env()
+    dvc = str(Path(sys.executable).parent / "dvc")
+
+    def sh(*cmd: str, cwd: Path) -> None:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+
+    with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
+        dest = Path(tmp) / "proj"
+        for rel in project_files(repo):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / rel, dest / rel)
+        sh("git", "init", "-q", "-b", "main", cwd=dest)
+        sh("git", "add", "-A", cwd=dest)
+        sh("git", "commit", "-qm", "base", cwd=dest)
+        clean = best_of(lambda: sh(dvc, "repro", cwd=dest), 1)
+        noop = best_of(lambda: sh(dvc, "repro", cwd=dest), 1)
+    return {"repro_clean_s": clean, "repro_noop_s": noop}
+
+
+# ----------------------------------------------------------------------------- report
+
+def table(results: dict[str, Any]) -> str:
+    e, lines = results["epoch"], []
+    lines.append(f"{'measure':52s} {'value':>10s} {'goal':>8s}")
+
+    def row(name: str, value: float, unit: str = "", goal: str = "") -> None:
+        lines.append(f"{name:52s} {value:>9.3f}{unit:1s} {goal:>8s}")
+
+    row("project epoch, MLP 784-256-10 (s)", e["project_epoch_s"])
+    row("sources' epoch: ToTensor + DataLoader(4 workers) (s)", e["sources_epoch_s"])
+    row("TensorDataset DataLoader epoch (s)", e["tensordataset_epoch_s"])
+    row("  speed-up vs the sources' path", e["vs_sources"], "x", ">= 6x")
+    row("  speed-up vs TensorDataset DataLoader", e["vs_tensordataset"], "x")
+    row("project epoch GFLOP/s", e["project_gflops"])
+    row("float32 matmul 2048^3 GFLOP/s", e["matmul_gflops"])
+    row("  project epoch / matmul limit", e["of_matmul"], "", ">= 0.75")
+    for key, name in (("grid_softmax", "softmax 784-10"), ("grid_mlp", "digits MLP 64-256-10")):
+        r = results[key]
+        row(f"grid {r['fits']} fits, {name}: sequential (s)", r["sequential_s"])
+        row(f"grid {r['fits']} fits, {name}: batched (s)", r["batched_s"])
+        row("  speed-up", r["speedup"], "x", ">= 5x")
+        row("  max |batched - sequential| weight", r["max_abs_diff"])
+    for r in results.get("size_rule", []):
+        row(f"size rule {r['model']} ({r['weights']} w): speed-up", r["speedup"], "x",
+            "batched" if r["rule_says_batched"] else "seq")
+    if "repro" in results:
+        row("dvc repro from clean (s)", results["repro"]["repro_clean_s"], "", "< 180")
+        row("dvc repro no-op (s)", results["repro"]["repro_noop_s"], "", "< 2")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="JSON copy of the results")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--repeats", type=int, default=3, help="timings of the project's epoch")
+    ap.add_argument("--no-dvc", action="store_true", help="skip the dvc repro timings")
+    ap.add_argument("--no-size-rule", action="store_true", help="skip the size-rule sweep")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    torch.set_num_threads(params.runtime.threads)  # the project's threads, for every path
+    seed = params.seed
+    results: dict[str, Any] = {
+        "machine": {"threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "processor": platform.processor() or platform.machine()},
+    }
+    print("epoch paths ...", flush=True)
+    results["epoch"] = bench_epochs(seed, args.repeats)
+    print("grid: softmax ...", flush=True)
+    results["grid_softmax"] = bench_grid(ModelSpec(kind="linear"), N, FEATURES, BATCH, 1, seed)
+    print("grid: digits MLP ...", flush=True)
+    results["grid_mlp"] = bench_grid(ModelSpec(kind="mlp", hidden=[256]), DIGITS_N, DIGITS_F,
+                                     32, 5, seed)
+    if not args.no_size_rule:
+        print("size rule ...", flush=True)
+        results["size_rule"] = bench_size_rule(seed, steps=20)
+    if not args.no_dvc:
+        print("dvc repro ...", flush=True)
+        results["repro"] = bench_repro(args.params.resolve().parent)
+    results["goals"] = GOALS
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
