@@ -20,6 +20,7 @@ def main(argv=None) -> None:
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--series", type=Path, required=True)
     ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
+    ap.add_argument("--selection", type=Path, required=True, help="grid search table")
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -27,7 +28,8 @@ def main(argv=None) -> None:
     series = json.loads(args.series.read_text())
     figures = sorted(p.name for p in args.figures.glob("*.png")) if args.figures.is_dir() else []
     links = {f: os.path.relpath(args.figures / f, args.out.parent) for f in figures}
-    write_text_atomic(args.out, render_markdown(params, metrics, series, links))
+    selection = json.loads(args.selection.read_text()) if args.selection.exists() else []
+    write_text_atomic(args.out, render_markdown(params, metrics, series, links, selection))
 
 
 if __name__ == "__main__":

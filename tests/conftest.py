@@ -57,6 +57,9 @@ def shrink(params: dict) -> dict:
     params["prepare"] = {k: v for k, v in params["prepare"].items() if k in used}
     notes = params.get("report", {}).get("notes", {})
     params.setdefault("report", {})["notes"] = {k: notes[k] for k in E2E_VARIANTS if k in notes}
+    # A two-point grid, two folds, one epoch: the select stage end to end, quickly.
+    params["select"] = {"base": "mlp", "k": 2, "overrides": {"epochs": 1},
+                        "grid": {"optimizer.lr": [0.05, 0.1]}}
     for spec in params["train"].values():
         spec["epochs"] = min(spec["epochs"], 3)
         if spec["model"].get("hidden"):

@@ -23,7 +23,8 @@ from conftest import make_project, run
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("linreg", "softmax", "mlp")
-ALL_STAGES = ("generate", "prepare", *(f"train@{v}" for v in VARIANTS), "evaluate", "report")
+ALL_STAGES = ("generate", "prepare", *(f"train@{v}" for v in VARIANTS), "select", "evaluate",
+              "report")
 
 
 def ran(proc) -> set[str]:
@@ -35,24 +36,38 @@ def ran(proc) -> set[str]:
     }
 
 
-def digest_tree(*paths: Path) -> dict[str, str]:
+def digest_tree(*paths: Path, relative_to: Path | None = None) -> dict[str, str]:
     out = {}
     for root in paths:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for f in files:
-            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+            key = str(f.relative_to(relative_to)) if relative_to else str(f)
+            out[key] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
 
 
-def runs_of(proj: Path):
+# What must be byte-identical between two runs from clean with the same params.
+REPRODUCIBLE = ("reports/metrics.json", "reports/history", "reports/series.json",
+                "reports/selection.json", "reports/report.md", "data/models", "data/prepared")
+
+
+def reproducible_digests(proj: Path) -> dict[str, str]:
+    return digest_tree(*(proj / p for p in REPRODUCIBLE), relative_to=proj)
+
+
+def runs_of(proj: Path, variants_only: bool = True):
+    """The runs in the project's store: the trained variants' (or every run, select's too)."""
     mlflow.set_tracking_uri(f"sqlite:///{proj / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["dlbasics"], output_format="list")
+    runs = mlflow.search_runs(experiment_names=["dlbasics"], output_format="list")
+    return [r for r in runs if r.data.tags.get("variant") != "select"] if variants_only else runs
 
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("e2e") / "proj")
     first = run(["dvc", "repro"], proj)
+    # Taken now, before later tests edit the project.
+    proj.joinpath(".first-digests.json").write_text(json.dumps(reproducible_digests(proj)))
     return proj, first
 
 
@@ -71,7 +86,8 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
 def test_metrics_json_matches_an_independent_evaluation(repro):
     proj, _ = repro
     metrics = json.loads((proj / "reports/metrics.json").read_text())
-    assert set(metrics) == set(VARIANTS)
+    assert set(metrics) == {*VARIANTS, "select"}
+    assert "test_accuracy" in metrics["select"]
     assert metrics["linreg"]["w_error"] < 0.01 and metrics["linreg"]["b_error"] < 0.01
     # Recompute the softmax test accuracy from the saved weights with scikit-learn.
     state = torch.load(proj / "data/models/softmax/model.pt", weights_only=True)
@@ -111,7 +127,17 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
     models = mlflow.search_logged_models(
         experiment_ids=[runs[0].info.experiment_id], output_format="list"
     )
-    assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in runs)
+    select_runs = [r for r in runs_of(proj, variants_only=False)
+                   if r.data.tags.get("variant") == "select"]
+    parents = [r for r in select_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in select_runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2  # one nested run per configuration
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all("val_accuracy_mean" in c.data.metrics for c in children)
+    assert "test_accuracy" in parents[0].data.metrics
+    assert sorted(m.source_run_id for m in models) == sorted(
+        r.info.run_id for r in [*runs, parents[0]]
+    )
     # The signature is stored with the model: load it back and predict.
     softmax_run = next(r for r in runs if r.data.tags["variant"] == "softmax")
     model = next(m for m in models if m.source_run_id == softmax_run.info.run_id)
@@ -124,11 +150,11 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
 def test_second_repro_does_nothing_and_logs_nothing(repro):
     proj, _ = repro
     before = digest_tree(proj / "reports", proj / "data/models")
-    n_runs = len(runs_of(proj))
+    n_runs = len(runs_of(proj, variants_only=False))
     again = run(["dvc", "repro"], proj)
     assert ran(again) == set()
     assert digest_tree(proj / "reports", proj / "data/models") == before
-    assert len(runs_of(proj)) == n_runs
+    assert len(runs_of(proj, variants_only=False)) == n_runs
 
 
 def test_editing_one_variant_reruns_only_it_evaluate_and_report(repro):
@@ -179,3 +205,12 @@ def test_temp_experiment_lands_in_the_users_store(repro):
     assert any((proj / "mlartifacts").rglob("MLmodel"))
     shown = run(["dvc", "exp", "show", "--json"], proj).stdout
     assert "0.02" in shown
+
+
+def test_a_second_clone_reproduces_every_output_to_the_bit(repro, tmp_path):
+    proj, _ = repro
+    first = json.loads(proj.joinpath(".first-digests.json").read_text())
+    clone = make_project(tmp_path / "clone")
+    run(["dvc", "repro"], clone)
+    assert reproducible_digests(clone) == first
+    assert any(k.startswith("data/models/") and k.endswith("model.pt") for k in first)

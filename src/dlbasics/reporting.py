@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from dlbasics.config import DATASET_TASKS, Params
 
 # The columns of each task's table, in order, when a variant has them.
@@ -83,6 +85,34 @@ def series_section(series: dict[str, list[dict[str, Any]]]) -> str:
     return ("## Series\n\n" + "\n".join(out)) if out else ""
 
 
+def selection_section(rows: list[dict[str, Any]], metrics: dict[str, float]) -> str:
+    """The K-fold grid search: every configuration's mean and spread, the chosen one, its test
+    score (rows: reports/selection.json, one per configuration and fold)."""
+    if not rows:
+        return ""
+    by_config: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_config.setdefault(r["config"], []).append(r)
+    metric = next((k.removeprefix("val_") for k in rows[0] if k.startswith("val_")), None)
+    axes = [k for k in rows[0] if "." in k]
+    lines = ["| config | " + " | ".join(axes) + f" | train {metric} | val {metric} (mean +/- sd) |",
+             "|" + "---|" * (len(axes) + 3)]
+    for cfg, folds in sorted(by_config.items()):
+        head = f"| {cfg} | " + " | ".join(str(folds[0][a]) for a in axes)
+        if folds[0].get("diverged"):
+            lines.append(head + " | diverged | diverged |")
+            continue
+        tr = np.array([f[f"train_{metric}"] for f in folds])
+        va = np.array([f[f"val_{metric}"] for f in folds])
+        sd = va.std(ddof=1) if len(va) > 1 else 0.0
+        lines.append(head + f" | {tr.mean():.4f} | {va.mean():.4f} +/- {sd:.4f} |")
+    test = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    chosen = (f"Chosen by mean validation {metric} (ties to the smaller model), refitted on the "
+              f"whole training split: test {metric} "
+              f"{_fmt(test.get(f'test_{metric}', float('nan')))}.")
+    return "## Model selection (K-fold grid search)\n\n" + "\n".join(lines) + "\n\n" + chosen + "\n"
+
+
 def figures_section(links: dict[str, str]) -> str:
     """Links to the image grids (file name -> path relative to the report)."""
     if not links:
@@ -93,7 +123,7 @@ def figures_section(links: dict[str, str]) -> str:
 
 def render_markdown(
     params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None,
-    figure_links: dict[str, str] | None = None,
+    figure_links: dict[str, str] | None = None, selection: list[dict[str, Any]] | None = None,
 ) -> str:
     """The whole report.md."""
     parts = [
@@ -107,6 +137,8 @@ def render_markdown(
             parts.append(table)
     if series:
         parts.append(series_section(series))
+    if selection:
+        parts.append(selection_section(selection, metrics.get("select", {})))
     if figure_links:
         parts.append(figures_section(figure_links))
     return "\n".join(parts)

@@ -36,6 +36,7 @@ def select(params: Params, prepared_root: Path, model_dir: Path, table_path: Pat
         def child(record: dict[str, Any], spec) -> None:
             # One nested run per configuration: the parallel-coordinates view compares them.
             with mlflow.start_run(run_name=_label(record["values"]), nested=True,
+                                  experiment_id=parent.info.experiment_id,
                                   tags={"variant": "select", "config": str(record["config"]),
                                         "parent": parent.info.run_id}):
                 mlflow.log_params({k: str(v) for k, v in record["values"].items()})
