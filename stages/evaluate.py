@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
-from dlbasics.evaluation import evaluate_all, finish_runs, series_table
+from dlbasics.evaluation import evaluate_all, finish_runs, series_table, write_predictions
 from dlbasics.io import atomic_directory, write_json_atomic
 
 
@@ -22,10 +22,14 @@ def main(argv=None) -> None:
     ap.add_argument("--details", type=Path, required=True, help="classifier details JSON")
     ap.add_argument("--series", type=Path, required=True, help="named series JSON")
     ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
+    ap.add_argument("--predictions", type=Path, required=True,
+                    help="per-row test predictions of each classifier (confusion plots)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     with atomic_directory(args.figures) as figures_dir:
         results, details = evaluate_all(params, args.data, args.models, figures_dir)
+    with atomic_directory(args.predictions) as pred_dir:
+        details = write_predictions(details, pred_dir)
     write_json_atomic(args.out, results)
     write_json_atomic(args.details, details)
     write_json_atomic(args.series, series_table(params, results))

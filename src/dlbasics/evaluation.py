@@ -112,6 +112,12 @@ def evaluate_variant(
             details = classification_details(
                 s.y.numpy(), pred.numpy(), class_names=data.manifest["class_names"]
             )
+            names = data.manifest["class_names"]
+            # Per-row (actual, predicted) for DVC's confusion-matrix template.
+            details["predictions"] = [
+                {"actual": names[int(a)], "predicted": names[int(b)]}
+                for a, b in zip(s.y.tolist(), pred.tolist())
+            ]
     if str(data.manifest.get("target", "")).startswith("log("):
         # The target is log(price): its RMSE is the log-RMSE the sources score house prices by.
         for split in SCORED_SPLITS:
@@ -175,6 +181,15 @@ def evaluate_all(
                                     man["class_names"], man["image_shape"]),
         )
     return results, details
+
+
+def write_predictions(details: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Move each classifier's per-row predictions out of `details` into out_dir/<variant>.json."""
+    from dlbasics.io import write_json_atomic
+
+    for name, d in details.items():
+        write_json_atomic(out_dir / f"{name}.json", d.pop("predictions"))
+    return details
 
 
 def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[str, list]:

@@ -4,6 +4,11 @@ The store is resolved to the *user's* repository, so `dvc repro`, `dvc exp run`,
 `dvc exp run --temp` and queued experiments (which run in .dvc/tmp/exps/...) all land in the
 one store that `make ui` shows. MLFLOW_TRACKING_URI overrides it. mlflow is imported lazily:
 importing this module touches no file and no server.
+
+A remote store (http/https) is probed before first use, so a server that is not there stops
+a stage within seconds with one line (TrackingError) instead of minutes of HTTP retries. Every
+run records the host and pid of its process, so a run left RUNNING by a killed process is
+marked KILLED the next time its variant runs.
 """
 
 from __future__ import annotations
@@ -15,9 +20,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
+CONNECT_TIMEOUT_S = 3.0  # the TCP probe of a remote tracking server
+# HTTP settings for a remote server, unless the user set them: mlflow's defaults (7 retries
+# with exponential backoff, 120 s per request) turn a dead server into minutes of silence.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+class TrackingError(Exception):
+    """The tracking store cannot be used; the message is one line ready for the user."""
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -39,6 +57,48 @@ def tracking_uri() -> str:
 
 def _is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+def _shown(uri: str) -> str:
+    """`uri` without user and password: it goes to stderr and into logs."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+_checked: set[str] = set()
+
+
+def check_reachable(uri: str) -> None:
+    """For an http(s) tracking URI: set fail-fast HTTP defaults and connect once (3 s).
+
+    Raises TrackingError (one line) when nothing listens there. Local stores pass unchecked.
+    """
+    if not _is_remote(uri) or uri in _checked:
+        return
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        if not parts.hostname:
+            raise OSError("no host in the URI")
+        with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, socket.timeout):
+            reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
+        raise TrackingError(
+            f"MLflow tracking server {_shown(uri)} unreachable ({reason}); start it or unset "
+            "MLFLOW_TRACKING_URI to use the local store"
+        ) from None
+    _checked.add(uri)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -68,9 +128,10 @@ def setup(experiment: str) -> str:
     """Point mlflow at the project's store and return the experiment id (created if new)."""
     # Nothing leaves this machine: no usage telemetry from mlflow.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri()
+    check_reachable(uri)
     import mlflow
 
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
@@ -130,13 +191,81 @@ class MetricBuffer:
         self.last = time.monotonic()
 
 
+def _process_alive(pid: int, since_ms: int | None = None) -> bool:
+    """Whether process `pid` of this host lives (a zombie does not) and, on Linux, started
+    no later than `since_ms` (ms since the epoch): else the pid was reused by another process."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError):
+        return True  # no /proc: trust kill(0)
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is fields[0]
+    if fields[0] in ("Z", "X"):
+        return False
+    started_ms = (boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")) * 1000
+    # One clock tick and a second of slack: the run starts after its process does.
+    return since_ms is None or started_ms <= since_ms + 1000
+
+
+def mark_dead_runs(experiment_id: str, variant: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of `variant` whose process (same host, `pid` tag) is gone.
+
+    A process killed with SIGKILL (or the OOM killer) cannot end its run; this ends it the
+    next time the variant runs. Runs of live processes (parallel queued experiments of the
+    same variant) and runs of other hosts are left alone. Returns the run ids marked.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    flt = (f"attributes.status = 'RUNNING' and tags.`variant` = '{variant}' "
+           f"and tags.`host` = '{host}'")
+    marked = []
+    for r in client.search_runs([experiment_id], filter_string=flt, max_results=1000):
+        pid = r.data.tags.get("pid", "")
+        if not pid.isdigit() or _process_alive(int(pid), r.info.start_time):
+            continue
+        dead = [r.info.run_id, *(
+            c.info.run_id for c in client.search_runs(
+                [experiment_id],
+                filter_string=(f"attributes.status = 'RUNNING' and "
+                               f"tags.`mlflow.parentRunId` = '{r.info.run_id}'"),
+                max_results=1000,
+            )
+        )]
+        for run_id in dead:
+            client.set_tag(run_id, "failure", f"process {pid} died")
+            client.set_terminated(run_id, status="KILLED")
+        marked += dead
+    return marked
+
+
 @contextmanager
 def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
-    """An MLflow run that ends FINISHED, FAILED (reason in the `failure` tag) or KILLED."""
+    """An MLflow run that ends FINISHED, FAILED (reason in the `failure` tag) or KILLED.
+
+    Runs of the same `variant` tag left RUNNING by dead processes are marked KILLED first.
+    """
     import mlflow
 
     exp_id = setup(experiment)
-    active = mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags={**dvc_tags(), **tags})
+    if tags.get("variant"):
+        mark_dead_runs(exp_id, tags["variant"])
+    active = mlflow.start_run(
+        experiment_id=exp_id, run_name=run_name,
+        tags={**dvc_tags(), "pid": str(os.getpid()), **tags},
+    )
     try:
         yield active
     except KeyboardInterrupt:
@@ -153,9 +282,11 @@ def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
 
 def find_run(experiment: str, tags: dict[str, str]) -> Any | None:
     """The newest run of `experiment` carrying all `tags`, or None."""
+    uri = tracking_uri()
+    check_reachable(uri)
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(uri)
     exp = mlflow.MlflowClient().get_experiment_by_name(experiment)
     if exp is None:
         return None
