@@ -8,9 +8,10 @@ export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 PORT ?= 5000
+BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline test test-all ui bench venv clean-venv
+.PHONY: pipeline test ui bench compare venv clean-venv
 
 venv: $(STAMP)
 
@@ -28,6 +29,9 @@ test: $(STAMP)  ## the default test suite (offline; includes one real end-to-end
 
 ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-$(STORE)}" --host 127.0.0.1 --port $(PORT) --workers 1
+
+compare: pipeline  ## what CI says on a pull request: params and metrics diff against BASE, the report
+	python scripts/compare.py --base $(BASE) --out compare.md
 
 bench: $(STAMP)  ## speed ratios measured in one run (see issue #6)
 	python -m dlbasics.bench --out reports/bench.json

@@ -11,6 +11,7 @@ from pathlib import Path
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
 from dlbasics.io import write_text_atomic
+from dlbasics.html_report import package_versions, render_html
 from dlbasics.reporting import render_markdown
 
 
@@ -21,6 +22,10 @@ def main(argv=None) -> None:
     ap.add_argument("--series", type=Path, required=True)
     ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
     ap.add_argument("--selection", type=Path, required=True, help="grid search table")
+    ap.add_argument("--details", type=Path, required=True, help="classifier details JSON")
+    ap.add_argument("--history", type=Path, required=True, help="per-variant histories")
+    ap.add_argument("--manifests", type=Path, required=True, help="prepared data root")
+    ap.add_argument("--html", type=Path, required=True, help="self-contained HTML report")
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -30,6 +35,17 @@ def main(argv=None) -> None:
     links = {f: os.path.relpath(args.figures / f, args.out.parent) for f in figures}
     selection = json.loads(args.selection.read_text()) if args.selection.exists() else []
     write_text_atomic(args.out, render_markdown(params, metrics, series, links, selection))
+    histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}
+    details = json.loads(args.details.read_text()) if args.details.exists() else {}
+    pngs = {p.name: p.read_bytes() for p in sorted(args.figures.glob("*.png"))}
+    manifests = {p.parent.name: json.loads(p.read_text())
+                 for p in sorted(args.manifests.glob("*/manifest.json"))}
+    # Settings, not the resolved device or the commit: the report stays byte-identical
+    # between clones of the same content.
+    environment = {**package_versions(), "device (setting)": params.runtime.device,
+                   "threads": params.runtime.threads}
+    write_text_atomic(args.html, render_html(params, metrics, series, selection, details,
+                                             histories, pngs, environment, manifests=manifests))
 
 
 if __name__ == "__main__":

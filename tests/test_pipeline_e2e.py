@@ -48,7 +48,8 @@ def digest_tree(*paths: Path, relative_to: Path | None = None) -> dict[str, str]
 
 # What must be byte-identical between two runs from clean with the same params.
 REPRODUCIBLE = ("reports/metrics.json", "reports/history", "reports/series.json",
-                "reports/selection.json", "reports/report.md", "data/models", "data/prepared")
+                "reports/selection.json", "reports/report.md", "reports/report.html",
+                "reports/figures", "data/models", "data/prepared")
 
 
 def reproducible_digests(proj: Path) -> dict[str, str]:
@@ -81,6 +82,8 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
         history = json.loads((proj / "reports/history" / f"{v}.json").read_text())
         assert [r["epoch"] for r in history] == [1, 2, 3]
     assert "| `mlp` |" in (proj / "reports/report.md").read_text()
+    html = (proj / "reports/report.html").read_text()
+    assert 'id="overview"' in html and "https://" not in html and "http://" not in html
 
 
 def test_metrics_json_matches_an_independent_evaluation(repro):

@@ -102,7 +102,7 @@ def _text(value: Any) -> str:
 def _fmt(v: Any) -> str:
     if isinstance(v, bool) or v is None:
         return "" if v is None else str(v)
-    if isinstance(v, (int,)) and not isinstance(v, bool):
+    if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
         if math.isnan(v):
@@ -339,7 +339,6 @@ def _overview(params: Params, metrics, histories) -> str:
 
 def _learning_curves(params: Params, histories) -> str:
     names = [n for n in params.train if histories.get(n)]
-    names += sorted(n for n in histories if n not in params.train and histories[n])
     if not names:
         return ""
     body = "".join(_figure(curves_png(n, histories[n]), n) for n in names)
@@ -397,7 +396,6 @@ def _weight_decay(series) -> str:
 
 def _sparsity(params: Params, metrics) -> str:
     names = [n for n in params.train if n.startswith("sparse_") and n in metrics]
-    names += sorted(n for n in metrics if n.startswith("sparse_") and n not in params.train)
     if len(names) < 2:
         return ""
     plt = _pyplot()
@@ -407,7 +405,7 @@ def _sparsity(params: Params, metrics) -> str:
     ax_m.bar(names, [metrics[n].get("test_mse", math.nan) for n in names], color="C1")
     ax_m.set(ylabel="test mse", title="test error")
     fig.tight_layout()
-    rows = [[n, _hyper(params, n)[1] if n in params.train else "", metrics[n].get("n_near_zero"),
+    rows = [[n, _hyper(params, n)[1], metrics[n].get("n_near_zero"),
              metrics[n].get("n_weights"), metrics[n].get("w_norm"), metrics[n].get("train_mse"),
              metrics[n].get("test_mse")] for n in names]
     table = _table(["variant", "optimiser", "near zero", "weights", "||w||", "train mse",
@@ -530,7 +528,7 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
         tr = [f.get(f"train_{metric}", math.nan) for f in folds]
         mean = sum(va) / len(va)
         sd = math.sqrt(sum((v - mean) ** 2 for v in va) / (len(va) - 1)) if len(va) > 1 else 0.0
-        stats_by[cfg] = (mean, va)
+        stats_by[cfg] = (mean, sd, va)
         table_rows.append(lead + va + [None] * (n_folds - len(va)) + [mean, sd, sum(tr) / len(tr)])
         classes.append("chosen" if cfg == chosen else "")
     body = _table(head, table_rows, left=1 + len(axes), classes=classes)
@@ -545,10 +543,10 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
                          f"the smaller model){test_words}.")
         others = sorted((c for c in stats_by if c != chosen),
                         key=lambda c: stats_by[c][0], reverse=higher)
-        if others and len(stats_by[chosen][1]) >= 2 \
-                and len(stats_by[others[0]][1]) == len(stats_by[chosen][1]):
+        if others and len(stats_by[chosen][2]) >= 2 \
+                and len(stats_by[others[0]][2]) == len(stats_by[chosen][2]):
             runner = others[0]
-            res = paired_difference(stats_by[chosen][1], stats_by[runner][1])
+            res = paired_difference(stats_by[chosen][2], stats_by[runner][2])
             scale, unit, digits = (100, "points", 1) if metric != "rmse" else (1, "", 4)
             sentences.append("Against the runner-up, fold by fold: " + describe_difference(
                 f"configuration {chosen}", f"configuration {runner}", res, unit=unit,
@@ -558,7 +556,7 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
     cfgs = sorted(stats_by)
     fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(cfgs)), 2.6))
     means = [stats_by[c][0] for c in cfgs]
-    sds = [table_rows[[r[0] for r in table_rows].index(c)][-2] for c in cfgs]
+    sds = [stats_by[c][1] for c in cfgs]
     ax.errorbar(range(len(cfgs)), means, yerr=sds, fmt="o", capsize=3)
     if chosen in stats_by:
         i = cfgs.index(chosen)
@@ -606,8 +604,10 @@ def _provenance(manifests: Mapping[str, Mapping[str, Any]]) -> str:
         files += [[name, f, d] for f, d in sorted(m.get("sha256", {}).items())]
     table = _table(["dataset", "kind", "source", "task", "train", "val", "test", "features",
                     "digest"], rows, left=4)
-    detail = ("<details><summary>every prepared file's sha256</summary>"
-              + _table(["dataset", "file", "sha256"], files, left=3) + "</details>") if files else ""
+    detail = ""
+    if files:
+        detail = ("<details><summary>every prepared file's sha256</summary>"
+                  + _table(["dataset", "file", "sha256"], files, left=3) + "</details>")
     return _section("provenance", table + detail,
                     "From data/prepared/<dataset>/manifest.json; the digest (first 16 hex digits) "
                     "is the one MLflow records with each run.")
@@ -657,8 +657,9 @@ def render_html(
     device, threads, git commit); manifests: {dataset: prepared manifest.json}.
     """
     series, selection, details = series or {}, selection or [], details or {}
-    histories, figures, environment = histories or {}, figures or {}, environment or {}
-    manifests = manifests or {}
+    figures, environment, manifests = figures or {}, environment or {}, manifests or {}
+    # Variants of params.yaml only: a persisted history of a removed variant is stale.
+    histories = {n: h for n, h in (histories or {}).items() if n in params.train}
     act_png = activations_png() if sum(bool(histories.get(n)) for n in ACTIVATIONS) >= 2 else b""
     act_intro = _figure(act_png, "the four activations and their derivatives") if act_png else ""
     parts = [

@@ -1,0 +1,200 @@
+"""The HTML report: one self-contained page (every image embedded, nothing fetched), a section
+only for the variants that ran, the same bytes for the same inputs; and the paired statistics
+it quotes, against scipy."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import REPO
+from dlbasics.config import load_params
+from dlbasics.figures import image_grid
+from dlbasics.html_report import SECTIONS, render_html
+from dlbasics.stats import describe_difference, paired_difference
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+EXTERNAL = re.compile(r"https?://|src=[\"']?http|<link\b|<script[^>]*\bsrc", re.IGNORECASE)
+CLASSIFIERS = ("mlp", "mlp_sigmoid", "dropout", "dropout_off", "softmax")
+
+
+def _history(epochs: int, start: float, rate: float, accuracy: bool) -> list[dict]:
+    """A made-up but shaped reports/history/<variant>.json: loss decays, accuracy rises."""
+    out = []
+    for e in range(1, epochs + 1):
+        loss = start * np.exp(-rate * e)
+        r = {"epoch": e, "train_loss": loss, "test_loss": 1.2 * loss + 0.01}
+        if accuracy:
+            r |= {"val_loss": 1.1 * loss + 0.01, "val_accuracy": 1 - 0.5 * np.exp(-rate * e),
+                  "test_accuracy": 1 - 0.55 * np.exp(-rate * e)}
+        out.append({k: float(v) if k != "epoch" else v for k, v in r.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict:
+    params = load_params(REPO / "params.yaml")
+    histories = {"poly3": _history(6, 20.0, 0.5, False), "poly20": _history(6, 25.0, 0.3, False)}
+    metrics = {"poly3": {"train_mse": 0.0118, "test_mse": 0.0098, "w_norm": 8.28},
+               "poly20": {"train_mse": 0.0128, "test_mse": 0.0111, "w_norm": 8.13}}
+    details = {}
+    for i, name in enumerate(CLASSIFIERS):
+        histories[name] = _history(5, 2.0 + i / 10, 0.6, True)
+        metrics[name] = {"train_accuracy": 0.99 - i / 100, "test_accuracy": 0.97 - i / 100,
+                         "test_top_1_accuracy": 0.97 - i / 100, "test_top_3_accuracy": 0.99,
+                         "train_top_1_accuracy": 0.99, "train_top_3_accuracy": 1.0}
+    details["softmax"] = {
+        "accuracy": 0.9, "class_names": ["0", "1", "2"],
+        "confusion_matrix": [[9, 1, 0], [0, 8, 2], [1, 0, 9]],
+        "per_class": {c: {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 10}
+                      for c in "012"},
+        "macro_avg": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 30},
+    }
+    selection = [
+        {"config": c, "model.hidden": h, "optimizer.lr": lr, "diverged": False,
+         "n_parameters": n, "epochs": 2, "fold": f, "train_accuracy": acc + 0.02,
+         "val_accuracy": acc + 0.01 * f}
+        for c, (h, lr, n, acc) in enumerate([("[]", "0.01", 650, 0.80), ("[]", "0.03", 650, 0.84),
+                                             ("[64]", "0.01", 4810, 0.90)])
+        for f in range(3)
+    ]
+    metrics["select"] = {"test_accuracy": 0.915}
+    grid = np.arange(2 * 16, dtype=float).reshape(2, 4, 4)
+    figures = {"samples.png": image_grid(grid, ["a", "b"], ncols=2),
+               "predictions.png": image_grid(grid[::-1], ["b", "a"], ncols=2)}
+    environment = {"python": "3.11.9", "torch": "2.14.1", "dvc": "3.67.1", "device": "cpu",
+                   "threads": 2, "git commit": "0123abc"}
+    manifests = {"images": {"name": "images", "kind": "digits",
+                            "source": "https://example.org/digits.tar.gz", "task": "classification",
+                            "n_features": 64, "sizes": {"train": 10, "val": 2, "test": 3},
+                            "sha256": {"X_train.npy": "ab" * 32, "y_train.npy": "cd" * 32}}}
+    return dict(params=params, metrics=metrics, series={}, selection=selection, details=details,
+                histories=histories, figures=figures, environment=environment,
+                manifests=manifests)
+
+
+@pytest.fixture(scope="module")
+def page(inputs) -> str:
+    return render_html(**inputs)
+
+
+def test_page_references_nothing_outside_itself(page: str):
+    assert EXTERNAL.search(page) is None, EXTERNAL.search(page).group(0)
+    assert "<script" not in page.lower()
+    # The manifest's download address is still shown, as text that is not a link.
+    assert "example.org/digits.tar.gz" in page
+
+
+def test_every_image_is_an_embedded_png(page: str, inputs: dict):
+    srcs = re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
+    assert len(srcs) >= len(inputs["figures"]) + len(inputs["histories"])
+    assert len(srcs) == page.count("<img")
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.removeprefix("data:image/png;base64,"),
+                                validate=True).startswith(PNG_SIGNATURE)
+    # The image grids passed in are embedded byte for byte.
+    for png in inputs["figures"].values():
+        assert base64.b64encode(png).decode() in page
+
+
+def test_sections_follow_the_variants_that_ran(page: str):
+    ids = re.findall(r"<h2 id=\"([^\"]+)\"", page)
+    present = {"overview", "learning-curves", "fitting", "dropout", "activations", "confusion",
+               "top-k", "selection", "figures", "provenance", "environment"}
+    # Absent: no weight-decay series, no sparse_* variants, only `mlp` of the optimisers and
+    # initialisations (a comparison needs two), no multi-label variant.
+    assert set(ids) == present
+    assert ids == [s for s in SECTIONS if s in present]  # in page order, each once
+    for sid in present:  # the contents list links each one
+        assert f'href="#{sid}"' in page
+
+
+def test_sections_show_their_numbers(page: str):
+    overview = page.split('id="overview"')[1].split("<h2")[0]
+    for name in ("poly3", "poly20", "mlp", "dropout_off", "softmax"):
+        assert f">{name}<" in overview
+    assert "mlp_adam" not in overview  # did not run
+    selection = page.split('id="selection"')[1].split("<h2")[0]
+    # Configuration 2 has the best mean validation accuracy (0.91) and is marked chosen.
+    assert re.search(r'<tr class="chosen"><td class=l>2<', selection)
+    assert "0.915" in selection
+    assert "configuration 2 beats configuration 1 by 6.0 +/- 0.0 points" in selection
+    confusion = page.split('id="confusion"')[1].split("<h2")[0]
+    assert "softmax" in confusion and "macro avg" in confusion
+
+
+def test_same_inputs_same_bytes(inputs: dict, page: str):
+    assert render_html(**inputs) == page
+
+
+def test_without_optional_inputs_only_the_overview_and_curves():
+    params = load_params(REPO / "params.yaml")
+    page = render_html(params, {"linreg": {"train_mse": 1e-4, "test_mse": 1.1e-4}}, {}, [], {},
+                       {"linreg": _history(3, 1.0, 1.0, False)}, {}, {})
+    assert re.findall(r"<h2 id=\"([^\"]+)\"", page) == ["overview", "learning-curves"]
+    assert EXTERNAL.search(page) is None
+
+
+# ----------------------------------------------------------------------------- paired statistics
+
+A = [0.912, 0.905, 0.921, 0.899, 0.915, 0.908]
+B = [0.903, 0.901, 0.909, 0.897, 0.904, 0.902]
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_paired_difference_matches_scipy(confidence: float):
+    r = paired_difference(A, B, confidence)
+    d = np.subtract(A, B)
+    low, high = stats.t.interval(confidence, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    ci = stats.ttest_rel(A, B).confidence_interval(confidence)
+    assert r["mean"] == pytest.approx(d.mean())
+    assert r["sd"] == pytest.approx(d.std(ddof=1))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((low, high))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert r["n"] == 6
+    # The interval excludes zero exactly when the two-sided paired test rejects at 1 - level.
+    assert r["excludes_zero"] == (stats.ttest_rel(A, B).pvalue < 1 - confidence)
+
+
+def test_an_interval_across_zero_shows_no_difference():
+    a, b = [0.90, 0.91, 0.89, 0.92], [0.91, 0.90, 0.90, 0.91]
+    r = paired_difference(a, b)
+    assert r["ci_low"] < 0 < r["ci_high"] and not r["excludes_zero"]
+    assert stats.ttest_rel(a, b).pvalue > 0.05
+
+
+def test_describe_difference_in_words():
+    r = paired_difference(A, B)
+    words = describe_difference("dropout", "no dropout", r)
+    low, high = r["ci_low"] * 100, r["ci_high"] * 100
+    assert words == (f"dropout beats no dropout by {r['mean'] * 100:.1f} +/- {r['sd'] * 100:.1f} "
+                     f"points (95% interval {low:.1f} to {high:.1f}); the interval excludes zero")
+    # Either order reads the same: the better one is named first.
+    assert describe_difference("no dropout", "dropout", paired_difference(B, A)) == words
+    flat = describe_difference("a", "b", paired_difference([0.90, 0.91, 0.89, 0.92],
+                                                           [0.91, 0.90, 0.90, 0.91]))
+    assert flat.endswith("the interval includes zero: no difference shown")
+    # For a loss, lower wins.
+    loss = describe_difference("adam", "sgd", paired_difference([0.1, 0.2, 0.15], [0.2, 0.3, 0.26]),
+                               unit="", scale=1, digits=3, higher_is_better=False)
+    assert loss.startswith("adam beats sgd by 0.103 +/- 0.006 (95% interval")
+
+
+def test_paired_difference_needs_pairs():
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_difference([1.0], [1.0])
+
+
+def test_a_stale_history_of_a_removed_variant_is_left_out():
+    params = load_params(REPO / "params.yaml")
+    page = render_html(params, {}, {}, [], {}, {"mlp": _history(3, 1.0, 1.0, True),
+                                                 "gone_variant": _history(3, 1.0, 1.0, True)},
+                       {}, {})
+    assert "gone_variant" not in page and "mlp" in page
