@@ -272,15 +272,13 @@ def test_offline_download_exits_3_fast_with_one_line_and_leaves_nothing(offline_
     assert line.startswith("error: fashion_mnist: cannot be fetched"), line
     for stem in FILES.values():
         assert stem in line
-    assert "data.fashion_mnist.source: local" in line and "data.fashion_mnist.path" in line
+    # The params key the user edits (data.images), not the kind.
+    assert "data.images.source: local" in line and "data.images.path" in line
     assert not (proj / "data/raw").exists()
-    # Nothing new but, at most, the empty data/ of the known bug (see the xfail below): no
-    # downloads/, no half-fetched or temporary folder.
-    assert set(listing(parent)) - set(before) <= {"proj/data"}
+    # No downloads/, no half-fetched or temporary folder.
+    assert set(listing(parent)) - set(before) == set()
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: atomic_directory makes the parent of --out "
-                   "(data/) and leaves it behind when the stage fails")
 def test_offline_download_leaves_no_new_directory(offline_run):
     parent, _, rc, _, _, before = offline_run
     assert rc == EXIT_DATA

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -37,7 +38,7 @@ from dlbasics.cli import run_stage
 
 # The exit codes are the contract with DVC and users: restated here, not imported.
 EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
-STAGES = ("generate", "prepare", "train", "selection", "evaluate", "report")
+STAGES = ("generate", "prepare", "train", "select", "evaluate", "report")  # of dvc.yaml
 # The repository's params.yaml, with its YAML aliases unshared (a JSON round trip), so that
 # mutating one variant never mutates the variants merged from it.
 BASE = json.loads(json.dumps(yaml.safe_load((REPO / "params.yaml").read_text())))
@@ -80,35 +81,41 @@ def tiny(params: dict) -> dict:
     return params
 
 
-def train_argv(work: Path, params: Path, variant: str = "linreg") -> list[str]:
-    return ["--params", str(params), "--variant", variant,
-            "--data", str(work / "data/prepared/synthetic_linear"),
-            "--out", str(work / "data/models" / variant),
-            "--history", str(work / "reports/history" / f"{variant}.json")]
+def _dvc_cmd(stage: str, variant: str = "linreg") -> tuple[str, list[str]]:
+    """(script path, arguments) of a stage as dvc.yaml runs it, for `variant` of train."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    cmd = (spec["do"] if "foreach" in spec else spec)["cmd"]
+    cmd = cmd.replace("${key}", variant).replace("${item.dataset}", "synthetic_linear")
+    words = shlex.split(cmd)
+    i = next(i for i, w in enumerate(words) if w.startswith("stages/"))
+    return words[i], words[i + 1:]
 
 
-def stage_argv(stage: str, work: Path, params: Path) -> list[str]:
-    data, reports, models = work / "data/prepared", work / "reports", work / "data/models"
-    return {
-        "generate": ["--params", str(params), "--out", str(work / "data/raw")],
-        "prepare": ["--params", str(params), "--raw", str(work / "data/raw"), "--out", str(data)],
-        "train": train_argv(work, params),
-        "selection": ["--params", str(params), "--data", str(data), "--out",
-                      str(models / "select"), "--table", str(reports / "selection.json")],
-        "evaluate": ["--params", str(params), "--data", str(data), "--models", str(models),
-                     "--out", str(reports / "metrics.json"), "--details",
-                     str(reports / "details.json"), "--series", str(reports / "series.json"),
-                     "--figures", str(reports / "figures")],
-        "report": ["--params", str(params), "--metrics", str(reports / "metrics.json"),
-                   "--series", str(reports / "series.json"), "--figures",
-                   str(reports / "figures"), "--selection", str(reports / "selection.json"),
-                   "--out", str(reports / "report.md")],
-    }[stage]
+def stage_argv(stage: str, work: Path, params: Path, variant: str = "linreg",
+               **outs: Path) -> list[str]:
+    """dvc.yaml's arguments of `stage`, with its paths under `work`, `params` as the params
+    file, and `--<name> path` replaced for each of `outs`."""
+    _, words = _dvc_cmd(stage, variant)
+    argv = []
+    for w in words:
+        if w == "params.yaml":
+            argv.append(str(params))
+        elif w.startswith(("data/", "reports/")):
+            argv.append(str(work / w))
+        else:
+            argv.append(w)
+    for name, path in outs.items():
+        argv[argv.index(f"--{name}") + 1] = str(path)
+    return argv
+
+
+def train_argv(work: Path, params: Path, variant: str = "linreg", **outs: Path) -> list[str]:
+    return stage_argv("train", work, params, variant, **outs)
 
 
 @pytest.fixture(scope="module")
 def mains():
-    return {name: load_stage(name).main for name in STAGES}
+    return {name: load_stage(Path(_dvc_cmd(name)[0]).stem).main for name in STAGES}
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +366,7 @@ def _edited(**changes) -> Bad:
     params = copy.deepcopy(BASE)
     for dotted, value in changes.items():
         _set(params, tuple(dotted.split("__")), value)
-    key = ".".join(next(iter(changes)).split("__"))
+    key = _name(tuple(next(iter(changes)).split("__")))
     return Bad(str(changes), yaml.safe_dump(params, sort_keys=False).encode(), key)
 
 
@@ -467,8 +474,8 @@ def test_runs_of_dead_processes_are_marked_killed_live_ones_left(work, mains, tm
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         out = tmp_path / "out"
-        rc = run_stage(mains["train"], [*train_argv(work, path)[:6], "--out", str(out / "m"),
-                                        "--history", str(out / "h.json")])
+        rc = run_stage(mains["train"], train_argv(work, path, out=out / "m",
+                                                  history=out / "h.json"))
         assert rc == 0, capsys.readouterr().err
         status = {k: client.get_run(v) for k, v in dict(
             dead=dead, dead_child=dead_child, alive=alive, elsewhere=elsewhere,
@@ -505,8 +512,7 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(work, tmp_path, in_store)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     out = tmp_path / "out"
-    argv = [*train_argv(work, path)[:6], "--out", str(out / "m"), "--history",
-            str(out / "h.json")]
+    argv = train_argv(work, path, out=out / "m", history=out / "h.json")
     env = tool_env(MLFLOW_TRACKING_URI=in_store, PYTHONPATH=str(REPO / "src"))
     proc = subprocess.Popen([sys.executable, str(REPO / "stages/train.py"), *argv], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -575,8 +581,8 @@ def test_unreachable_tracking_server_fails_within_10_s_with_one_line(work, mains
     capsys.readouterr()
     t0 = time.monotonic()
     try:
-        rc = run_stage(mains["train"], [*train_argv(work, path)[:6], "--out", str(out / "m"),
-                                        "--history", str(out / "h.json")])
+        rc = run_stage(mains["train"], train_argv(work, path, out=out / "m",
+                                                  history=out / "h.json"))
     except Exception as exc:  # noqa: BLE001 - the test says what is missing
         elapsed = time.monotonic() - t0
         assert elapsed < 10, f"took {elapsed:.1f} s to fail"

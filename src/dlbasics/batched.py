@@ -39,7 +39,9 @@ class BatchedFit:
     diverged_loss: float | None = None
 
 
-def supports(spec: ModelSpec, optimizer: OptimizerSpec | None = None, loss: str | None = None) -> bool:
+def supports(
+    spec: ModelSpec, optimizer: OptimizerSpec | None = None, loss: str | None = None
+) -> bool:
     """Whether this architecture (and optimiser and loss) can be trained by fit_batched."""
     arch = spec.kind in ("linear", "mlp") and not any(p > 0 for p in spec.dropout)
     opt = optimizer is None or optimizer.name == "sgd"
@@ -55,18 +57,21 @@ def linear_layers(spec: ModelSpec, n_in: int, n_out: int) -> list[str]:
             if isinstance(m, nn.Linear)]
 
 
-# Measured on this project's 2-core CPU (2 threads, float32, batch 256, Fashion-MNIST-sized
-# random data, one epoch, G = 48 configurations; benchmarks/size rule in dlbasics.bench):
-#   per-config weights   model              sequential  batched  speed-up
-#        7,850           linear 784-10         3.6 s      0.55 s    6.5x
-#       19,210           mlp 64-256-10 (*)     0.33 s     0.11 s    3.0x   (*) digits rows
-#       51,466           mlp 784-64-10        10.9 s      9.1 s     1.2x
-#      203,530           mlp 784-256-10       36.6 s     36.4 s     1.0x
-# Batching removes per-step overhead (about 60 us per fit and step here); once one fit's
-# matmuls take much longer than that (about 2 * weights * batch FLOPs over ~60 GFLOP/s), the
-# arithmetic bounds both paths equally. Stacking G copies also costs G x the memory of the
-# activations, so above ~50k weights per configuration the sequential path is kept.
-BATCHED_MAX_WEIGHTS = 50_000
+# Measured here (2-core shared Xeon, 2 threads, float32, 16 configurations x 3 folds, 20 steps
+# of batch 256 per fit; `python -m dlbasics.bench`, size-rule rows), speed-up of batched over
+# one fit after another with training.fit:
+#   weights per config   model             load ~1.7   load ~5 (other jobs running)
+#         7,850          linear 784-10        6.7x        5.0x
+#        19,210          mlp 64-256-10        2.9x       22.8x
+#        25,450          mlp 784-32-10          -         2.2x
+#        50,890          mlp 784-64-10        3.4x        4.4x
+#       101,770          mlp 784-128-10         -         4.5x
+#       203,530          mlp 784-256-10       1.4x        3.3x   (the issue: no gain, unloaded)
+# Batching removes per-step overhead (Python, autograd, one OpenMP fork-join per small op: the
+# cost that a loaded machine inflates); once a fit's own matmuls dominate, both paths are bound
+# by the same FLOPs, and stacking G copies multiplies activation memory by G. The threshold
+# keeps every model measured at >= 2x even on a quiet machine and excludes 784-256-10.
+BATCHED_MAX_WEIGHTS = 60_000
 
 
 def batched_is_faster(spec: ModelSpec, n_in: int, n_out: int, n_configs: int) -> bool:

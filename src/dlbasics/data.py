@@ -136,9 +136,9 @@ def generate_images(name: str, spec: ImageDataset, seed: int, stream: str | None
         directory = Path(spec.path)
     else:
         directory = idx.fetch(spec.kind, Path(spec.path or DOWNLOADS), timeout=spec.timeout,
-                              expected_sizes=sizes)
+                              expected_sizes=sizes, params_key=name)
     raw = idx.load_idx_dataset(directory, spec.kind, expected_sizes=sizes,
-                               verify_checksums=spec.verify_checksums)
+                               verify_checksums=spec.verify_checksums, params_key=name)
     X = np.concatenate([raw["X_train"], raw["X_test"]]).reshape(-1, 28 * 28)
     y = np.concatenate([raw["y_train"], raw["y_test"]]).astype(np.int64)
     meta = {

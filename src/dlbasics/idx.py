@@ -242,7 +242,9 @@ def _pick(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def locate_idx_files(directory: str | Path, name: str) -> dict[str, Path]:
+def locate_idx_files(
+    directory: str | Path, name: str, params_key: str | None = None
+) -> dict[str, Path]:
     """The four files of `name` in `directory` or `directory/<TorchvisionClass>/raw`, by key.
 
     The first of the two folders holding any of the files is used; a missing file raises.
@@ -258,7 +260,7 @@ def locate_idx_files(directory: str | Path, name: str) -> dict[str, Path]:
         raise DataError(
             f"{where}: missing {', '.join(missing)} for {name}; put the four IDX files "
             f"({', '.join(FILES.values())}, raw or .gz) there, "
-            f"or set data.{name}.source: download"
+            f"or set data.{params_key or name}.source: download"
         )
     return {k: p for k, p in found.items() if p is not None}
 
@@ -267,6 +269,7 @@ def load_idx_dataset(
     directory: str | Path,
     name: str,
     *,
+    params_key: str | None = None,
     expected_sizes: tuple[int, int] | None = OFFICIAL_SIZES,
     verify_checksums: bool = True,
     checksums: Mapping[str, str] | None = None,
@@ -281,7 +284,7 @@ def load_idx_dataset(
     Returns also class_names and source: [{"file", "sha256"}] of each file read.
     """
     spec = dataset_spec(name)
-    paths = locate_idx_files(directory, name)
+    paths = locate_idx_files(directory, name, params_key)
     md5s = {**spec.md5, **(checksums or {})}
     out: dict[str, Any] = {}
     for key, path in paths.items():
@@ -291,7 +294,7 @@ def load_idx_dataset(
                 raise DataError(
                     f"{path}: md5 {found}, expected {md5s[path.name]} for {name}; the file is "
                     f"corrupt or not the official one: fetch it again, or, for your own set, "
-                    f"set data.{name}.verify_checksums: false"
+                    f"set data.{params_key or name}.verify_checksums: false"
                 )
         if key.startswith("X"):
             out[key] = read_idx(path, expect_ndim=3, expect_shape_tail=IMAGE_SHAPE)
@@ -371,6 +374,7 @@ def fetch(
     name: str,
     root: str | Path,
     *,
+    params_key: str | None = None,
     timeout: float = 5.0,
     expected_sizes: tuple[int, int] | None = OFFICIAL_SIZES,
     mirrors: Sequence[str] | None = None,
@@ -388,12 +392,13 @@ def fetch(
     """
     spec, root = dataset_spec(name), Path(root)
     try:
-        paths = locate_idx_files(root, name)
+        paths = locate_idx_files(root, name, params_key)
     except DataError:
         paths = {}
     if paths:
         # All four present: check them (raw files have no published md5; .gz files do).
-        load_idx_dataset(root, name, expected_sizes=expected_sizes, checksums=checksums)
+        load_idx_dataset(root, name, expected_sizes=expected_sizes, checksums=checksums,
+                         params_key=params_key)
         return paths["X_train"].parent
 
     urls = list(spec.mirrors if mirrors is None else mirrors)
@@ -401,7 +406,8 @@ def fetch(
         raise ValueError("fetch: mirrors must hold at least one base URL")
     local_fix = (
         f"put the four IDX files ({', '.join(FILES.values())}, raw or .gz) in a folder and set "
-        f"data.{name}.source: local and data.{name}.path: <that folder>"
+        f"data.{params_key or name}.source: local and "
+        f"data.{params_key or name}.path: <that folder>"
     )
     failures = _unreachable(urls, timeout)
     if failures:
@@ -437,7 +443,8 @@ def fetch(
                 ) from None
             finally:
                 socket.setdefaulttimeout(previous)
-            load_idx_dataset(tmp, name, expected_sizes=expected_sizes, checksums=checksums)
+            load_idx_dataset(tmp, name, expected_sizes=expected_sizes, checksums=checksums,
+                             params_key=params_key)
             if dest.exists():  # an earlier, incomplete attempt: swap it out
                 os.replace(dest, tmp / ".previous")
             os.replace(tmp / spec.torchvision_class, dest)

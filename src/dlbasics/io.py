@@ -62,6 +62,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     On any error (or a kill) the temporary directory is removed and `path` is left as it was.
     """
     path = Path(path)
+    # Parents made here are removed again if the work fails: nothing new is left behind.
+    made = [p for p in reversed(path.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = path.with_name(f".{path.name}.{os.getpid()}.old")
@@ -76,6 +78,12 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
+        if not path.exists():
+            for parent in reversed(made):
+                try:
+                    parent.rmdir()  # only if still empty
+                except OSError:
+                    break
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -84,18 +85,24 @@ def check_reachable(uri: str) -> None:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     parts = urlsplit(uri)
+    via = ""
     try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
         if not parts.hostname:
             raise OSError("no host in the URI")
-        with socket.create_connection((parts.hostname, port), timeout=CONNECT_TIMEOUT_S):
+        # Behind an HTTP(S) proxy the proxy is what this machine must reach.
+        proxy = getproxies().get(parts.scheme.lower())
+        target = parts
+        if proxy and not proxy_bypass(parts.hostname):
+            target, via = urlsplit(proxy), f"through proxy {_shown(proxy)}: "
+        port = target.port or (443 if target.scheme.lower() == "https" else 80)
+        with socket.create_connection((target.hostname, port), timeout=CONNECT_TIMEOUT_S):
             pass
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         if isinstance(exc, socket.timeout):
             reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
         raise TrackingError(
-            f"MLflow tracking server {_shown(uri)} unreachable ({reason}); start it or unset "
+            f"MLflow tracking server {_shown(uri)} unreachable ({via}{reason}); start it or unset "
             "MLFLOW_TRACKING_URI to use the local store"
         ) from None
     _checked.add(uri)
