@@ -82,7 +82,7 @@ def test_repository_params_parse(base):
 
 
 def test_parse_params_equals_load_params(base):
-    assert parse_params(copy.deepcopy(base)) == load_params(PARAMS)
+    assert parse_params(copy.deepcopy(base), source=str(PARAMS)) == load_params(PARAMS)
 
 
 # --------------------------------------------------------------------------- one defect each

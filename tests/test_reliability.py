@@ -358,6 +358,7 @@ def test_malformed_params_exit_2_with_one_line_and_touch_nothing(work, mains, tm
 
     check()
     distinct = {data for data, _ in tried}
+    print(f"{len(tried)} malformed params runs, {len(distinct)} distinct files")
     assert len(distinct) >= 50, f"only {len(distinct)} distinct malformed files were tried"
     assert not any(p.name.startswith("mlflow") for p in work.rglob("*"))
 
@@ -748,7 +749,9 @@ def test_four_queued_experiments_two_at_a_time_all_reach_mlflow(served):
     run(["git", "commit", "-qm", "reproduced"], proj)
     lrs = ["0.01", "0.02", "0.04", "0.05"]
     for lr in lrs:
-        run(["dvc", "exp", "run", "--queue", "-S", f"train.linreg.optimizer.lr={lr}"], proj)
+        # (no model logging: evaluate does not depend on `tracking`, and it saves minutes)
+        run(["dvc", "exp", "run", "--queue", "-S", f"train.linreg.optimizer.lr={lr}",
+             "-S", "tracking.log_models=false"], proj)
     run(["dvc", "queue", "start", "-j", "2"], proj)
     deadline = time.monotonic() + 480
     try:
@@ -773,6 +776,39 @@ def test_four_queued_experiments_two_at_a_time_all_reach_mlflow(served):
         assert "test_loss" in r.data.metrics, "evaluate did not reach the experiment's run"
     assert len({r.data.tags["dvc_exp_name"] for r in queued}) == len(lrs)
     assert len({r.data.metrics["val_loss"] for r in queued}) == len(lrs)
+
+
+FIRST_USE = """
+import sys
+from dlbasics import tracking
+with tracking.run("dlbasics", "parallel", {"variant": "parallel"}) as r:
+    import mlflow
+    mlflow.log_params({"worker": sys.argv[1]})
+    buffer = tracking.MetricBuffer(r.info.run_id)
+    for step in range(50):
+        buffer.add({"val_loss": 1.0 / (step + 1)}, step)
+    buffer.flush()
+"""
+
+
+def test_processes_opening_a_new_store_at_once_all_log(tmp_path):
+    """Four processes start on a store that does not exist yet (the first dvc queue start -j 2
+    of a project): mlflow creates its tables in each; none may fail or break the store."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = tool_env(MLFLOW_TRACKING_URI=uri, PYTHONPATH=str(REPO / "src"))
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, str(i)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
+    for rc, err in results:
+        assert rc == 0, err[-3000:]
+        assert "database is locked" not in err
+    got = runs(uri, variant="parallel")
+    assert sorted(r.data.params["worker"] for r in got) == ["0", "1", "2", "3"]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for r in got:
+        assert r.info.status == "FINISHED"
+        assert len(client.get_metric_history(r.info.run_id, "val_loss")) == 50
 
 
 # ============================================================================ 3. kill -9 under DVC

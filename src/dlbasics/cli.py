@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, Sequence
 
 from dlbasics.config import ConfigError
 from dlbasics.data import DataError
+from dlbasics.tracking import TrackingError
 from dlbasics.training import DivergenceError
 
 EXIT_CONFIG = 2  # bad params: nothing was written
 EXIT_DATA = 3  # missing, truncated or altered data files
 EXIT_DIVERGED = 4  # training loss became NaN or infinite
+EXIT_TRACKING = 5  # the MLflow store or server cannot be used
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    # `dvc exp` / CI runners stop with SIGTERM: unwind like Ctrl-C, so the open MLflow run is
+    # marked KILLED and atomic writers remove their temporary files.
+    raise KeyboardInterrupt
 
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's main(); map the project's known failures to one line on stderr."""
     prog = sys.argv[0].rsplit("/", 1)[-1]
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         main(argv)
     except ConfigError as exc:
@@ -28,7 +42,13 @@ def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] 
     except DivergenceError as exc:
         print(f"error: {prog}: {exc}", file=sys.stderr)
         return EXIT_DIVERGED
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TRACKING
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; outputs left as they were", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0

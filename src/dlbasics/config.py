@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -353,9 +353,17 @@ class VariantSpec(Strict):
     # K-fold cross-validation on the training rows before the final fit (the sources' house
     # prices recipe): mean and std of the fold scores are reported with the test metrics.
     kfold: Annotated[int, Field(ge=2, le=100)] | None = None
+    # Repeated runs: the variant is also trained once per seed listed here (initial weights,
+    # batch order and dropout masks from that seed; the data and its split stay those of the
+    # top-level `seed`). The report gives the mean, sd and 95% interval of the test metric over
+    # them, and paired differences between variants that list the same seeds.
+    seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**31)]],
+                     Field(min_length=2, max_length=100)] | None = None
 
     @model_validator(mode="after")
     def _solver_fits(self) -> VariantSpec:
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise _KeyProblem(("seeds",), "distinct seeds", self.seeds)
         if self.solver == "lstsq" and self.model.kind != "linear":
             raise _KeyProblem(("solver",), "gradient (lstsq fits kind linear only)", self.solver)
         if self.model.kind == "mlp_manual" and self.optimizer.name != "sgd_scratch":
@@ -426,6 +434,10 @@ class ReportSpec(Strict):
     # variant -> one line saying what it shows; kept out of `train` so editing prose
     # never re-runs training.
     notes: dict[str, str] = {}
+    # Pairs [a, b] of variants to compare with a paired 95% interval of the difference of their
+    # test metric: over `seeds` when both list the same seeds, else over K folds when both
+    # have the same `kfold` on the same dataset.
+    compare: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
 
 
 class Params(Strict):
@@ -438,6 +450,11 @@ class Params(Strict):
     evaluate: EvaluateSpec = EvaluateSpec()
     select: SelectSpec | None = None
     report: ReportSpec = ReportSpec()
+    _source: str = PrivateAttr(default="params.yaml")  # the file it was read from, for messages
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        """A one-line ConfigError about `key` of this params file (for checks that need data)."""
+        return ConfigError(f"{self._source}: {key}: {problem}")
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Params:
@@ -482,6 +499,19 @@ class Params(Strict):
             if vname not in self.train:
                 raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
                                   vname)
+        for i, pair in enumerate(self.report.compare):
+            for j, vname in enumerate(pair):
+                if vname not in self.train:
+                    raise _KeyProblem(("report", "compare", i, j),
+                                      "the name of a variant under train", vname)
+            a, b = (self.train[v] for v in pair)
+            paired = (a.seeds is not None and a.seeds == b.seeds) or (
+                a.kfold is not None and a.kfold == b.kfold and a.dataset == b.dataset)
+            if pair[0] == pair[1] or not paired:
+                raise _KeyProblem(
+                    ("report", "compare", i),
+                    "two different variants with the same `seeds`, or the same `kfold` on the "
+                    "same dataset (a paired comparison)", pair)
         for vname, v in self.train.items():
             if v.dataset not in self.data:
                 raise _KeyProblem(
@@ -580,7 +610,7 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
         out[section] = list(model.model_fields)
     for name, spec in (params.get("data") or {}).items() if isinstance(params.get("data"), dict) else []:
         kind = spec.get("kind") if isinstance(spec, dict) else None
-        model = DATASET_MODELS.get(kind)
+        model = DATASET_MODELS.get(kind) if isinstance(kind, str) else None
         if model:
             out[f"data.{name}"] = list(model.model_fields)
     if isinstance(params.get("prepare"), dict):
@@ -603,7 +633,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         kind = "empty" if raw is None else f"a {type(raw).__name__}, not a mapping of sections"
         raise ConfigError(f"{source}: <top level>: expected a mapping of sections, found {kind}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
+        params._source = source
+        return params
     except ValidationError as exc:
         err = exc.errors()[0]
         ctx_exc = (err.get("ctx") or {}).get("error")

@@ -129,6 +129,50 @@ def evaluate_variant(
     return result, details
 
 
+# The test metric that repeated runs (seeds) and paired comparisons are stated in, per task.
+REPEAT_METRIC = {"regression": "rmse", "classification": "accuracy", "binary": "accuracy",
+                 "multilabel": "exact_match"}
+
+
+def repeated_scores(
+    params: Params, name: str, data: Prepared, model_dir: Path
+) -> dict[str, Any] | None:
+    """Test metrics of the models a variant trained once per seed of its `seeds`:
+    {"seeds": [s, ...], "metric": m, "test": {metric: [value per seed]}}, None without seeds."""
+    info = read_model_info(model_dir)
+    entries = info.get("seeds")
+    if not entries:
+        return None
+    spec = model_spec(params, name, model_dir)
+    test = data.splits["test"]
+    per_metric: dict[str, list[float]] = {}
+    for seed, entry in entries.items():
+        model = build_model(spec.model, info["n_features"], info["n_outputs"], torch.Generator())
+        model = load_state_dict(model, str(model_dir / entry["file"])).eval()
+        scores = score(params, data.task, info["n_outputs"], test.y, predict(model, test.X))
+        for k, v in scores.items():
+            per_metric.setdefault(k, []).append(float(v))
+    return {"seeds": [int(s) for s in entries], "metric": REPEAT_METRIC[data.task],
+            "test": per_metric}
+
+
+def fold_scores(model_dir: Path) -> dict[str, Any] | None:
+    """A K-fold variant's per-fold validation scores: {"metric", "val": [per fold]}."""
+    cv = read_model_info(model_dir).get("cv")
+    if not cv:
+        return None
+    metric = cv["metric"]
+    return {"k": cv["k"], "metric": metric, "val": [r[f"val_{metric}"] for r in cv["folds"]]}
+
+
+def repeat_summary(rep: dict[str, Any]) -> dict[str, float]:
+    """metrics.json entries of repeated runs: mean and sd (ddof 1) of the test metric."""
+    values = np.asarray(rep["test"][rep["metric"]], dtype=np.float64)
+    m = rep["metric"]
+    return {f"seeds_test_{m}_mean": float(values.mean()),
+            f"seeds_test_{m}_sd": float(values.std(ddof=1)), "seeds_n": float(len(values))}
+
+
 def displayable(X: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
     """Prepared image rows [N, H*W] back in pixel units (the scaling undone) for showing."""
     undo = manifest.get("unscale")
@@ -160,6 +204,13 @@ def evaluate_all(
         data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS,
                                  spec=spec)
         results[name], d = evaluate_variant(params, name, data, models_root / name)
+        rep = repeated_scores(params, name, data, models_root / name)
+        if rep is not None:
+            results[name].update(repeat_summary(rep))
+            d["seeds"] = rep
+        folds = fold_scores(models_root / name)
+        if folds is not None:
+            d["folds"] = folds
         if d:
             details[name] = d
         man = data.manifest
@@ -188,7 +239,8 @@ def write_predictions(details: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     from dlbasics.io import write_json_atomic
 
     for name, d in details.items():
-        write_json_atomic(out_dir / f"{name}.json", d.pop("predictions"))
+        if "predictions" in d:
+            write_json_atomic(out_dir / f"{name}.json", d.pop("predictions"))
     return details
 
 

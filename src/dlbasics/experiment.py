@@ -121,7 +121,8 @@ def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, d
 
 
 def fit_variant(
-    params: Params, name: str, data_dir: Path, device: torch.device | None = None, on_epoch=None
+    params: Params, name: str, data_dir: Path, device: torch.device | None = None, on_epoch=None,
+    with_cv: bool = True,
 ) -> tuple[nn.Module, list[dict[str, float]], Prepared, dict[str, Any] | None]:
     """Build and train variant `name` on the prepared data in `data_dir`, without tracking.
 
@@ -133,13 +134,21 @@ def fit_variant(
     device = device or torch.device("cpu")
     data = load_variant_data(params, name, data_dir, splits=("train", "val", "test"))
     man = data.manifest
+    n_train = len(data.splits["train"].y)
+    if spec.batch_size is not None and spec.batch_size > n_train:
+        # Larger than the data is a typo, not "full batch": that is batch_size = the row count.
+        raise params.error(
+            f"train.{name}.batch_size",
+            f"expected at most {n_train} (the training rows of {spec.dataset}), found "
+            f"{spec.batch_size}; for full-batch training set it to {n_train}",
+        )
     # Initial weights and batch order derive from the seed and the dataset's identity (what the
     # data is, not its key), not from the variant:
     # variants of one dataset share them (common random numbers), so a scratch variant and its
     # torch.nn twin, or two optimisers, differ only in what the variants say.
     make_model, train_fn = make_trainer(params, spec, name, data, device)
     cv = None
-    if spec.kfold:
+    if spec.kfold and with_cv:
         from dlbasics.selection import cross_validate
 
         cv = cross_validate(data, spec.kfold, derive_seed(params.seed, "folds", man["identity"]),
@@ -147,6 +156,24 @@ def fit_variant(
     model = make_model()
     history = train_fn(model, data.splits, on_epoch or (lambda rec: None))
     return model.cpu(), history, data, cv
+
+
+def _repeat_seeds(
+    params: Params, name: str, data_dir: Path, device: torch.device, model: nn.Module,
+    history: list[dict[str, float]],
+) -> dict[int, tuple[bytes, list[dict[str, float]]]]:
+    """The variant trained again once per seed of its `seeds` (the data and split unchanged):
+    seed -> (state_dict bytes, history). The top-level seed reuses the model already trained."""
+    out = {}
+    for seed in params.train[name].seeds or []:
+        if seed == params.seed:
+            out[seed] = (state_dict_bytes(model), history)
+            continue
+        m, h, _, _ = fit_variant(params.model_copy(update={"seed": seed}), name, data_dir, device,
+                                 with_cv=False)
+        out[seed] = (state_dict_bytes(m.cpu()), h)
+        print(f"train@{name}: seed {seed}: {h[-1]}")
+    return out
 
 
 def train_variant(
@@ -166,14 +193,24 @@ def train_variant(
 
         mlflow.log_params(variant_params(params, name))
         buffer = tracking.MetricBuffer(run.info.run_id)
-        model, history, data, cv = fit_variant(
-            params, name, data_dir, device, on_epoch=lambda rec: buffer.add(rec, rec["epoch"])
-        )
+        try:
+            model, history, data, cv = fit_variant(
+                params, name, data_dir, device, on_epoch=lambda rec: buffer.add(rec, rec["epoch"])
+            )
+        except BaseException:
+            # A diverged or interrupted run keeps the curves of the epochs it finished.
+            buffer.flush(quiet=True)
+            raise
         buffer.flush()
         _log_dataset(data)
         mlflow.set_tag("task", data.task)
         if cv is not None:
             mlflow.log_metrics({f"cv_{k}": v for k, v in cv.items() if k.endswith(("_mean", "_std"))})
+
+        repeats = _repeat_seeds(params, name, data_dir, device, model, history)
+        for seed, (_, rep_history) in repeats.items():
+            mlflow.log_metrics({f"seed_{seed}/{k}": v for k, v in rep_history[-1].items()
+                                if k != "epoch"})
 
         blob = state_dict_bytes(model)
         info = {
@@ -188,9 +225,14 @@ def train_variant(
             "final": history[-1],
             "cv": cv,
         }
+        if repeats:
+            info["seeds"] = {str(seed): {"file": f"seed_{seed}.pt", "final": h[-1]}
+                             for seed, (_, h) in repeats.items()}
         # The directory is swapped in whole, so a failure never mixes old and new files.
         with atomic_directory(model_dir) as tmp:
             write_bytes_atomic(tmp / "model.pt", blob)
+            for seed, (blob_s, _) in repeats.items():
+                write_bytes_atomic(tmp / f"seed_{seed}.pt", blob_s)
             write_json_atomic(tmp / "model.json", info)
         write_json_atomic(history_path, history)
         # evaluate finds this run again by the digest of the weights it produced.

@@ -6,6 +6,7 @@ killed process never leaves a half-written file where DVC (or the next stage) wo
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -19,10 +20,25 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _remove_stale(path: Path) -> None:
+    """Remove temporary siblings of `path` left by a writer that was killed (kill -9 gives no
+    chance to clean up). One stage writes a given output at a time (DVC locks the repository),
+    so any such sibling is stale."""
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if stale.name.endswith((".tmp", ".old")):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -65,6 +81,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     # Parents made here are removed again if the work fails: nothing new is left behind.
     made = [p for p in reversed(path.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     old = path.with_name(f".{path.name}.{os.getpid()}.old")
     try:

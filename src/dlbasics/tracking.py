@@ -23,6 +23,11 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (and no parallel queue workers to race)
+    fcntl = None
+
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 CONNECT_TIMEOUT_S = 3.0  # the TCP probe of a remote tracking server
@@ -30,7 +35,7 @@ CONNECT_TIMEOUT_S = 3.0  # the TCP probe of a remote tracking server
 # with exponential backoff, 120 s per request) turn a dead server into minutes of silence.
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
@@ -108,6 +113,46 @@ def check_reachable(uri: str) -> None:
     _checked.add(uri)
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The file of a sqlite:/// store URI, None for any other store (or an in-memory one)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def _first_use(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a sqlite store while mlflow opens it.
+
+    mlflow creates (or migrates) a store's tables the first time a process opens it; two
+    processes doing that at once (dvc queue start -j 2 on a new store) corrupt it for good
+    ("table _alembic_tmp_tags already exists"). The lock file matches .gitignore's mlflow.db-*.
+    """
+    path = _sqlite_path(uri)
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}-init.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def open_client(uri: str) -> Any:
+    """An MlflowClient on `uri`: a remote server is probed first (TrackingError if it is not
+    there), a local sqlite store is created or migrated by one process at a time."""
+    check_reachable(uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    with _first_use(uri):
+        return mlflow.MlflowClient()
+
+
 def git_commit(cwd: str | Path | None = None) -> str | None:
     try:
         out = subprocess.run(
@@ -136,11 +181,7 @@ def setup(experiment: str) -> str:
     # Nothing leaves this machine: no usage telemetry from mlflow.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking_uri()
-    check_reachable(uri)
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
+    client = open_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
@@ -188,13 +229,19 @@ class MetricBuffer:
         if time.monotonic() - self.last > self.interval:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, quiet: bool = False) -> None:
+        """Send what is pending; `quiet` (while another error unwinds) drops a failure to send
+        instead of hiding that error behind it."""
         import mlflow
 
-        client = mlflow.MlflowClient()
-        while self.pending:
-            chunk, self.pending = self.pending[:1000], self.pending[1000:]
-            client.log_batch(self.run_id, metrics=chunk)
+        try:
+            client = mlflow.MlflowClient()
+            while self.pending:
+                chunk, self.pending = self.pending[:1000], self.pending[1000:]
+                client.log_batch(self.run_id, metrics=chunk)
+        except Exception:
+            if not quiet:
+                raise
         self.last = time.monotonic()
 
 
@@ -289,16 +336,12 @@ def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
 
 def find_run(experiment: str, tags: dict[str, str]) -> Any | None:
     """The newest run of `experiment` carrying all `tags`, or None."""
-    uri = tracking_uri()
-    check_reachable(uri)
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.MlflowClient().get_experiment_by_name(experiment)
+    client = open_client(tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
     flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = mlflow.MlflowClient().search_runs(
+    runs = client.search_runs(
         [exp.experiment_id], filter_string=flt, order_by=["attributes.start_time DESC"],
         max_results=1,
     )
