@@ -34,9 +34,10 @@ def main(argv=None) -> None:
     figures = sorted(p.name for p in args.figures.glob("*.png")) if args.figures.is_dir() else []
     links = {f: os.path.relpath(args.figures / f, args.out.parent) for f in figures}
     selection = json.loads(args.selection.read_text()) if args.selection.exists() else []
-    write_text_atomic(args.out, render_markdown(params, metrics, series, links, selection))
-    histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}
     details = json.loads(args.details.read_text()) if args.details.exists() else {}
+    write_text_atomic(args.out, render_markdown(params, metrics, series, links, selection,
+                                                details))
+    histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}
     pngs = {p.name: p.read_bytes() for p in sorted(args.figures.glob("*.png"))}
     manifests = {p.parent.name: json.loads(p.read_text())
                  for p in sorted(args.manifests.glob("*/manifest.json"))}

@@ -146,13 +146,13 @@ def repeated_scores(
     spec = model_spec(params, name, model_dir)
     test = data.splits["test"]
     per_metric: dict[str, list[float]] = {}
-    for seed, entry in entries.items():
+    for entry in entries:
         model = build_model(spec.model, info["n_features"], info["n_outputs"], torch.Generator())
         model = load_state_dict(model, str(model_dir / entry["file"])).eval()
         scores = score(params, data.task, info["n_outputs"], test.y, predict(model, test.X))
         for k, v in scores.items():
             per_metric.setdefault(k, []).append(float(v))
-    return {"seeds": [int(s) for s in entries], "metric": REPEAT_METRIC[data.task],
+    return {"seeds": [e["seed"] for e in entries], "metric": REPEAT_METRIC[data.task],
             "test": per_metric}
 
 

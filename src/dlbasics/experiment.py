@@ -226,8 +226,8 @@ def train_variant(
             "cv": cv,
         }
         if repeats:
-            info["seeds"] = {str(seed): {"file": f"seed_{seed}.pt", "final": h[-1]}
-                             for seed, (_, h) in repeats.items()}
+            info["seeds"] = [{"seed": seed, "file": f"seed_{seed}.pt", "final": h[-1]}
+                             for seed, (_, h) in repeats.items()]
         # The directory is swapped in whole, so a failure never mixes old and new files.
         with atomic_directory(model_dir) as tmp:
             write_bytes_atomic(tmp / "model.pt", blob)

@@ -45,6 +45,7 @@ SECTIONS = {
     "top-k": "Top-k accuracy",
     "multilabel": "Multi-label metrics",
     "selection": "Model selection (K-fold grid search)",
+    "repeats": "Repeated runs and paired comparisons",
     "figures": "Image grids",
     "provenance": "Dataset provenance",
     "environment": "Environment",
@@ -572,6 +573,25 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
                     "(reports/selection.json).")
 
 
+def _repeats(params: Params, details: Mapping[str, Mapping[str, Any]]) -> str:
+    from dlbasics.reporting import comparison_sentences, repeat_rows
+
+    rows = repeat_rows(dict(details))
+    sentences = comparison_sentences(params, dict(details))
+    if not rows and not sentences:
+        return ""
+    body = ""
+    if rows:
+        body = _table(["variant", "metric", "seeds", "mean", "sd", "95% low", "95% high"],
+                      [[r["variant"], r["metric"], ", ".join(map(str, r["seeds"])), r["mean"],
+                        r["sd"], r["ci_low"], r["ci_high"]] for r in rows], left=3)
+    body += "".join(f"<p>{_text(s)}</p>" for s in sentences)
+    return _section("repeats", body, "Variants trained once per seed of their `seeds` (the data "
+                    "and split fixed; initial weights, batch order and dropout masks vary), and "
+                    "the report.compare pairs: paired over shared seeds or shared folds, with a "
+                    "t interval of the mean difference.")
+
+
 def _figures(figures: Mapping[str, bytes]) -> str:
     if not figures:
         return ""
@@ -681,6 +701,7 @@ def render_html(
         _top_k(metrics),
         _multilabel(params, metrics),
         _selection(selection, metrics.get("select", {})),
+        _repeats(params, details),
         _figures(figures),
         _provenance(manifests),
         _environment(environment),

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from dlbasics.config import DATASET_TASKS, Params
+from dlbasics.stats import describe_difference, mean_interval, paired_difference
 
 # The columns of each task's table, in order, when a variant has them.
 COLUMNS = {
@@ -113,6 +114,66 @@ def selection_section(rows: list[dict[str, Any]], metrics: dict[str, float]) -> 
     return "## Model selection (K-fold grid search)\n\n" + "\n".join(lines) + "\n\n" + chosen + "\n"
 
 
+def _units(metric: str) -> tuple[float, str, int, bool]:
+    """(scale, unit, digits, higher is better) to state differences of `metric` in words."""
+    if metric in ("rmse", "mse", "mae", "hamming_loss", "log_loss"):
+        return 1.0, "", 4, False
+    return 100.0, "points", 1, True
+
+
+def repeat_rows(details: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per variant trained over several seeds: the test metric's mean, sd and 95% interval."""
+    rows = []
+    for name, d in details.items():
+        rep = d.get("seeds")
+        if not rep:
+            continue
+        metric = rep["metric"]
+        res = mean_interval(rep["test"][metric])
+        rows.append({"variant": name, "metric": f"test_{metric}", "seeds": rep["seeds"], **res})
+    return rows
+
+
+def comparison_sentences(params: Params, details: dict[str, Any]) -> list[str]:
+    """One sentence per `report.compare` pair: the paired difference of their test metric over
+    shared seeds, or of their validation metric over shared folds, with its 95% interval."""
+    out = []
+    for a, b in params.report.compare:
+        da, db = details.get(a, {}), details.get(b, {})
+        ra, rb = da.get("seeds"), db.get("seeds")
+        fa, fb = da.get("folds"), db.get("folds")
+        if ra and rb and ra["seeds"] == rb["seeds"] and ra["metric"] == rb["metric"]:
+            metric, xa, xb = ra["metric"], ra["test"][ra["metric"]], rb["test"][rb["metric"]]
+            over = f"test {metric} over seeds {', '.join(map(str, ra['seeds']))}"
+        elif fa and fb and fa["k"] == fb["k"] and fa["metric"] == fb["metric"]:
+            metric, xa, xb = fa["metric"], fa["val"], fb["val"]
+            over = f"validation {metric} over the same {fa['k']} folds"
+        else:
+            continue  # not trained yet, or no longer paired
+        scale, unit, digits, higher = _units(metric)
+        res = paired_difference(xa, xb)
+        out.append(f"{over}: " + describe_difference(a, b, res, unit=unit, scale=scale,
+                                                     digits=digits, higher_is_better=higher))
+    return out
+
+
+def repeats_section(params: Params, details: dict[str, Any]) -> str:
+    """Repeated runs (mean, sd, 95% interval over seeds) and the paired comparisons."""
+    rows, sentences = repeat_rows(details), comparison_sentences(params, details)
+    if not rows and not sentences:
+        return ""
+    parts = ["## Repeated runs and paired comparisons\n"]
+    if rows:
+        lines = ["| variant | metric | seeds | mean | sd | 95% interval |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| `{r['variant']}` | {r['metric']} | {len(r['seeds'])} | "
+                         f"{_fmt(r['mean'])} | {_fmt(r['sd'])} | "
+                         f"{_fmt(r['ci_low'])} to {_fmt(r['ci_high'])} |")
+        parts.append("\n".join(lines) + "\n")
+    parts.extend(f"- {s}" for s in sentences)
+    return "\n".join(parts) + "\n"
+
+
 def figures_section(links: dict[str, str]) -> str:
     """Links to the image grids (file name -> path relative to the report)."""
     if not links:
@@ -124,6 +185,7 @@ def figures_section(links: dict[str, str]) -> str:
 def render_markdown(
     params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None,
     figure_links: dict[str, str] | None = None, selection: list[dict[str, Any]] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> str:
     """The whole report.md."""
     parts = [
@@ -139,6 +201,9 @@ def render_markdown(
         parts.append(series_section(series))
     if selection:
         parts.append(selection_section(selection, metrics.get("select", {})))
+    repeats = repeats_section(params, details or {})
+    if repeats:
+        parts.append(repeats)
     if figure_links:
         parts.append(figures_section(figure_links))
     return "\n".join(parts)

@@ -40,6 +40,25 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
             "confidence": confidence, "excludes_zero": bool(low > 0 or high < 0)}
 
 
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean of `values` (one score per seed, n >= 2), their sd (ddof 1) and the t interval of
+    the mean: {mean, sd, ci_low, ci_high, n, confidence}."""
+    from scipy import stats
+
+    v = [float(x) for x in values]
+    n = len(v)
+    if n < 2:
+        raise ValueError(f"an interval needs at least 2 values, found {n}")
+    mean = math.fsum(v) / n
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in v) / (n - 1))
+    if sd == 0.0:
+        low = high = mean
+    else:
+        low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    return {"mean": mean, "sd": sd, "ci_low": float(low), "ci_high": float(high), "n": n,
+            "confidence": confidence}
+
+
 def _num(x: float, digits: int) -> str:
     s = f"{x:.{digits}f}"
     return s[1:] if s.startswith("-") and float(s) == 0 else s  # no "-0.0"
