@@ -19,32 +19,21 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     Returns {mean, sd (of the differences, ddof 1), ci_low, ci_high, n, confidence,
     excludes_zero}.
     """
-    from scipy import stats
-
     if len(a) != len(b):
         raise ValueError(f"paired scores need the same length, found {len(a)} and {len(b)}")
     if len(a) < 2:
         raise ValueError(f"a paired interval needs at least 2 pairs, found {len(a)}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), found {confidence}")
-    d = [float(x) - float(y) for x, y in zip(a, b)]
-    n = len(d)
-    mean = math.fsum(d) / n
-    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in d) / (n - 1))
-    if sd == 0.0:
-        # Every pair differs by the same amount: no spread, the interval is the point.
-        low = high = mean
-    else:
-        low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
-    return {"mean": mean, "sd": sd, "ci_low": float(low), "ci_high": float(high), "n": n,
-            "confidence": confidence, "excludes_zero": bool(low > 0 or high < 0)}
+    res = mean_interval([float(x) - float(y) for x, y in zip(a, b)], confidence)
+    return {**res, "excludes_zero": bool(res["ci_low"] > 0 or res["ci_high"] < 0)}
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
-    """Mean of `values` (one score per seed, n >= 2), their sd (ddof 1) and the t interval of
-    the mean: {mean, sd, ci_low, ci_high, n, confidence}."""
+    """Mean of `values` (n >= 2), their sd (ddof 1) and the t interval of the mean:
+    {mean, sd, ci_low, ci_high, n, confidence}."""
     from scipy import stats
 
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), found {confidence}")
     v = [float(x) for x in values]
     n = len(v)
     if n < 2:
@@ -52,6 +41,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
     mean = math.fsum(v) / n
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in v) / (n - 1))
     if sd == 0.0:
+        # Every value the same: no spread, the interval is the point.
         low = high = mean
     else:
         low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n))
