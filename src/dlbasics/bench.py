@@ -44,7 +44,15 @@ N, SIDE, CLASSES, BATCH = 60_000, 28, 10, 256
 FEATURES = SIDE * SIDE
 DIGITS_N, DIGITS_F = 1797, 64  # scikit-learn's digits: 1797 images of 8 x 8
 GOALS = {"vs_sources": 6.0, "of_matmul": 0.75, "grid_batched": 5.0, "repro_clean_s": 180.0,
-         "repro_noop_s": 2.0}
+         "repro_noop_s": 2.0, "peak_mib": 2048.0}
+
+# Runs one stage script and prints the peak resident memory of its process (KiB on Linux).
+_PEAK_RSS = """
+import resource, subprocess, sys
+rc = subprocess.run(sys.argv[1:]).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(rc)
+"""
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> float:
@@ -286,12 +294,71 @@ def bench_repro(repo: Path, timeout_s: float) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- report
 
+def bench_memory(repo: Path, seed: int) -> dict[str, Any]:
+    """Peak resident memory (MiB) of `generate`, `prepare` and one epoch of the `mlp` variant,
+    each its own process as under DVC, on Fashion-MNIST-shaped IDX files (60000 + 10000 random
+    28x28 images) read from a local folder, in a temporary directory."""
+    import yaml
+
+    from dlbasics.idx import FILES, OFFICIAL_SIZES, write_idx
+
+    rng = np.random.default_rng(seed)
+    base = yaml.safe_load((repo / "params.yaml").read_text())
+    with tempfile.TemporaryDirectory(prefix="dlbasics-mem-") as tmp:
+        root = Path(tmp)
+        for split, n in zip(("train", "test"), OFFICIAL_SIZES):
+            write_idx(root / "idx" / FILES[f"X_{split}"],
+                      rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+            write_idx(root / "idx" / FILES[f"y_{split}"],
+                      rng.integers(0, 10, n, dtype=np.uint8))
+        params = {
+            "seed": seed, "runtime": base.get("runtime", {}),
+            "tracking": {"experiment": "bench-memory", "log_models": False},
+            "data": {"images": {"kind": "fashion_mnist", "source": "local",
+                                "path": str(root / "idx"), "verify_checksums": False}},
+            # The official test set stays the test set: no test size for fashion_mnist.
+            "prepare": {"images": {k: v for k, v in base["prepare"]["images"].items()
+                                   if k not in ("test_fraction", "n_test")}},
+            "train": {"mlp": {**base["train"]["mlp"], "epochs": 1}},
+        }
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        py, stages = sys.executable, repo / "stages"
+        steps = {
+            "generate": [py, stages / "generate.py", "--params", "params.yaml", "--out",
+                         "data/raw"],
+            "prepare": [py, stages / "prepare.py", "--params", "params.yaml", "--raw", "data/raw",
+                        "--out", "data/prepared"],
+            "train": [py, stages / "train.py", "--params", "params.yaml", "--variant", "mlp",
+                      "--data", "data/prepared/images", "--out", "data/models/mlp",
+                      "--history", "reports/history/mlp.json"],
+        }
+        env = {**os.environ, "PYTHONPATH": str(repo / "src"),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+        for key in ("DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+            env.pop(key, None)
+        out: dict[str, Any] = {}
+        for name, cmd in steps.items():
+            proc = subprocess.run([py, "-c", _PEAK_RSS, *map(str, cmd)], cwd=root, env=env,
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench memory: {name} failed:\n{proc.stderr[-2000:]}")
+            out[f"{name}_peak_mib"] = int(proc.stdout.split()[-1]) / 1024
+        out["peak_mib"] = max(out.values())
+        out["n_train"], out["n_test"] = OFFICIAL_SIZES
+    return out
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [f"{'measure':52s} {'value':>10s} {'goal':>8s}"]
 
     def row(name: str, value: float, unit: str = "", goal: str = "") -> None:
         lines.append(f"{name:52s} {value:>9.3f}{unit:1s} {goal:>8s}")
 
+    if "memory" in results:
+        m = results["memory"]
+        for name in ("generate", "prepare", "train"):
+            row(f"peak memory, {name} on 60000 x 784 (MiB)", m[f"{name}_peak_mib"], "",
+                "< 2048" if name != "generate" else "")
     e = results.get("epoch")
     if e is None:
         return "\n".join(lines)
@@ -332,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timings of the project's epoch")
     ap.add_argument("--no-dvc", action="store_true", help="skip the dvc repro timings")
     ap.add_argument("--no-size-rule", action="store_true", help="skip the size-rule sweep")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="skip the peak-memory run on Fashion-MNIST-shaped files")
+    ap.add_argument("--only-memory", action="store_true", help="measure peak memory only")
     ap.add_argument("--dvc-timeout", type=float, default=600.0,
                     help="seconds after which the clean dvc repro is stopped")
     args = ap.parse_args(argv)
@@ -355,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         results[key] = fn()
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
+    repo = args.params.resolve().parent
+    if not args.no_memory:
+        section("memory", "peak memory", lambda: bench_memory(repo, seed))
+    if args.only_memory:
+        print(table(results))
+        return 0
     section("epoch", "epoch paths", lambda: bench_epochs(seed, args.repeats))
     section("grid_softmax", "grid: softmax",
             lambda: bench_grid(ModelSpec(kind="linear"), N, FEATURES, BATCH, 1, seed))
