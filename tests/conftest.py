@@ -57,6 +57,10 @@ def shrink(params: dict) -> dict:
     params["prepare"] = {k: v for k, v in params["prepare"].items() if k in used}
     notes = params.get("report", {}).get("notes", {})
     params.setdefault("report", {})["notes"] = {k: notes[k] for k in E2E_VARIANTS if k in notes}
+    # Two seeds each and one paired comparison: repeated runs through every stage.
+    for name in ("softmax", "mlp"):
+        params["train"][name]["seeds"] = [0, 1]
+    params["report"]["compare"] = [["mlp", "softmax"]]
     # A two-point grid, two folds, one epoch: the select stage end to end, quickly.
     params["select"] = {"base": "mlp", "k": 2, "overrides": {"epochs": 1},
                         "grid": {"optimizer.lr": [0.05, 0.1]}}

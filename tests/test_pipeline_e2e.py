@@ -81,7 +81,12 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
         assert (proj / "data/models" / v / "model.pt").stat().st_size > 0
         history = json.loads((proj / "reports/history" / f"{v}.json").read_text())
         assert [r["epoch"] for r in history] == [1, 2, 3]
-    assert "| `mlp` |" in (proj / "reports/report.md").read_text()
+    report = (proj / "reports/report.md").read_text()
+    assert "| `mlp` |" in report
+    for v in ("softmax", "mlp"):  # repeated over seeds [0, 1] (conftest.shrink)
+        assert sorted(p.name for p in (proj / "data/models" / v).glob("seed_*.pt")) == [
+            "seed_0.pt", "seed_1.pt"]
+    assert "test accuracy over seeds 0, 1: " in report
     html = (proj / "reports/report.html").read_text()
     assert 'id="overview"' in html and "https://" not in html and "http://" not in html
 
