@@ -24,6 +24,8 @@ def main(argv=None) -> None:
     ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
     ap.add_argument("--predictions", type=Path, required=True,
                     help="per-row test predictions of each classifier (confusion plots)")
+    ap.add_argument("--history", type=Path, default=None,
+                    help="per-variant histories (learning curves for the MLflow runs)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     with atomic_directory(args.figures) as figures_dir:
@@ -33,7 +35,8 @@ def main(argv=None) -> None:
     write_json_atomic(args.out, results)
     write_json_atomic(args.details, details)
     write_json_atomic(args.series, series_table(params, results))
-    for name in finish_runs(params, args.models, results, args.data):
+    for name in finish_runs(params, args.models, results, args.data, details, args.history,
+                            args.figures):
         print(f"evaluate: no MLflow run holds the weights of {name}; its metrics are only "
               f"in {args.out}", file=sys.stderr)
 

@@ -47,6 +47,19 @@ def main(argv=None) -> None:
                    "threads": params.runtime.threads}
     write_text_atomic(args.html, render_html(params, metrics, series, selection, details,
                                              histories, pngs, environment, manifests=manifests))
+    log_report_run(params, [args.html, args.out, args.metrics])
+
+
+def log_report_run(params, files: list[Path]) -> None:
+    """One MLflow run named `report` (tag kind=report) holding the report files as artifacts,
+    beside the variants' runs; nothing about it goes into the DVC outputs."""
+    from dlbasics import tracking
+
+    with tracking.run(params.tracking.experiment, "report", {"kind": "report"}):
+        import mlflow
+
+        for path in files:
+            mlflow.log_artifact(str(path))
 
 
 if __name__ == "__main__":

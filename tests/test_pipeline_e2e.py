@@ -60,7 +60,9 @@ def runs_of(proj: Path, variants_only: bool = True):
     """The runs in the project's store: the trained variants' (or every run, select's too)."""
     mlflow.set_tracking_uri(f"sqlite:///{proj / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["dlbasics"], output_format="list")
-    return [r for r in runs if r.data.tags.get("variant") != "select"] if variants_only else runs
+    if not variants_only:
+        return runs
+    return [r for r in runs if r.data.tags.get("variant") not in (None, "select")]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,31 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
     assert pyfunc.metadata.signature is not None
     X = np.load(proj / "data/prepared/images/X_test.npy")[:4]
     assert np.asarray(pyfunc.predict(X)).shape == (4, 10)
+
+
+def test_runs_hold_their_figures_and_a_report_run_holds_the_report(repro, tmp_path):
+    proj, _ = repro
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
+    for r in runs_of(proj):
+        v = r.data.tags["variant"]
+        names = {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "figures")}
+        # linreg: curves only; the digits classifiers: their matrix and prediction grid too.
+        want = {"curves.png"} | ({"confusion.png", "predictions.png"} if v != "linreg" else set())
+        assert names == want, (v, names)
+        local = Path(client.download_artifacts(r.info.run_id, "figures/curves.png",
+                                               str(tmp_path / v)))
+        assert local.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    grid = Path(client.download_artifacts(
+        next(r for r in runs_of(proj) if r.data.tags["variant"] == "mlp").info.run_id,
+        "figures/predictions.png", str(tmp_path / "grid")))
+    assert grid.read_bytes() == (proj / "reports/figures/mlp_predictions.png").read_bytes()
+    reports = [r for r in runs_of(proj, variants_only=False)
+               if r.data.tags.get("kind") == "report"]
+    assert len(reports) == 1 and reports[0].info.status == "FINISHED"
+    assert reports[0].info.run_name == "report"
+    for name in ("report.html", "report.md", "metrics.json"):
+        got = Path(client.download_artifacts(reports[0].info.run_id, name, str(tmp_path / "r")))
+        assert got.read_bytes() == (proj / "reports" / name).read_bytes(), name
 
 
 def test_second_repro_does_nothing_and_logs_nothing(repro):

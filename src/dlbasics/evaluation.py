@@ -255,15 +255,53 @@ def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[s
     return {k: sorted(v, key=lambda r: r["x"]) for k, v in sorted(table.items())}
 
 
+def variant_figures(name: str, history_root: Path | None, figures_root: Path | None,
+                    details: dict[str, Any]) -> dict[str, bytes]:
+    """The figures of one variant for its MLflow run, {file name: PNG bytes}: learning curves
+    (from its history), the test confusion matrix (classifiers) and the prediction grid
+    (image classifiers, drawn by evaluate)."""
+    from dlbasics.html_report import confusion_png, curves_png
+
+    out: dict[str, bytes] = {}
+    history = history_root / f"{name}.json" if history_root is not None else None
+    if history is not None and history.exists():
+        out["curves.png"] = curves_png(name, json.loads(history.read_text()))
+    d = details.get(name) or {}
+    if d.get("confusion_matrix"):
+        classes = d.get("class_names") or [str(i) for i in range(len(d["confusion_matrix"]))]
+        out["confusion.png"] = confusion_png(d["confusion_matrix"], classes, name)
+    grid = figures_root / f"{name}_predictions.png" if figures_root is not None else None
+    if grid is not None and grid.exists():
+        out["predictions.png"] = grid.read_bytes()
+    return out
+
+
+def _log_figures(client: Any, run_id: str, figures: dict[str, bytes]) -> None:
+    """Log `figures` under figures/ of run `run_id`, skipping those it already holds."""
+    import tempfile
+
+    have = {Path(a.path).name for a in client.list_artifacts(run_id, "figures")}
+    todo = {k: v for k, v in figures.items() if k not in have}
+    if not todo:
+        return
+    with tempfile.TemporaryDirectory(prefix="dlbasics-figures-") as tmp:
+        for fname, png in todo.items():
+            (Path(tmp) / fname).write_bytes(png)
+            client.log_artifact(run_id, str(Path(tmp) / fname), "figures")
+
+
 def finish_runs(
-    params: Params, models_root: Path, results: dict[str, dict[str, float]], data_root: Path
+    params: Params, models_root: Path, results: dict[str, dict[str, float]], data_root: Path,
+    details: dict[str, Any] | None = None, history_root: Path | None = None,
+    figures_root: Path | None = None,
 ) -> list[str]:
     """Add each variant's metrics and model to the MLflow run that trained its weights.
 
     The run is found by the sha256 of the weights, so cached variants are matched to the run that
     produced them, and a run that already holds these values and a model gets nothing new.
     Logging the models here, in one process, pays mlflow's environment scan once instead of
-    once per train stage. Returns the variants whose run could not be found.
+    once per train stage. Each run also gets its figures (see variant_figures) under figures/.
+    Returns the variants whose run could not be found.
     """
     import mlflow
     from mlflow.entities import Metric
@@ -291,6 +329,8 @@ def finish_runs(
                                      spec=spec)
             _log_model(run.info.run_id, load_model(params, name, models_root / name),
                        data.splits["test"].X[:5])
+        _log_figures(client, run.info.run_id,
+                     variant_figures(name, history_root, figures_root, details or {}))
     return missing
 
 
