@@ -249,3 +249,30 @@ def test_a_second_clone_reproduces_every_output_to_the_bit(repro, tmp_path):
     run(["dvc", "repro"], clone)
     assert reproducible_digests(clone) == first
     assert any(k.startswith("data/models/") and k.endswith("model.pt") for k in first)
+
+
+def test_figures_are_logged_once_and_the_run_keeps_its_status(tmp_path):
+    """finish_runs' figure logging, without a repro: a figure the run holds is not logged again
+    (a re-run evaluate adds only what is missing), and the run stays FINISHED."""
+    from dlbasics.evaluation import _log_figures, variant_figures
+
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history/v.json").write_text(json.dumps(
+        [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10}
+         for e in (1, 2)]))
+    details = {"v": {"confusion_matrix": [[3, 1], [0, 4]], "class_names": ["a", "b"]}}
+    figs = variant_figures("v", tmp_path / "history", tmp_path / "no-figures", details)
+    assert set(figs) == {"curves.png", "confusion.png"}
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in figs.values())
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    client.set_terminated(run_id, status="FINISHED")
+    _log_figures(client, run_id, {"curves.png": figs["curves.png"]})
+    _log_figures(client, run_id, {"curves.png": b"not again", **figs})
+    logged = client.list_artifacts(run_id, "figures")
+    assert sorted(Path(a.path).name for a in logged) == ["confusion.png", "curves.png"]
+    got = Path(client.download_artifacts(run_id, "figures", str(tmp_path / "got")))
+    assert {p.name: p.read_bytes() for p in got.iterdir()} == figs
+    assert client.get_run(run_id).info.status == "FINISHED"

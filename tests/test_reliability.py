@@ -507,7 +507,9 @@ def _wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float) -> list
     raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{''.join(seen)}")
 
 
-def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(work, tmp_path, in_store):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(sig, work, tmp_path, in_store):
+    """Ctrl-C, and SIGTERM (how runners and `dvc queue kill` stop a stage), alike."""
     params = tiny(copy.deepcopy(BASE))
     params["train"]["linreg"]["epochs"] = 3000
     path = tmp_path / "params.yaml"
@@ -519,7 +521,7 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(work, tmp_path, in_store)
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_line(proc, r"train@linreg epoch \d+/3000", timeout=180)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -531,7 +533,7 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(work, tmp_path, in_store)
     (killed,) = [r for r in runs(in_store, variant="linreg")
                  if r.data.tags.get("pid") == str(proc.pid)]
     assert killed.info.status == "KILLED"
-    assert "SIGINT" in killed.data.tags["failure"]
+    assert killed.data.tags["failure"] == f"interrupted ({sig.name})"
 
 
 # ============================================================================ 6. data integrity

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from dlbasics.config import ConfigError
 from dlbasics.data import DataError
+from dlbasics.errors import Terminated
 from dlbasics.tracking import TrackingError
 from dlbasics.training import DivergenceError
 
@@ -20,7 +21,7 @@ EXIT_TRACKING = 5  # the MLflow store or server cannot be used
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
     # `dvc exp` / CI runners stop with SIGTERM: unwind like Ctrl-C, so the open MLflow run is
     # marked KILLED and atomic writers remove their temporary files.
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:

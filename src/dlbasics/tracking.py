@@ -322,8 +322,11 @@ def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
     )
     try:
         yield active
-    except KeyboardInterrupt:
-        mlflow.set_tag("failure", "interrupted (SIGINT)")
+    except KeyboardInterrupt as exc:
+        from dlbasics.errors import Terminated
+
+        mlflow.set_tag("failure",
+                       f"interrupted ({'SIGTERM' if isinstance(exc, Terminated) else 'SIGINT'})")
         mlflow.end_run(status="KILLED")
         raise
     except BaseException as exc:
