@@ -493,6 +493,22 @@ def test_runs_of_dead_processes_are_marked_killed_live_ones_left(work, mains, tm
         live.wait()
 
 
+def test_a_dead_report_run_is_marked_killed_by_the_next_report(in_store):
+    """Runs of no variant (the report stage's) are matched by their `kind` tag instead."""
+    client = mlflow.MlflowClient(tracking_uri=in_store)
+    exp = BASE["tracking"]["experiment"]
+    exp_id = tracking.setup(exp)
+    dead_pid = _dead_pid()
+    tags = {"kind": "report", "host": socket.gethostname(), "pid": str(dead_pid)}
+    ghost = client.create_run(exp_id, tags=tags, run_name="report").info.run_id
+    other = client.create_run(exp_id, tags={**tags, "kind": "other"}).info.run_id
+    with tracking.run(exp, "report", {"kind": "report"}) as active:
+        assert client.get_run(ghost).info.status == "KILLED"
+        assert client.get_run(ghost).data.tags["failure"] == f"process {dead_pid} died"
+    assert client.get_run(active.info.run_id).info.status == "FINISHED"
+    assert client.get_run(other).info.status == "RUNNING"
+
+
 def _wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float) -> list[str]:
     """Read proc's stdout until a line matches `pattern`; the lines read."""
     seen: list[str] = []

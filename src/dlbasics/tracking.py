@@ -272,8 +272,9 @@ def _process_alive(pid: int, since_ms: int | None = None) -> bool:
     return since_ms is None or started_ms <= since_ms + 1000
 
 
-def mark_dead_runs(experiment_id: str, variant: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of `variant` whose process (same host, `pid` tag) is gone.
+def mark_dead_runs(experiment_id: str, variant: str, tag: str = "variant") -> list[str]:
+    """Mark KILLED the RUNNING runs of `variant` (the value of `tag`: a variant, or the `kind`
+    of a run such as `report`) whose process (same host, `pid` tag) is gone.
 
     A process killed with SIGKILL (or the OOM killer) cannot end its run; this ends it the
     next time the variant runs. Runs of live processes (parallel queued experiments of the
@@ -283,7 +284,7 @@ def mark_dead_runs(experiment_id: str, variant: str) -> list[str]:
 
     client = mlflow.MlflowClient()
     host = socket.gethostname()
-    flt = (f"attributes.status = 'RUNNING' and tags.`variant` = '{variant}' "
+    flt = (f"attributes.status = 'RUNNING' and tags.`{tag}` = '{variant}' "
            f"and tags.`host` = '{host}'")
     marked = []
     for r in client.search_runs([experiment_id], filter_string=flt, max_results=1000):
@@ -309,13 +310,16 @@ def mark_dead_runs(experiment_id: str, variant: str) -> list[str]:
 def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
     """An MLflow run that ends FINISHED, FAILED (reason in the `failure` tag) or KILLED.
 
-    Runs of the same `variant` tag left RUNNING by dead processes are marked KILLED first.
+    Runs of the same `variant` (or, for runs of no variant, the same `kind`) left RUNNING by
+    dead processes are marked KILLED first.
     """
     import mlflow
 
     exp_id = setup(experiment)
-    if tags.get("variant"):
-        mark_dead_runs(exp_id, tags["variant"])
+    for tag in ("variant", "kind"):
+        if tags.get(tag):
+            mark_dead_runs(exp_id, tags[tag], tag)
+            break
     active = mlflow.start_run(
         experiment_id=exp_id, run_name=run_name,
         tags={**dvc_tags(), "pid": str(os.getpid()), **tags},
