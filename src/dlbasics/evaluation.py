@@ -167,10 +167,12 @@ def fold_scores(model_dir: Path) -> dict[str, Any] | None:
 
 def repeat_summary(rep: dict[str, Any]) -> dict[str, float]:
     """metrics.json entries of repeated runs: mean and sd (ddof 1) of the test metric."""
-    values = np.asarray(rep["test"][rep["metric"]], dtype=np.float64)
+    from dlbasics.stats import mean_interval
+
     m = rep["metric"]
-    return {f"seeds_test_{m}_mean": float(values.mean()),
-            f"seeds_test_{m}_sd": float(values.std(ddof=1)), "seeds_n": float(len(values))}
+    res = mean_interval(rep["test"][m])
+    return {f"seeds_test_{m}_mean": res["mean"], f"seeds_test_{m}_sd": res["sd"],
+            "seeds_n": float(res["n"])}
 
 
 def displayable(X: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:

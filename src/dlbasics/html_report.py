@@ -534,7 +534,9 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
         classes.append("chosen" if cfg == chosen else "")
     body = _table(head, table_rows, left=1 + len(axes), classes=classes)
     # Every configuration is scored on the same folds: the runner-up comparison is paired.
-    higher = metric != "rmse"
+    from dlbasics.reporting import difference_units
+
+    scale, unit, digits, higher = difference_units(metric)
     sentences = []
     if chosen is not None:
         test = select_metrics.get(f"test_{metric}")
@@ -548,7 +550,6 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
                 and len(stats_by[others[0]][2]) == len(stats_by[chosen][2]):
             runner = others[0]
             res = paired_difference(stats_by[chosen][2], stats_by[runner][2])
-            scale, unit, digits = (100, "points", 1) if metric != "rmse" else (1, "", 4)
             sentences.append("Against the runner-up, fold by fold: " + describe_difference(
                 f"configuration {chosen}", f"configuration {runner}", res, unit=unit,
                 scale=scale, digits=digits, higher_is_better=higher) + ".")

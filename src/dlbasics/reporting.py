@@ -114,7 +114,7 @@ def selection_section(rows: list[dict[str, Any]], metrics: dict[str, float]) -> 
     return "## Model selection (K-fold grid search)\n\n" + "\n".join(lines) + "\n\n" + chosen + "\n"
 
 
-def _units(metric: str) -> tuple[float, str, int, bool]:
+def difference_units(metric: str) -> tuple[float, str, int, bool]:
     """(scale, unit, digits, higher is better) to state differences of `metric` in words."""
     if metric in ("rmse", "mse", "mae", "hamming_loss", "log_loss"):
         return 1.0, "", 4, False
@@ -150,7 +150,7 @@ def comparison_sentences(params: Params, details: dict[str, Any]) -> list[str]:
             over = f"validation {metric} over the same {fa['k']} folds"
         else:
             continue  # not trained yet, or no longer paired
-        scale, unit, digits, higher = _units(metric)
+        scale, unit, digits, higher = difference_units(metric)
         res = paired_difference(xa, xb)
         out.append(f"{over}: " + describe_difference(a, b, res, unit=unit, scale=scale,
                                                      digits=digits, higher_is_better=higher))
