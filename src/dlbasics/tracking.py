@@ -272,9 +272,9 @@ def _process_alive(pid: int, since_ms: int | None = None) -> bool:
     return since_ms is None or started_ms <= since_ms + 1000
 
 
-def mark_dead_runs(experiment_id: str, variant: str, tag: str = "variant") -> list[str]:
-    """Mark KILLED the RUNNING runs of `variant` (the value of `tag`: a variant, or the `kind`
-    of a run such as `report`) whose process (same host, `pid` tag) is gone.
+def mark_dead_runs(experiment_id: str, value: str, tag: str = "variant") -> list[str]:
+    """Mark KILLED the RUNNING runs whose `tag` is `value` (a variant, or the `kind` of a run
+    such as `report`) and whose process (same host, `pid` tag) is gone.
 
     A process killed with SIGKILL (or the OOM killer) cannot end its run; this ends it the
     next time the variant runs. Runs of live processes (parallel queued experiments of the
@@ -284,7 +284,7 @@ def mark_dead_runs(experiment_id: str, variant: str, tag: str = "variant") -> li
 
     client = mlflow.MlflowClient()
     host = socket.gethostname()
-    flt = (f"attributes.status = 'RUNNING' and tags.`{tag}` = '{variant}' "
+    flt = (f"attributes.status = 'RUNNING' and tags.`{tag}` = '{value}' "
            f"and tags.`host` = '{host}'")
     marked = []
     for r in client.search_runs([experiment_id], filter_string=flt, max_results=1000):
