@@ -1,4 +1,4 @@
-"""DVC stage `train@<variant>`: train one variant of `train:` in params."""
+"""DVC stage `train`: train the variants of `train:` in params (those not already up to date)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,24 @@ import sys
 from pathlib import Path
 
 from dlbasics.cli import run_stage
-from dlbasics.config import ConfigError, load_params
-from dlbasics.experiment import train_variant
+from dlbasics.config import load_params
+from dlbasics.experiment import train_all
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--variant", required=True)
-    ap.add_argument("--data", type=Path, required=True, help="this variant's prepared dataset")
-    ap.add_argument("--out", type=Path, required=True, help="model directory (a DVC output)")
-    ap.add_argument("--history", type=Path, required=True, help="per-epoch history JSON (plots)")
+    ap.add_argument("--data", type=Path, required=True, help="prepared data root")
+    ap.add_argument("--out", type=Path, required=True, help="models root (a DVC output)")
+    ap.add_argument("--history", type=Path, required=True,
+                    help="directory of per-epoch histories, one JSON per variant (plots)")
+    ap.add_argument("--variant", action="append", default=None,
+                    help="train only this variant (repeatable); by hand, not from dvc.yaml")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    if args.variant not in params.train:
-        raise ConfigError(
-            f"{args.params}: train.{args.variant}: no such variant; have {sorted(params.train)}"
-        )
-    info = train_variant(params, args.variant, args.data, args.out, args.history)
-    print(f"train@{args.variant}: {info['final']}")
+    status = train_all(params, args.data, args.out, args.history, only=args.variant)
+    done = [name for name, s in status.items() if s == "trained"]
+    print(f"train: {len(done)} trained, {len(status) - len(done)} up to date")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def free_port() -> int:
 
 def tiny(params: dict) -> dict:
     """linreg on the synthetic set, one epoch; `base` (a linreg twin) is what select tunes,
-    so editing linreg re-runs train@linreg, evaluate and report only."""
+    so editing linreg retrains linreg only, then evaluate and report run."""
     linreg = {**params["train"]["linreg"], "epochs": 1}
     params["train"] = {"linreg": linreg, "base": copy.deepcopy(linreg)}
     params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}
@@ -110,7 +110,8 @@ def stage_argv(stage: str, work: Path, params: Path, variant: str = "linreg",
 
 
 def train_argv(work: Path, params: Path, variant: str = "linreg", **outs: Path) -> list[str]:
-    return stage_argv("train", work, params, variant, **outs)
+    """The train stage's arguments, restricted to `variant` (--variant)."""
+    return [*stage_argv("train", work, params, variant, **outs), "--variant", variant]
 
 
 @pytest.fixture(scope="module")
@@ -378,6 +379,8 @@ EXPLICIT = {
     "dropout 1.5": _edited(train__dropout__model__dropout=1.5),
     "unknown dataset": _edited(train__linreg__dataset="imagenet"),
     "unknown dataset kind": _edited(data__images__kind="cifar10"),
+    # A compared pair (report.compare) must not hide its variant's own bad key (hypothesis).
+    "unknown dataset, compared variant": _edited(train__house_mlp__dataset="nosuch"),
     "zero batch": _edited(train__mlp__batch_size=0),
     "negative lr": _edited(train__mlp__optimizer__lr=-0.1),
 }
@@ -536,7 +539,7 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(sig, work, tmp_path, in_s
     proc = subprocess.Popen([sys.executable, str(REPO / "stages/train.py"), *argv], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_line(proc, r"train@linreg epoch \d+/3000", timeout=180)
+        _wait_for_line(proc, r"train linreg epoch \d+/3000", timeout=180)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -677,7 +680,7 @@ def test_the_whole_pipeline_logs_to_a_real_server(server, served):
         (r,) = by_variant[v]
         assert r.info.status == "FINISHED"
         assert "val_loss" in r.data.metrics and "test_loss" in r.data.metrics  # train, evaluate
-        assert r.data.tags["dvc_stage"] == f"train@{v}"
+        assert r.data.tags["dvc_stage"] == "train"
     assert all(r.info.status == "FINISHED" for r in by_variant["select"])
     assert not (served / "mlflow.db").exists(), "a stage logged to the local store instead"
     assert not (served / "mlartifacts").exists()
@@ -843,7 +846,7 @@ def test_kill_9_during_training_leaves_no_half_output_and_next_repro_completes(s
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        _wait_for_line(proc, r"train@linreg epoch \d+/300", timeout=240)
+        _wait_for_line(proc, r"train linreg epoch \d+/300", timeout=240)
         os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage it runs
     finally:
         if proc.poll() is None:
@@ -862,7 +865,7 @@ def test_kill_9_during_training_leaves_no_half_output_and_next_repro_completes(s
 
     again = run(["dvc", "repro"], proj, check=False)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "Running stage 'train@linreg'" in again.stdout
+    assert "Running stage 'train'" in again.stdout
     assert run(["dvc", "status"], proj).stdout.strip().endswith("up to date.")
     orphan = mlflow.MlflowClient(tracking_uri=store).get_run(orphan.info.run_id)
     assert orphan.info.status == "KILLED"

@@ -33,8 +33,8 @@ def _env(cwd: Path) -> dict[str, str]:
 
 
 def _train_args(variant: str) -> list[str]:
-    return ["--params", "params.yaml", "--variant", variant, "--data", "data/prepared/digits",
-            "--out", f"data/models/{variant}", "--history", f"reports/history/{variant}.json"]
+    return ["--params", "params.yaml", "--variant", variant, "--data", "data/prepared",
+            "--out", "data/models", "--history", "reports/history"]
 
 
 GENERATE_ARGS = ["--params", "params.yaml", "--out", "data/raw"]

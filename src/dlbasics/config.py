@@ -490,6 +490,22 @@ class Params(Strict):
                     ("prepare", name), f"the name of a dataset under data {sorted(self.data)}",
                     name,
                 )
+        # Each variant's own keys first: the cross-checks below assume its dataset resolves.
+        for vname, v in self.train.items():
+            if v.dataset not in self.data:
+                raise _KeyProblem(
+                    ("train", vname, "dataset"),
+                    f"one of the datasets under data {sorted(self.data)}",
+                    v.dataset,
+                )
+            task = DATASET_TASKS[self.data[v.dataset].kind]
+            if task not in LOSS_TASKS[v.loss]:
+                fits = sorted(k for k, tasks in LOSS_TASKS.items() if task in tasks)
+                raise _KeyProblem(
+                    ("train", vname, "loss"),
+                    f"a loss for the {task} dataset {v.dataset!r}: one of {fits}",
+                    v.loss,
+                )
         if self.select is not None:
             if self.select.base not in self.train:
                 raise _KeyProblem(("select", "base"), f"a variant under train {sorted(self.train)}",
@@ -512,21 +528,6 @@ class Params(Strict):
                     ("report", "compare", i),
                     "two different variants with the same `seeds`, or the same `kfold` on the "
                     "same dataset (a paired comparison)", pair)
-        for vname, v in self.train.items():
-            if v.dataset not in self.data:
-                raise _KeyProblem(
-                    ("train", vname, "dataset"),
-                    f"one of the datasets under data {sorted(self.data)}",
-                    v.dataset,
-                )
-            task = DATASET_TASKS[self.data[v.dataset].kind]
-            if task not in LOSS_TASKS[v.loss]:
-                fits = sorted(k for k, tasks in LOSS_TASKS.items() if task in tasks)
-                raise _KeyProblem(
-                    ("train", vname, "loss"),
-                    f"a loss for the {task} dataset {v.dataset!r}: one of {fits}",
-                    v.loss,
-                )
         return self
 
 

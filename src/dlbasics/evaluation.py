@@ -188,8 +188,17 @@ def evaluated_names(params: Params, models_root: Path) -> list[str]:
     return [*params.train, *(["select"] if params.select is not None else [])]
 
 
+def model_dir(models_root: Path, name: str, select_dir: Path | None = None) -> Path:
+    """Where the weights of `name` are: the train stage's models_root/<variant>, or the select
+    stage's own directory for `select`."""
+    if name == "select":
+        return select_dir if select_dir is not None else models_root.with_name("select")
+    return models_root / name
+
+
 def evaluate_all(
-    params: Params, prepared_root: Path, models_root: Path, figures_dir: Path | None = None
+    params: Params, prepared_root: Path, models_root: Path, figures_dir: Path | None = None,
+    select_dir: Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """(variant -> metrics, variant -> classification details) for every variant in params.
 
@@ -202,15 +211,16 @@ def evaluate_all(
     results, details = {}, {}
     drawn: set[str] = set()
     for name in evaluated_names(params, models_root):
-        spec = model_spec(params, name, models_root / name)
+        where = model_dir(models_root, name, select_dir)
+        spec = model_spec(params, name, where)
         data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS,
                                  spec=spec)
-        results[name], d = evaluate_variant(params, name, data, models_root / name)
-        rep = repeated_scores(params, name, data, models_root / name)
+        results[name], d = evaluate_variant(params, name, data, where)
+        rep = repeated_scores(params, name, data, where)
         if rep is not None:
             results[name].update(repeat_summary(rep))
             d["seeds"] = rep
-        folds = fold_scores(models_root / name)
+        folds = fold_scores(where)
         if folds is not None:
             d["folds"] = folds
         if d:
@@ -227,7 +237,7 @@ def evaluate_all(
                 figures.sample_grid(shown, test.y[:24].numpy(), man["class_names"],
                                     man["image_shape"]),
             )
-        pred = predict(load_model(params, name, models_root / name), test.X[:24]).argmax(1)
+        pred = predict(load_model(params, name, where), test.X[:24]).argmax(1)
         write_bytes_atomic(
             figures_dir / f"{name}_predictions.png",
             figures.prediction_grid(shown, test.y[:24].numpy(), pred.numpy(),
@@ -295,7 +305,7 @@ def _log_figures(client: Any, run_id: str, figures: dict[str, bytes]) -> None:
 def finish_runs(
     params: Params, models_root: Path, results: dict[str, dict[str, float]], data_root: Path,
     details: dict[str, Any] | None = None, history_root: Path | None = None,
-    figures_root: Path | None = None,
+    figures_root: Path | None = None, select_dir: Path | None = None,
 ) -> list[str]:
     """Add each variant's metrics and model to the MLflow run that trained its weights.
 
@@ -311,7 +321,8 @@ def finish_runs(
     missing = []
     client = None
     for name, metrics in results.items():
-        info = read_model_info(models_root / name)
+        where = model_dir(models_root, name, select_dir)
+        info = read_model_info(where)
         run = tracking.find_run(
             params.tracking.experiment, {"variant": name, "model_sha256": info["model_sha256"]}
         )
@@ -326,11 +337,10 @@ def finish_runs(
                 run.info.run_id, metrics=[Metric(k, v, stamp, 0) for k, v in new.items()]
             )
         if params.tracking.log_models and not run.outputs.model_outputs:
-            spec = model_spec(params, name, models_root / name)
+            spec = model_spec(params, name, where)
             data = load_variant_data(params, name, data_root / spec.dataset, splits=("test",),
                                      spec=spec)
-            _log_model(run.info.run_id, load_model(params, name, models_root / name),
-                       data.splits["test"].X[:5])
+            _log_model(run.info.run_id, load_model(params, name, where), data.splits["test"].X[:5])
         _log_figures(client, run.info.run_id,
                      variant_figures(name, history_root, figures_root, details or {}))
     return missing

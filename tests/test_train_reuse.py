@@ -1,0 +1,134 @@
+"""The train stage's per-variant reuse (experiment.train_all), in process, on a real sqlite
+MLflow store: what is retrained, what is skipped, and that skipping never keeps stale or
+damaged files. (The DVC side, one stage re-run and one new run, is in test_pipeline_e2e.)"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from dlbasics import experiment
+from dlbasics.config import ConfigError, load_params
+from dlbasics.data import generate_all, prepare_all
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def small() -> dict:
+    """Three linear variants of the synthetic set, two epochs each."""
+    params = copy.deepcopy(BASE)
+    linreg = {**params["train"]["linreg"], "epochs": 2}
+    params["train"] = {"a": copy.deepcopy(linreg), "b": copy.deepcopy(linreg),
+                       "c": {**copy.deepcopy(linreg), "batch_size": 20}}
+    params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}
+    params["prepare"] = {"synthetic_linear": params["prepare"]["synthetic_linear"]}
+    params.pop("select", None)
+    params["report"] = {"notes": {}}
+    return params
+
+
+def write(root: Path, params: dict):
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return load_params(path)
+
+
+def digests(*roots: Path) -> dict[str, str]:
+    return {str(p.relative_to(r.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for r in roots for p in sorted(r.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prepared")
+    params = write(root, small())
+    generate_all(params, root / "raw")
+    prepare_all(params, root / "raw", root / "prepared")
+    return root / "prepared"
+
+
+@pytest.fixture
+def proj(tmp_path, prepared, monkeypatch):
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return tmp_path
+
+
+def train(proj: Path, prepared: Path, params, only=None) -> dict[str, str]:
+    return experiment.train_all(params, prepared, proj / "models", proj / "history", only=only)
+
+
+def n_runs(proj: Path, variant: str) -> int:
+    runs = mlflow.search_runs(experiment_names=[BASE["tracking"]["experiment"]],
+                              filter_string=f"tags.variant = '{variant}'", output_format="list")
+    return len(runs)
+
+
+def test_unchanged_variants_are_skipped_and_an_edited_one_retrained(proj, prepared):
+    params = write(proj, small())
+    assert train(proj, prepared, params) == {"a": "trained", "b": "trained", "c": "trained"}
+    first = digests(proj / "models", proj / "history")
+    assert train(proj, prepared, params) == {"a": "up to date", "b": "up to date",
+                                             "c": "up to date"}
+    assert digests(proj / "models", proj / "history") == first
+    assert [n_runs(proj, v) for v in "abc"] == [1, 1, 1]  # a skipped variant logs nothing
+
+    edited = small()
+    edited["train"]["b"]["optimizer"]["lr"] = 0.01
+    params = write(proj, edited)
+    assert train(proj, prepared, params) == {"a": "up to date", "b": "trained",
+                                             "c": "up to date"}
+    now = digests(proj / "models", proj / "history")
+    changed = {k for k in first if first[k] != now.get(k)}
+    assert {k.split("/")[1] for k in changed if k.startswith("models/")} == {"b", ".trained.json"}
+    assert "history/b.json" in changed and "history/a.json" not in changed
+    assert [n_runs(proj, v) for v in "abc"] == [1, 2, 1]
+
+
+def test_a_damaged_or_missing_file_is_retrained_back_to_the_same_bytes(proj, prepared):
+    params = write(proj, small())
+    train(proj, prepared, params)
+    first = digests(proj / "models", proj / "history")
+    weights = proj / "models/a/model.pt"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    (proj / "history/c.json").unlink()
+    assert train(proj, prepared, params) == {"a": "trained", "b": "up to date", "c": "trained"}
+    assert digests(proj / "models", proj / "history") == first  # deterministic: same bytes
+
+
+def test_new_code_retrains_everything(proj, prepared, monkeypatch):
+    params = write(proj, small())
+    train(proj, prepared, params)
+    monkeypatch.setattr(experiment, "code_sha256", lambda: "0" * 64)  # as after an edit
+    assert set(train(proj, prepared, params).values()) == {"trained"}
+
+
+def test_a_removed_variant_loses_its_files_and_only_trains_the_named(proj, prepared):
+    params = write(proj, small())
+    assert train(proj, prepared, params, only=["c"]) == {"c": "trained"}
+    assert sorted(p.name for p in (proj / "models").iterdir()) == [".trained.json", "c"]
+    train(proj, prepared, params)
+    fewer = small()
+    del fewer["train"]["c"]
+    assert train(proj, prepared, write(proj, fewer)) == {"a": "up to date", "b": "up to date"}
+    assert sorted(p.name for p in (proj / "models").iterdir()) == [".trained.json", "a", "b"]
+    assert sorted(p.name for p in (proj / "history").iterdir()) == ["a.json", "b.json"]
+    record = json.loads((proj / "models/.trained.json").read_text())
+    assert sorted(record) == ["a", "b"]
+
+
+def test_an_unknown_variant_is_one_config_error(proj, prepared):
+    params = write(proj, small())
+    with pytest.raises(ConfigError, match=r"train\.nosuch: no such variant"):
+        train(proj, prepared, params, only=["nosuch"])
+    assert not (proj / "models").exists()
