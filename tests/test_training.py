@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -324,3 +325,21 @@ def test_evaluate_split_accuracy_against_hand_count():
     m = evaluate_split(model, nn.CrossEntropyLoss(), Split(X, y), "classification")
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["loss"] == pytest.approx(nn.functional.cross_entropy(X, y).item())
+
+
+def test_the_benchmarks_sources_path_sees_the_projects_pixels(tmp_path):
+    """make bench times the sources' data path (torchvision's FashionMNIST class with ToTensor,
+    on IDX files it writes) against the project's resident tensors: both must feed the model
+    the same numbers, or the ratio compares different work."""
+    from dlbasics.bench import sources_dataset
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 12).astype(np.int64)
+    data = sources_dataset(images, labels, tmp_path)
+    assert len(data) == 12
+    for i in (0, 5, 11):
+        x, y = data[i]
+        assert x.shape == (1, 28, 28) and y == labels[i]
+        expected = torch.from_numpy(images[i].astype(np.float32) / 255)
+        assert torch.equal(x[0], expected)

@@ -120,7 +120,7 @@ class _Stack:
         n_in, g, h = w0.shape
         flat = w0.reshape(n_in, g * h)  # [in, G * h], a view
         z = torch.addmm(b0.reshape(1, g * h), xb, flat) if b0 is not None else xb @ flat
-        z = z.view(-1, g, h).transpose(0, 1)  # [G, B, h]
+        z = z.view(-1, g, h).transpose(0, 1).contiguous()  # [G, B, h]
         for w, b in zip(self.weights[1:], self.biases[1:]):
             z = act(z)
             z = torch.baddbmm(b.unsqueeze(1), z, w)  # [G, B, out]
@@ -210,7 +210,7 @@ def fit_batched(
         total = torch.zeros(len(alive), dtype=torch.float64, device=device)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
-            xb, yb = X[idx], y[idx]
+            xb, yb = X.index_select(0, idx), y.index_select(0, idx)
             per_config = _per_config_loss(stack.forward(xb, act), yb, loss)  # [G]
             params = stack.params()
             for p, _, _ in params:
@@ -223,7 +223,9 @@ def fit_batched(
                     shape[gdim] = -1
                     d = p.grad
                     if decayed and use_wd:
-                        d = torch.addcmul(d, wd.view(shape), p)  # grad + wd * w
+                        # grad + wd * w, in place (the grad is dropped before the next step):
+                        # a new tensor per step cost more than the arithmetic.
+                        d.addcmul_(wd.view(shape), p)
                     if use_mom:
                         # torch.optim.SGD: buf = grad on the first step, then mom * buf + grad.
                         if bufs[j] is None:

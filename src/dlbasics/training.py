@@ -162,7 +162,8 @@ def fit(
         )
         for start in bar:
             idx = perm[start : start + batch_size]
-            xb, yb = X[idx], y[idx]
+            # index_select: the same rows as X[idx], in about half the time of advanced indexing.
+            xb, yb = X.index_select(0, idx), y.index_select(0, idx)
             manual = getattr(model, "manual_backward", False)
             if manual:
                 loss = manual(xb, yb)  # sets p.grad itself, no autograd (scratch variants)
