@@ -52,7 +52,11 @@ def image_grid(
             ax.set_title(titles[i], fontsize=7, color=color)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+    # Fixed margins sized for two title lines per image: tight_layout measured every one of the
+    # 24 titles and took half of the figure's time.
+    top = 1 - (0.6 if suptitle else 0.1) / fig.get_figheight()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.1,
+                        hspace=0.5 if any("\n" in t for t in titles) else 0.3)
     return _png(fig)
 
 
