@@ -336,7 +336,7 @@ class SeriesSpec(Strict):
 
 
 class VariantSpec(Strict):
-    """One trained variant: `train@<name>` in dvc.yaml."""
+    """One trained variant: an entry under `train:`, trained by the `train` stage."""
 
     dataset: Annotated[str, Field(min_length=1)]
     model: ModelSpec
