@@ -15,7 +15,8 @@ import numpy as np
 _PNG_META = {"Software": None}
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, set up for this project's figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,10 +29,11 @@ def _pyplot():
     return plt
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
+    """`fig` as PNG bytes without version metadata (byte-stable), then closed."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, metadata=_PNG_META)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -44,7 +46,7 @@ def image_grid(
     suptitle: str = "",
 ) -> bytes:
     """A grid of grey images with a title under each: PNG bytes."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(images)
     nrows = max(1, -(-n // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.3 * ncols, 1.5 * nrows), squeeze=False)
@@ -61,7 +63,7 @@ def image_grid(
     top = 1 - (0.6 if suptitle else 0.1) / fig.get_figheight()
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.1,
                         hspace=0.5 if any("\n" in t for t in titles) else 0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def sample_grid(X: np.ndarray, y: np.ndarray, class_names: Sequence[str],

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from dlbasics.config import DATASET_TASKS, Params
+from dlbasics.figures import png_bytes, pyplot
 from dlbasics.stats import describe_difference, paired_difference
 
 # Variant groups compared side by side (the names shipped in params.yaml).
@@ -65,32 +65,10 @@ text-align:center}img{max-width:100%}nav ol{columns:2}details{margin:.3rem 0}
 summary{cursor:pointer}p.note{color:#555;font-size:.85rem}
 """
 
-# PNG metadata matplotlib would otherwise fill with its version: keep the bytes stable.
-_PNG_META = {"Software": None}
 _SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    # Titles at the top of their axes: no figure here puts ticks above an axes, and the automatic
-    # placement measured every tick label of every axes on each save (a third of a grid's time;
-    # the PNGs are byte-identical).
-    matplotlib.rcParams["axes.titley"] = 1.0
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, metadata=_PNG_META)
-    _pyplot().close(fig)
-    return buf.getvalue()
 
 
 def _layout(fig) -> None:
@@ -211,7 +189,7 @@ def _log_if_positive(ax, histories: Iterable[Sequence[Mapping[str, Any]]], what:
 
 def curves_png(name: str, history: Sequence[Mapping[str, Any]]) -> bytes:
     """One variant's per-epoch loss (log scale when positive) and accuracy, train / val / test."""
-    plt = _pyplot()
+    plt = pyplot()
     has_acc = any(k.endswith("_accuracy") for r in history for k in r)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(7.2 if has_acc else 3.8, 2.6),
                              squeeze=False)
@@ -226,7 +204,7 @@ def curves_png(name: str, history: Sequence[Mapping[str, Any]]) -> bytes:
         ax.set(xlabel="epoch", ylabel="accuracy", title=f"{name}: accuracy")
         ax.legend(fontsize=7)
     _layout(fig)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str,
@@ -234,7 +212,7 @@ def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str
     """Several variants' curves on shared axes: one colour per variant, one line style per
     split (train solid, val dotted, test dashed); loss on a log scale when positive. A
     one-epoch history (a closed-form fit) is one marker."""
-    plt = _pyplot()
+    plt = pyplot()
     has_acc = any(k.endswith("_accuracy") for h in histories.values() for r in h for k in r)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(8.4 if has_acc else 6.4, 3.0),
                              squeeze=False)
@@ -261,7 +239,7 @@ def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str
     _layout(fig)
     if not has_acc:
         fig.subplots_adjust(right=0.68)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def activations_png() -> bytes:
@@ -271,7 +249,7 @@ def activations_png() -> bytes:
 
     from dlbasics.models import ACTIVATIONS as MODULES
 
-    plt = _pyplot()
+    plt = pyplot()
     x = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64, requires_grad=True)  # (241,)
     fig, (ax_f, ax_d) = plt.subplots(1, 2, figsize=(8.4, 3.0))
     for name, make in MODULES.items():
@@ -285,14 +263,14 @@ def activations_png() -> bytes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
     """A confusion matrix (rows: true class, columns: predicted) with its counts."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     cm = np.asarray(matrix, dtype=float)  # (C, C)
     c = cm.shape[0]
     size = min(6.0, 1.6 + 0.38 * c)
@@ -308,7 +286,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], t
     ax.set_yticks(range(c), [str(n) for n in class_names], fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _symlog_x(ax, xs: Sequence[float]) -> None:
@@ -374,7 +352,7 @@ def _weight_decay(series) -> str:
     rows = sorted(series.get("weight_decay") or [], key=lambda r: r["x"])
     if len(rows) < 2:
         return ""
-    plt = _pyplot()
+    plt = pyplot()
     xs = [r["x"] for r in rows]
     fig, (ax_l, ax_w) = plt.subplots(1, 2, figsize=(8.4, 3.0))
     for key, style in (("train_mse", "-"), ("test_mse", "--")):
@@ -394,7 +372,7 @@ def _weight_decay(series) -> str:
                    [[r["x"], r["variant"], r.get("train_mse"), r.get("test_mse"),
                      r["test_mse"] / r["train_mse"] if r.get("train_mse") else None,
                      r.get("w_norm")] for r in rows], left=0)
-    return _section("weight-decay", _figure(_png(fig), "weight decay sweep") + table,
+    return _section("weight-decay", _figure(png_bytes(fig), "weight decay sweep") + table,
                     "The weight-decay series (reports/series.json): a larger lambda shrinks the "
                     "weights and closes the gap between training and test loss.")
 
@@ -403,7 +381,7 @@ def _sparsity(params: Params, metrics) -> str:
     names = [n for n in params.train if n.startswith("sparse_") and n in metrics]
     if len(names) < 2:
         return ""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_z, ax_m) = plt.subplots(1, 2, figsize=(8.4, 2.8))
     ax_z.bar(names, [metrics[n].get("n_near_zero", 0) for n in names], color="C0")
     ax_z.set(ylabel="weights near zero", title="sparsity")
@@ -415,7 +393,7 @@ def _sparsity(params: Params, metrics) -> str:
              metrics[n].get("test_mse")] for n in names]
     table = _table(["variant", "optimiser", "near zero", "weights", "||w||", "train mse",
                     "test mse"], rows, 2)
-    return _section("sparsity", _figure(_png(fig), "L1 against L2") + table,
+    return _section("sparsity", _figure(png_bytes(fig), "L1 against L2") + table,
                     "Weights with |w| below evaluate.zero_tol count as near zero: L1 drives "
                     "weights to zero, L2 shrinks every weight a little.")
 
@@ -558,7 +536,7 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
                 f"configuration {chosen}", f"configuration {runner}", res, unit=unit,
                 scale=scale, digits=digits, higher_is_better=higher) + ".")
     # Mean and sd of each configuration: a glance at how much the grid matters.
-    plt = _pyplot()
+    plt = pyplot()
     cfgs = sorted(stats_by)
     fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(cfgs)), 2.6))
     means = [stats_by[c][0] for c in cfgs]
@@ -572,7 +550,7 @@ def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, f
     ax.set(xlabel="configuration", ylabel=f"val {metric}", title="mean +/- sd over folds")
     fig.tight_layout()
     notes = "".join(f"<p>{_text(s)}</p>" for s in sentences)
-    return _section("selection", body + notes + _figure(_png(fig), "validation score per "
+    return _section("selection", body + notes + _figure(png_bytes(fig), "validation score per "
                                                         "configuration"),
                     "Every configuration of params.yaml's select grid, scored on the same folds "
                     "(reports/selection.json).")
