@@ -81,21 +81,17 @@ def tiny(params: dict) -> dict:
     return params
 
 
-def _dvc_cmd(stage: str, variant: str = "linreg") -> tuple[str, list[str]]:
-    """(script path, arguments) of a stage as dvc.yaml runs it, for `variant` of train."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
-    cmd = (spec["do"] if "foreach" in spec else spec)["cmd"]
-    cmd = cmd.replace("${key}", variant).replace("${item.dataset}", "synthetic_linear")
-    words = shlex.split(cmd)
+def _dvc_cmd(stage: str) -> tuple[str, list[str]]:
+    """(script path, arguments) of a stage as dvc.yaml runs it."""
+    words = shlex.split(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"])
     i = next(i for i, w in enumerate(words) if w.startswith("stages/"))
     return words[i], words[i + 1:]
 
 
-def stage_argv(stage: str, work: Path, params: Path, variant: str = "linreg",
-               **outs: Path) -> list[str]:
+def stage_argv(stage: str, work: Path, params: Path, **outs: Path) -> list[str]:
     """dvc.yaml's arguments of `stage`, with its paths under `work`, `params` as the params
     file, and `--<name> path` replaced for each of `outs`."""
-    _, words = _dvc_cmd(stage, variant)
+    _, words = _dvc_cmd(stage)
     argv = []
     for w in words:
         if w == "params.yaml":
@@ -111,7 +107,7 @@ def stage_argv(stage: str, work: Path, params: Path, variant: str = "linreg",
 
 def train_argv(work: Path, params: Path, variant: str = "linreg", **outs: Path) -> list[str]:
     """The train stage's arguments, restricted to `variant` (--variant)."""
-    return [*stage_argv("train", work, params, variant, **outs), "--variant", variant]
+    return [*stage_argv("train", work, params, **outs), "--variant", variant]
 
 
 @pytest.fixture(scope="module")

@@ -319,8 +319,7 @@ def train_all(
     status: dict[str, str] = {}
     for name in names:
         spec = params.train[name]
-        manifest = load_prepared(prepared_root / spec.dataset, splits=()).manifest
-        digest = Prepared(manifest, {}).digest
+        digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest only
         fingerprint = variant_fingerprint(params, name, digest, code, device)
         model_dir, history_path = models_root / name, history_root / f"{name}.json"
         seen = record.get(name)
