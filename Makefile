@@ -11,7 +11,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline test ui bench compare venv clean-venv
+.PHONY: pipeline test ui bench compare deps venv clean-venv
 
 venv: $(STAMP)
 
@@ -32,11 +32,16 @@ test: $(STAMP)  ## the default test suite (offline; includes real end-to-end dvc
 ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-$(STORE)}" --host 127.0.0.1 --port $(PORT) --workers 1
 
-compare: pipeline  ## what CI says on a pull request: params and metrics diff against BASE, the report
-	python scripts/compare.py --base $(BASE) --out compare.md
+# RTOL / ATOL override the default tolerance (make compare RTOL=1e-3); the curves of the changed
+# variants go to compare/<variant>.png.
+compare: pipeline  ## what CI says on a pull request: params, metrics beyond rounding and curves against BASE, the report
+	python scripts/compare.py --base $(BASE) --out compare.md $(if $(RTOL),--rtol $(RTOL)) $(if $(ATOL),--atol $(ATOL))
 
 bench: $(STAMP)  ## speed ratios measured in one run (see issue #6)
 	python -m dlbasics.bench --out reports/bench.json
+
+deps: $(STAMP)  ## declare in dvc.yaml exactly the project files each stage executes
+	python -m dlbasics.codedeps --write dvc.yaml
 
 clean-venv:
 	rm -rf $(VENV)

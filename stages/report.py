@@ -45,8 +45,12 @@ def main(argv=None) -> None:
     # between clones of the same content.
     environment = {**package_versions(), "device (setting)": params.runtime.device,
                    "threads": params.runtime.threads}
+    drawn = {kind: {p.stem: p.read_bytes() for p in sorted((args.figures / kind).glob("*.png"))}
+             for kind in ("curves", "confusion")}
     write_text_atomic(args.html, render_html(params, metrics, series, selection, details,
-                                             histories, pngs, environment, manifests=manifests))
+                                             histories, pngs, environment, manifests=manifests,
+                                             curves=drawn["curves"],
+                                             confusions=drawn["confusion"]))
     log_report_run(params, [args.html, args.out, args.metrics])
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `train`: train the variants of `train:` in params (those not already up to date)."""
+"""DVC stage `train`: train and evaluate the variants of `train:` in params (those not already
+up to date; see dlbasics.variants)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from dlbasics.cli import run_stage
 from dlbasics.config import load_params
-from dlbasics.experiment import train_all
+from dlbasics.variants import train_all
 
 
 def main(argv=None) -> None:
@@ -23,8 +24,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     status = train_all(params, args.data, args.out, args.history, only=args.variant)
-    done = [name for name, s in status.items() if s == "trained"]
-    print(f"train: {len(done)} trained, {len(status) - len(done)} up to date")
+    counts = {s: sum(v == s for v in status.values()) for s in ("trained", "up to date",
+                                                                 "evaluated")}
+    print(f"train: {counts['trained']} trained, {counts['up to date']} up to date, "
+          f"{counts['evaluated']} evaluated again")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from conftest import make_project, run
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("linreg", "softmax", "mlp")
-ALL_STAGES = ("generate", "prepare", "train", "select", "evaluate", "report")
+ALL_STAGES = ("generate", "prepare", "train", "select", "collect", "report")
 
 
 def ran(proc) -> set[str]:
@@ -127,7 +127,7 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
         )
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
         assert steps == [1, 2, 3]
-        assert any(k.startswith("test_") for k in r.data.metrics), "evaluate logged no test_*"
+        assert any(k.startswith("test_") for k in r.data.metrics), "no test_* in the run"
         if v != "linreg":
             assert [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")] == [
                 1, 2, 3,
@@ -191,16 +191,16 @@ def test_second_repro_does_nothing_and_logs_nothing(repro):
     assert len(runs_of(proj, variants_only=False)) == n_runs
 
 
-def test_editing_one_variant_retrains_only_it_then_evaluate_and_report(repro):
+def test_editing_one_variant_retrains_only_it_then_collect_and_report(repro):
     proj, _ = repro
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["train"]["softmax"]["optimizer"]["lr"] = 0.05
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     old = digest_tree(proj / "data/models/mlp", proj / "data/models/linreg")
     proc = run(["dvc", "repro"], proj)
-    assert ran(proc) == {"train", "evaluate", "report"}
+    assert ran(proc) == {"train", "collect", "report"}
     assert "train mlp: up to date" in proc.stdout and "train linreg: up to date" in proc.stdout
-    assert "train: 1 trained, 2 up to date" in proc.stdout
+    assert "train: 1 trained, 2 up to date, 0 evaluated again" in proc.stdout
     assert digest_tree(proj / "data/models/mlp", proj / "data/models/linreg") == old
     softmax_runs = [r for r in runs_of(proj) if r.data.tags["variant"] == "softmax"]
     assert sorted(r.data.params["optimizer.lr"] for r in softmax_runs) == ["0.05", "0.1"]
@@ -254,17 +254,15 @@ def test_a_second_clone_reproduces_every_output_to_the_bit(repro, tmp_path):
 
 
 def test_figures_are_logged_once_and_the_run_keeps_its_status(tmp_path):
-    """finish_runs' figure logging, without a repro: a figure the run holds is not logged again
-    (a re-run evaluate adds only what is missing), and the run stays FINISHED."""
-    from dlbasics.evaluation import _log_figures, variant_figures
+    """log_evaluation's figure logging, without a repro: a figure the run holds is not logged
+    again (a re-evaluation adds only what is missing), and the run stays FINISHED."""
+    from dlbasics.evaluation import _log_figures
+    from dlbasics.figures import confusion_png, curves_png
 
-    (tmp_path / "history").mkdir()
-    (tmp_path / "history/v.json").write_text(json.dumps(
-        [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10}
-         for e in (1, 2)]))
-    details = {"v": {"confusion_matrix": [[3, 1], [0, 4]], "class_names": ["a", "b"]}}
-    figs = variant_figures("v", tmp_path / "history", tmp_path / "no-figures", details)
-    assert set(figs) == {"curves.png", "confusion.png"}
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10}
+               for e in (1, 2)]
+    figs = {"curves.png": curves_png("v", history),
+            "confusion.png": confusion_png([[3, 1], [0, 4]], ["a", "b"], "v")}
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in figs.values())
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

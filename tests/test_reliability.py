@@ -38,7 +38,7 @@ from dlbasics.cli import run_stage
 
 # The exit codes are the contract with DVC and users: restated here, not imported.
 EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
-STAGES = ("generate", "prepare", "train", "select", "evaluate", "report")  # of dvc.yaml
+STAGES = ("generate", "prepare", "train", "select", "collect", "report")  # of dvc.yaml
 # The repository's params.yaml, with its YAML aliases unshared (a JSON round trip), so that
 # mutating one variant never mutates the variants merged from it.
 BASE = json.loads(json.dumps(yaml.safe_load((REPO / "params.yaml").read_text())))
@@ -70,7 +70,7 @@ def free_port() -> int:
 
 def tiny(params: dict) -> dict:
     """linreg on the synthetic set, one epoch; `base` (a linreg twin) is what select tunes,
-    so editing linreg retrains linreg only, then evaluate and report run."""
+    so editing linreg retrains linreg only, then collect and report run."""
     linreg = {**params["train"]["linreg"], "epochs": 1}
     params["train"] = {"linreg": linreg, "base": copy.deepcopy(linreg)}
     params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}
@@ -675,7 +675,7 @@ def test_the_whole_pipeline_logs_to_a_real_server(server, served):
     for v in ("linreg", "base"):
         (r,) = by_variant[v]
         assert r.info.status == "FINISHED"
-        assert "val_loss" in r.data.metrics and "test_loss" in r.data.metrics  # train, evaluate
+        assert "val_loss" in r.data.metrics and "test_loss" in r.data.metrics  # training, evaluation
         assert r.data.tags["dvc_stage"] == "train"
     assert all(r.info.status == "FINISHED" for r in by_variant["select"])
     assert not (served / "mlflow.db").exists(), "a stage logged to the local store instead"
@@ -766,7 +766,7 @@ def test_four_queued_experiments_two_at_a_time_all_reach_mlflow(served):
     run(["git", "commit", "-qm", "reproduced"], proj)
     lrs = ["0.01", "0.02", "0.04", "0.05"]
     for lr in lrs:
-        # (no model logging: evaluate does not depend on `tracking`, and it saves minutes)
+        # (no model logging: it saves minutes)
         run(["dvc", "exp", "run", "--queue", "-S", f"train.linreg.optimizer.lr={lr}",
              "-S", "tracking.log_models=false"], proj)
     run(["dvc", "queue", "start", "-j", "2"], proj)
@@ -790,7 +790,7 @@ def test_four_queued_experiments_two_at_a_time_all_reach_mlflow(served):
     for r in queued:
         assert r.info.status == "FINISHED"
         assert "val_loss" in r.data.metrics, "train logged no metrics"
-        assert "test_loss" in r.data.metrics, "evaluate did not reach the experiment's run"
+        assert "test_loss" in r.data.metrics, "evaluation did not reach the experiment's run"
     assert len({r.data.tags["dvc_exp_name"] for r in queued}) == len(lrs)
     assert len({r.data.metrics["val_loss"] for r in queued}) == len(lrs)
 

@@ -1,4 +1,4 @@
-"""The train stage's per-variant reuse (experiment.train_all), in process, on a real sqlite
+"""The train stage's per-variant reuse (variants.train_all), in process, on a real sqlite
 MLflow store: what is retrained, what is skipped, and that skipping never keeps stale or
 damaged files. (The DVC side, one stage re-run and one new run, is in test_pipeline_e2e.)"""
 
@@ -13,7 +13,7 @@ import mlflow
 import pytest
 import yaml
 
-from dlbasics import experiment
+from dlbasics import codedeps, variants
 from dlbasics.config import ConfigError, load_params
 from dlbasics.data import generate_all, prepare_all
 
@@ -64,7 +64,7 @@ def proj(tmp_path, prepared, monkeypatch):
 
 
 def train(proj: Path, prepared: Path, params, only=None) -> dict[str, str]:
-    return experiment.train_all(params, prepared, proj / "models", proj / "history", only=only)
+    return variants.train_all(params, prepared, proj / "models", proj / "history", only=only)
 
 
 def n_runs(proj: Path, variant: str) -> int:
@@ -106,11 +106,51 @@ def test_a_damaged_or_missing_file_is_retrained_back_to_the_same_bytes(proj, pre
     assert digests(proj / "models", proj / "history") == first  # deterministic: same bytes
 
 
-def test_new_code_retrains_everything(proj, prepared, monkeypatch):
+def test_new_training_code_retrains_everything_new_evaluation_code_only_evaluates(
+        proj, prepared, monkeypatch):
     params = write(proj, small())
     train(proj, prepared, params)
-    monkeypatch.setattr(experiment, "code_sha256", lambda: "0" * 64)  # as after an edit
+    real = codedeps.code_digest
+
+    def edited(*modules):  # as after an edit of a module that the given closure holds
+        return "0" * 64 if modules == edited.which else real(*modules)
+
+    monkeypatch.setattr(variants, "code_digest", edited)
+    edited.which = variants.EVALUATION_CODE
+    assert set(train(proj, prepared, params).values()) == {"evaluated"}
+    assert [n_runs(proj, v) for v in "abc"] == [1, 1, 1]  # added to the runs that trained
+    edited.which = variants.TRAINING_CODE
     assert set(train(proj, prepared, params).values()) == {"trained"}
+
+
+def test_runtime_and_report_only_settings_retrain_nothing(proj, prepared):
+    params = write(proj, small())
+    train(proj, prepared, params)
+    first = digests(proj / "models", proj / "history")
+    edited = small()
+    edited["runtime"]["threads"] = 1
+    edited["runtime"]["device"] = "cpu"
+    edited["train"]["a"]["series"] = {"name": "s", "x": 1.0}
+    assert set(train(proj, prepared, write(proj, edited)).values()) == {"up to date"}
+    assert digests(proj / "models", proj / "history") == first
+
+
+def test_evaluation_settings_reevaluate_without_retraining(proj, prepared):
+    params = write(proj, small())
+    train(proj, prepared, params)
+    first = digests(proj / "models", proj / "history")
+    edited = small()
+    edited["evaluate"]["zero_tol"] = 10.0  # n_near_zero of the linear models' weights
+    assert set(train(proj, prepared, write(proj, edited)).values()) == {"evaluated"}
+    now = digests(proj / "models", proj / "history")
+    changed = {k for k in first if first[k] != now.get(k)}
+    assert changed == {"models/.trained.json", *(f"models/{v}/eval/metrics.json" for v in "abc")}
+    metrics = json.loads((proj / "models/a/eval/metrics.json").read_text())
+    assert metrics["n_near_zero"] == 2.0  # |w| near (2, 3.4): both below 10
+    assert [n_runs(proj, v) for v in "abc"] == [1, 1, 1]
+    run = mlflow.search_runs(experiment_names=[BASE["tracking"]["experiment"]],
+                             filter_string="tags.variant = 'a'", output_format="list")[0]
+    assert run.data.metrics["n_near_zero"] == 2.0
 
 
 def test_a_removed_variant_loses_its_files_and_only_trains_the_named(proj, prepared):

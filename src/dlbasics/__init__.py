@@ -1,0 +1,1 @@
+"""dlbasics: the basics of deep learning as a reproducible DVC + MLflow + PyTorch pipeline."""

@@ -6,11 +6,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from dlbasics.config import ConfigError
-from dlbasics.data import DataError
-from dlbasics.errors import Terminated
-from dlbasics.tracking import TrackingError
-from dlbasics.training import DivergenceError
+from dlbasics.errors import ConfigError, DataError, DivergenceError, Terminated, TrackingError
 
 EXIT_CONFIG = 2  # bad params: nothing was written
 EXIT_DATA = 3  # missing, truncated or altered data files

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-
-class ConfigError(Exception):
-    """A params file that cannot be used; the message is one line ready for the user."""
+from dlbasics.errors import ConfigError  # noqa: F401 - re-exported: config.ConfigError
 
 
 class Strict(BaseModel):
@@ -359,6 +357,14 @@ class VariantSpec(Strict):
     # them, and paired differences between variants that list the same seeds.
     seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**31)]],
                      Field(min_length=2, max_length=100)] | None = None
+
+    # Keys that only place a variant in the report: editing them retrains and re-evaluates
+    # nothing (the train stage's fingerprint leaves them out).
+    REPORT_ONLY: ClassVar[frozenset[str]] = frozenset({"series"})
+
+    def training_settings(self) -> dict[str, Any]:
+        """The settings its trained files depend on, as JSON: every key but the report-only."""
+        return self.model_dump(mode="json", exclude=set(self.REPORT_ONLY))
 
     @model_validator(mode="after")
     def _solver_fits(self) -> VariantSpec:

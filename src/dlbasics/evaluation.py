@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbasics import tracking
 from dlbasics.config import Params, VariantSpec
 from dlbasics.data import DataError, Prepared
 from dlbasics.experiment import load_variant_data
@@ -183,109 +182,67 @@ def displayable(X: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
     return X * np.asarray(undo["scale"], dtype=np.float32) + np.asarray(undo["offset"], np.float32)
 
 
-def evaluated_names(params: Params, models_root: Path) -> list[str]:
-    """Every variant, and `select` (the refitted winner of the grid search) when configured."""
-    return [*params.train, *(["select"] if params.select is not None else [])]
+def evaluate_model(
+    params: Params, name: str, prepared_root: Path, model_dir: Path,
+    history_path: Path | None = None,
+) -> dict[str, Any]:
+    """Everything one trained model is judged by, from its files and the prepared data.
 
-
-def model_dir(models_root: Path, name: str, select_dir: Path | None = None) -> Path:
-    """Where the weights of `name` are: the train stage's models_root/<variant>, or the select
-    stage's own directory for `select`."""
-    if name == "select":
-        return select_dir if select_dir is not None else models_root.with_name("select")
-    return models_root / name
-
-
-def evaluate_all(
-    params: Params, prepared_root: Path, models_root: Path, figures_dir: Path | None = None,
-    select_dir: Path | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """(variant -> metrics, variant -> classification details) for every variant in params.
-
-    With `figures_dir`, also writes `<dataset>_samples.png` for every image dataset used and
-    `<variant>_predictions.png` for every image classifier (true / predicted labels).
+    Returns {"metrics": {"train_<m>", "test_<m>", ...}, "details": classifier details, seeds and
+    folds (no per-row predictions), "predictions": per-row (actual, predicted) of the test set
+    or None, "figures": {file name: PNG bytes}}. The figures: learning curves (from the history
+    at history_path), the test confusion matrix (classifiers), and for image classifiers the
+    first 24 test images with their labels (samples.png) and with the predictions
+    (predictions.png). Deterministic for the same files and settings.
     """
     from dlbasics import figures
-    from dlbasics.io import write_bytes_atomic
 
-    results, details = {}, {}
-    drawn: set[str] = set()
-    for name in evaluated_names(params, models_root):
-        where = model_dir(models_root, name, select_dir)
-        spec = model_spec(params, name, where)
-        data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS,
-                                 spec=spec)
-        results[name], d = evaluate_variant(params, name, data, where)
-        rep = repeated_scores(params, name, data, where)
-        if rep is not None:
-            results[name].update(repeat_summary(rep))
-            d["seeds"] = rep
-        folds = fold_scores(where)
-        if folds is not None:
-            d["folds"] = folds
-        if d:
-            details[name] = d
-        man = data.manifest
-        if figures_dir is None or not man.get("image_shape") or data.task != "classification":
-            continue
-        test = data.splits["test"]
-        shown = displayable(test.X[:24].numpy(), man)
-        if spec.dataset not in drawn:
-            drawn.add(spec.dataset)
-            write_bytes_atomic(
-                figures_dir / f"{spec.dataset}_samples.png",
-                figures.sample_grid(shown, test.y[:24].numpy(), man["class_names"],
-                                    man["image_shape"]),
-            )
-        pred = predict(load_model(params, name, where), test.X[:24]).argmax(1)
-        write_bytes_atomic(
-            figures_dir / f"{name}_predictions.png",
-            figures.prediction_grid(shown, test.y[:24].numpy(), pred.numpy(),
-                                    man["class_names"], man["image_shape"]),
-        )
-    return results, details
-
-
-def write_predictions(details: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Move each classifier's per-row predictions out of `details` into out_dir/<variant>.json."""
-    from dlbasics.io import write_json_atomic
-
-    for name, d in details.items():
-        if "predictions" in d:
-            write_json_atomic(out_dir / f"{name}.json", d.pop("predictions"))
-    return details
-
-
-def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[str, list]:
-    """Variants marked with `series` grouped into named series, ordered by x."""
-    table: dict[str, list] = {}
-    for name, spec in params.train.items():
-        if spec.series is not None:
-            table.setdefault(spec.series.name, []).append(
-                {"x": spec.series.x, "variant": name, **results[name]}
-            )
-    return {k: sorted(v, key=lambda r: r["x"]) for k, v in sorted(table.items())}
-
-
-def variant_figures(name: str, history_root: Path | None, figures_root: Path | None,
-                    details: dict[str, Any]) -> dict[str, bytes]:
-    """The figures of one variant for its MLflow run, {file name: PNG bytes}: learning curves
-    (from its history), the test confusion matrix (classifiers) and the prediction grid
-    (image classifiers, drawn by evaluate)."""
-    from dlbasics.html_report import confusion_png, curves_png
-
-    out: dict[str, bytes] = {}
-    history = history_root / f"{name}.json" if history_root is not None else None
-    if history is not None and history.exists():
-        out["curves.png"] = curves_png(name, json.loads(history.read_text()))
-    d = details.get(name) or {}
+    spec = model_spec(params, name, model_dir)
+    data = load_variant_data(params, name, prepared_root / spec.dataset, splits=SCORED_SPLITS,
+                             spec=spec)
+    metrics, d = evaluate_variant(params, name, data, model_dir)
+    rep = repeated_scores(params, name, data, model_dir)
+    if rep is not None:
+        metrics.update(repeat_summary(rep))
+        d["seeds"] = rep
+    folds = fold_scores(model_dir)
+    if folds is not None:
+        d["folds"] = folds
+    predictions = d.pop("predictions", None)
+    pngs: dict[str, bytes] = {}
+    if history_path is not None and history_path.exists():
+        pngs["curves.png"] = figures.curves_png(name, json.loads(history_path.read_text()))
     if d.get("confusion_matrix"):
         classes = d.get("class_names") or [str(i) for i in range(len(d["confusion_matrix"]))]
-        out["confusion.png"] = confusion_png(d["confusion_matrix"], classes, name)
-    grid = figures_root / f"{name}_predictions.png" if figures_root is not None else None
-    if grid is not None and grid.exists():
-        out["predictions.png"] = grid.read_bytes()
-    return out
+        pngs["confusion.png"] = figures.confusion_png(d["confusion_matrix"], classes, name)
+    man = data.manifest
+    if man.get("image_shape") and data.task == "classification":
+        test = data.splits["test"]
+        shown = displayable(test.X[:24].numpy(), man)
+        pngs["samples.png"] = figures.sample_grid(shown, test.y[:24].numpy(), man["class_names"],
+                                                  man["image_shape"])
+        pred = predict(load_model(params, name, model_dir), test.X[:24]).argmax(1)
+        pngs["predictions.png"] = figures.prediction_grid(
+            shown, test.y[:24].numpy(), pred.numpy(), man["class_names"], man["image_shape"])
+    return {"metrics": metrics, "details": d, "predictions": predictions, "figures": pngs}
+
+
+def write_evaluation(model_dir: Path, ev: dict[str, Any]) -> None:
+    """evaluate_model's result into model_dir/eval/ (swapped in whole): metrics.json,
+    details.json, predictions.json (classifiers) and the figures; the collect stage reads it."""
+    from dlbasics.io import EVAL_DIR, atomic_directory, write_bytes_atomic, write_json_atomic
+
+    with atomic_directory(model_dir / EVAL_DIR) as tmp:
+        write_json_atomic(tmp / "metrics.json", ev["metrics"])
+        write_json_atomic(tmp / "details.json", ev["details"])
+        if ev["predictions"] is not None:
+            write_json_atomic(tmp / "predictions.json", ev["predictions"])
+        for fname, png in ev["figures"].items():
+            write_bytes_atomic(tmp / fname, png)
+
+
+# The figures a variant's MLflow run holds (under figures/).
+RUN_FIGURES = ("curves.png", "confusion.png", "predictions.png")
 
 
 def _log_figures(client: Any, run_id: str, figures: dict[str, bytes]) -> None:
@@ -302,48 +259,28 @@ def _log_figures(client: Any, run_id: str, figures: dict[str, bytes]) -> None:
             client.log_artifact(run_id, str(Path(tmp) / fname), "figures")
 
 
-def finish_runs(
-    params: Params, models_root: Path, results: dict[str, dict[str, float]], data_root: Path,
-    details: dict[str, Any] | None = None, history_root: Path | None = None,
-    figures_root: Path | None = None, select_dir: Path | None = None,
-) -> list[str]:
-    """Add each variant's metrics and model to the MLflow run that trained its weights.
-
-    The run is found by the sha256 of the weights, so cached variants are matched to the run that
-    produced them, and a run that already holds these values and a model gets nothing new.
-    Logging the models here, in one process, pays mlflow's environment scan once instead of
-    once per train stage. Each run also gets its figures (see variant_figures) under figures/.
-    Returns the variants whose run could not be found.
-    """
+def log_evaluation(
+    params: Params, name: str, run_id: str, model_dir: Path, prepared_root: Path,
+    ev: dict[str, Any],
+) -> None:
+    """Add one model's evaluation to the MLflow run that trained it: the metrics it does not hold
+    yet, the model (with a signature and an input example) unless logged, and the figures it
+    lacks. Works inside that run (the train stage) or on a finished one (re-evaluation)."""
     import mlflow
     from mlflow.entities import Metric
 
-    missing = []
-    client = None
-    for name, metrics in results.items():
-        where = model_dir(models_root, name, select_dir)
-        info = read_model_info(where)
-        run = tracking.find_run(
-            params.tracking.experiment, {"variant": name, "model_sha256": info["model_sha256"]}
-        )
-        if run is None:
-            missing.append(name)
-            continue
-        client = client or mlflow.MlflowClient()
-        new = {k: v for k, v in metrics.items() if run.data.metrics.get(k) != v}
-        if new:
-            stamp = int(run.info.end_time or run.info.start_time)
-            client.log_batch(
-                run.info.run_id, metrics=[Metric(k, v, stamp, 0) for k, v in new.items()]
-            )
-        if params.tracking.log_models and not run.outputs.model_outputs:
-            spec = model_spec(params, name, where)
-            data = load_variant_data(params, name, data_root / spec.dataset, splits=("test",),
-                                     spec=spec)
-            _log_model(run.info.run_id, load_model(params, name, where), data.splits["test"].X[:5])
-        _log_figures(client, run.info.run_id,
-                     variant_figures(name, history_root, figures_root, details or {}))
-    return missing
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    new = {k: v for k, v in ev["metrics"].items() if run.data.metrics.get(k) != v}
+    if new:
+        stamp = int(run.info.end_time or run.info.start_time)
+        client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in new.items()])
+    if params.tracking.log_models and not run.outputs.model_outputs:
+        spec = model_spec(params, name, model_dir)
+        data = load_variant_data(params, name, prepared_root / spec.dataset, splits=("test",),
+                                 spec=spec)
+        _log_model(run_id, load_model(params, name, model_dir), data.splits["test"].X[:5])
+    _log_figures(client, run_id, {k: v for k, v in ev["figures"].items() if k in RUN_FIGURES})
 
 
 def _log_model(run_id: str, model: torch.nn.Module, example: torch.Tensor) -> None:
@@ -354,8 +291,12 @@ def _log_model(run_id: str, model: torch.nn.Module, example: torch.Tensor) -> No
     with torch.no_grad():
         out = model(example)
     signature = infer_signature(example.numpy(), out.numpy())
+    active = mlflow.active_run()
+    inside = active is not None and active.info.run_id == run_id
     status = mlflow.MlflowClient().get_run(run_id).info.status
-    with mlflow.start_run(run_id=run_id):
+    if not inside:
+        mlflow.start_run(run_id=run_id)
+    try:
         mlflow.pytorch.log_model(
             model,
             name="model",
@@ -364,4 +305,7 @@ def _log_model(run_id: str, model: torch.nn.Module, example: torch.Tensor) -> No
             # Explicit requirements: mlflow's inference would import-scan in a subprocess.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
-    mlflow.MlflowClient().set_terminated(run_id, status=status)
+    finally:
+        if not inside:
+            mlflow.end_run()
+            mlflow.MlflowClient().set_terminated(run_id, status=status)

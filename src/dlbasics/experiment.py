@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -16,9 +12,7 @@ from torch import nn
 from dlbasics import tracking
 from dlbasics.config import Params, VariantSpec
 from dlbasics.data import Prepared, Split, load_prepared, take_features
-from dlbasics.io import (
-    atomic_directory, dumps_json, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic,
-)
+from dlbasics.io import atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic
 from dlbasics.models import build_model, state_dict_bytes
 from dlbasics.rng import derive_seed, torch_generator
 from dlbasics.runtime import configure
@@ -184,13 +178,15 @@ def _repeat_seeds(
 
 
 def train_variant(
-    params: Params, name: str, data_dir: Path, model_dir: Path, history_path: Path
+    params: Params, name: str, data_dir: Path, model_dir: Path, history_path: Path,
+    finish: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train variant `name` (see fit_variant) and track it.
 
     Writes model_dir/model.pt (state_dict), model_dir/model.json (what is needed to rebuild it)
-    and history_path (one record per epoch). Logs the run to MLflow; `evaluate` later adds the
-    test metrics and the logged model to the same run. Returns model.json's content.
+    and history_path (one record per epoch). Logs the run to MLflow; `finish(run_id)`, when
+    given, runs inside the same run once the files are written (the train stage evaluates the
+    model there). Returns model.json's content.
     """
     spec = params.train[name]
     device = configure(params.runtime)
@@ -227,7 +223,7 @@ def train_variant(
             "n_features": data.manifest["n_features"],
             "n_outputs": data.manifest["n_outputs"],
             "task": data.task,
-            "spec": spec.model_dump(mode="json"),
+            "spec": spec.training_settings(),  # the report-only keys left out
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
             "cv": cv,
@@ -244,101 +240,6 @@ def train_variant(
         write_json_atomic(history_path, history)
         # evaluate finds this run again by the digest of the weights it produced.
         mlflow.set_tag("model_sha256", info["model_sha256"])
+        if finish is not None:
+            finish(run.info.run_id)
     return info
-
-
-# ----------------------------------------------------------------------------- every variant
-
-def code_sha256() -> str:
-    """One digest of the library's source (every module of this package): what trained."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def variant_fingerprint(params: Params, name: str, dataset_sha256: str, code: str,
-                        device: torch.device) -> str:
-    """Everything a variant's trained bytes depend on, as one digest: its settings, the seed,
-    the runtime, the prepared data, the library's code and the numeric stack's versions."""
-    payload = {
-        "variant": name, "seed": params.seed, "spec": params.train[name].model_dump(mode="json"),
-        "runtime": {**params.runtime.model_dump(mode="json"), "device": device.type},
-        "dataset_sha256": dataset_sha256, "code_sha256": code,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "numpy": np.__version__},
-    }
-    return sha256_bytes(dumps_json(payload).encode())
-
-
-def _output_digests(model_dir: Path, history_path: Path) -> dict[str, str] | None:
-    """sha256 of every file a variant's training wrote, or None when one is missing."""
-    if not model_dir.is_dir() or not history_path.is_file():
-        return None
-    files = {f"model/{p.name}": sha256_file(p) for p in sorted(model_dir.iterdir()) if p.is_file()}
-    return {**files, "history": sha256_file(history_path)}
-
-
-def record_path(models_root: Path) -> Path:
-    """Where the train stage records what produced each variant's files: inside the models
-    directory (a DVC output), so the record travels with the weights through the DVC cache,
-    into `dvc exp run --temp` copies too."""
-    return models_root / ".trained.json"
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def train_all(
-    params: Params, prepared_root: Path, models_root: Path, history_root: Path,
-    only: list[str] | None = None,
-) -> dict[str, str]:
-    """Train every variant of params.train (or those in `only`) into models_root/<variant>/ and
-    history_root/<variant>.json; returns variant -> "trained" or "up to date".
-
-    A variant whose fingerprint (see variant_fingerprint) and files are exactly those recorded
-    when it was last trained here is not trained again: editing one variant in params.yaml
-    retrains that one. The record is written only after a variant's files are complete, and
-    names their digests, so a kill at any point leaves nothing that passes for up to date.
-    Outputs of variants no longer in params are removed (not with `only`).
-    The first failure stops the stage; what finished before it stays recorded.
-    """
-    device = configure(params.runtime)
-    code = code_sha256()
-    names = list(params.train) if only is None else only
-    for name in names:
-        if name not in params.train:
-            raise params.error(f"train.{name}", f"no such variant; have {sorted(params.train)}")
-    rec_path = record_path(models_root)
-    record = _read_record(rec_path)
-    status: dict[str, str] = {}
-    for name in names:
-        spec = params.train[name]
-        digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest only
-        fingerprint = variant_fingerprint(params, name, digest, code, device)
-        model_dir, history_path = models_root / name, history_root / f"{name}.json"
-        seen = record.get(name)
-        if (isinstance(seen, dict) and seen.get("fingerprint") == fingerprint
-                and seen.get("files") == _output_digests(model_dir, history_path)):
-            status[name] = "up to date"
-            print(f"train {name}: up to date (same settings, data and code as its files)")
-            continue
-        train_variant(params, name, prepared_root / spec.dataset, model_dir, history_path)
-        record[name] = {"fingerprint": fingerprint,
-                        "files": _output_digests(model_dir, history_path)}
-        write_json_atomic(rec_path, record)
-        status[name] = "trained"
-    if only is None:
-        for stale in sorted(set(record) - set(params.train)):
-            record.pop(stale)
-        for path in [*models_root.glob("*"), *history_root.glob("*.json")]:
-            gone = path.name.removesuffix(".json") not in params.train
-            if gone and not path.name.startswith("."):
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        write_json_atomic(rec_path, record)
-    return status

@@ -1,4 +1,5 @@
-"""Figures as deterministic PNG bytes (no timestamps in the file): image grids and curves.
+"""Figures as deterministic PNG bytes (no timestamps in the file): image grids, one model's
+learning curves and its confusion matrix.
 
 matplotlib is imported lazily with the non-interactive Agg backend, so importing this module
 opens no window and touches no file.
@@ -7,7 +8,8 @@ opens no window and touches no file.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+import math
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -81,3 +83,79 @@ def prediction_grid(X: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
     titles = [f"{class_names[int(t)]}\n{class_names[int(p)]}" for t, p in zip(y[:n], pred[:n])]
     colors = ["black" if t == p else "red" for t, p in zip(y[:n], pred[:n])]
     return image_grid(imgs, titles, title_colors=colors, suptitle="true / predicted")
+
+
+# ----------------------------------------------------------------------------- one model's figures
+
+_SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
+
+
+def _layout(fig) -> None:
+    # Fixed margins: tight_layout measures every label, which doubles the cost of a figure.
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.17, top=0.88, wspace=0.28)
+
+
+def _plot_splits(ax, history: Sequence[Mapping[str, Any]], what: str, label: str = "",
+                 color: str | None = None) -> bool:
+    """Draw `<split>_<what>` for train / val / test from a history; True if anything drawn."""
+    epochs = [r["epoch"] for r in history]
+    drawn = False
+    for split, style in _SPLIT_STYLE.items():
+        ys = [r.get(f"{split}_{what}") for r in history]
+        if all(y is None for y in ys):
+            continue
+        ax.plot(epochs, [math.nan if y is None else y for y in ys], linestyle=style,
+                color=color, marker="o" if len(epochs) == 1 else None, linewidth=1.2,
+                label=f"{label} {split}".strip())
+        drawn = True
+    return drawn
+
+
+def _log_if_positive(ax, histories: Iterable[Sequence[Mapping[str, Any]]], what: str) -> None:
+    values = [r[k] for h in histories for r in h for k in r
+              if k.endswith(f"_{what}") and r[k] is not None]
+    if values and min(values) > 0:
+        ax.set_yscale("log")
+
+
+def curves_png(name: str, history: Sequence[Mapping[str, Any]]) -> bytes:
+    """One variant's per-epoch loss (log scale when positive) and accuracy, train / val / test."""
+    plt = pyplot()
+    has_acc = any(k.endswith("_accuracy") for r in history for k in r)
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(7.2 if has_acc else 3.8, 2.6),
+                             squeeze=False)
+    ax = axes[0][0]
+    _plot_splits(ax, history, "loss")
+    _log_if_positive(ax, [history], "loss")
+    ax.set(xlabel="epoch", ylabel="loss", title=f"{name}: loss")
+    ax.legend(fontsize=7)
+    if has_acc:
+        ax = axes[0][1]
+        _plot_splits(ax, history, "accuracy")
+        ax.set(xlabel="epoch", ylabel="accuracy", title=f"{name}: accuracy")
+        ax.legend(fontsize=7)
+    _layout(fig)
+    return png_bytes(fig)
+
+
+def confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
+    """A confusion matrix (rows: true class, columns: predicted) with its counts."""
+    import numpy as np
+
+    plt = pyplot()
+    cm = np.asarray(matrix, dtype=float)  # (C, C)
+    c = cm.shape[0]
+    size = min(6.0, 1.6 + 0.38 * c)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    top = cm.max() if cm.size else 0
+    for i in range(c):
+        for j in range(c):
+            if cm[i, j]:
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > top / 2 else "black")
+    ax.set_xticks(range(c), [str(n) for n in class_names], fontsize=7, rotation=90 if c > 10 else 0)
+    ax.set_yticks(range(c), [str(n) for n in class_names], fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return png_bytes(fig)

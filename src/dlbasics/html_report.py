@@ -18,7 +18,10 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from dlbasics.config import DATASET_TASKS, Params
-from dlbasics.figures import png_bytes, pyplot
+from dlbasics.figures import (  # noqa: F401 - curves_png, confusion_png: re-exported
+    _SPLIT_STYLE, _layout, _log_if_positive, _plot_splits, confusion_png, curves_png, png_bytes,
+    pyplot,
+)
 from dlbasics.stats import describe_difference, paired_difference
 
 # Variant groups compared side by side (the names shipped in params.yaml).
@@ -65,15 +68,7 @@ text-align:center}img{max-width:100%}nav ol{columns:2}details{margin:.3rem 0}
 summary{cursor:pointer}p.note{color:#555;font-size:.85rem}
 """
 
-_SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
-
-
 # ----------------------------------------------------------------------------- small helpers
-
-
-def _layout(fig) -> None:
-    # Fixed margins: tight_layout measures every label, which doubles the cost of a figure.
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.17, top=0.88, wspace=0.28)
 
 
 def _text(value: Any) -> str:
@@ -164,49 +159,6 @@ def _hyper(params: Params, name: str) -> list[str]:
 # ----------------------------------------------------------------------------- plots
 
 
-def _plot_splits(ax, history: Sequence[Mapping[str, Any]], what: str, label: str = "",
-                 color: str | None = None) -> bool:
-    """Draw `<split>_<what>` for train / val / test from a history; True if anything drawn."""
-    epochs = [r["epoch"] for r in history]
-    drawn = False
-    for split, style in _SPLIT_STYLE.items():
-        ys = [r.get(f"{split}_{what}") for r in history]
-        if all(y is None for y in ys):
-            continue
-        ax.plot(epochs, [math.nan if y is None else y for y in ys], linestyle=style,
-                color=color, marker="o" if len(epochs) == 1 else None, linewidth=1.2,
-                label=f"{label} {split}".strip())
-        drawn = True
-    return drawn
-
-
-def _log_if_positive(ax, histories: Iterable[Sequence[Mapping[str, Any]]], what: str) -> None:
-    values = [r[k] for h in histories for r in h for k in r
-              if k.endswith(f"_{what}") and r[k] is not None]
-    if values and min(values) > 0:
-        ax.set_yscale("log")
-
-
-def curves_png(name: str, history: Sequence[Mapping[str, Any]]) -> bytes:
-    """One variant's per-epoch loss (log scale when positive) and accuracy, train / val / test."""
-    plt = pyplot()
-    has_acc = any(k.endswith("_accuracy") for r in history for k in r)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(7.2 if has_acc else 3.8, 2.6),
-                             squeeze=False)
-    ax = axes[0][0]
-    _plot_splits(ax, history, "loss")
-    _log_if_positive(ax, [history], "loss")
-    ax.set(xlabel="epoch", ylabel="loss", title=f"{name}: loss")
-    ax.legend(fontsize=7)
-    if has_acc:
-        ax = axes[0][1]
-        _plot_splits(ax, history, "accuracy")
-        ax.set(xlabel="epoch", ylabel="accuracy", title=f"{name}: accuracy")
-        ax.legend(fontsize=7)
-    _layout(fig)
-    return png_bytes(fig)
-
-
 def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str,
                 splits: Sequence[str] = ("train", "test")) -> bytes:
     """Several variants' curves on shared axes: one colour per variant, one line style per
@@ -266,29 +218,6 @@ def activations_png() -> bytes:
     return png_bytes(fig)
 
 
-def confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
-    """A confusion matrix (rows: true class, columns: predicted) with its counts."""
-    import numpy as np
-
-    plt = pyplot()
-    cm = np.asarray(matrix, dtype=float)  # (C, C)
-    c = cm.shape[0]
-    size = min(6.0, 1.6 + 0.38 * c)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
-    top = cm.max() if cm.size else 0
-    for i in range(c):
-        for j in range(c):
-            if cm[i, j]:
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > top / 2 else "black")
-    ax.set_xticks(range(c), [str(n) for n in class_names], fontsize=7, rotation=90 if c > 10 else 0)
-    ax.set_yticks(range(c), [str(n) for n in class_names], fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    return png_bytes(fig)
-
-
 def _symlog_x(ax, xs: Sequence[float]) -> None:
     positive = [x for x in xs if x > 0]
     if positive and min(xs) == 0:
@@ -320,11 +249,13 @@ def _overview(params: Params, metrics, histories) -> str:
                     "validation scores and losses from the last epoch of reports/history/.")
 
 
-def _learning_curves(params: Params, histories) -> str:
+def _learning_curves(params: Params, histories, curves: Mapping[str, bytes]) -> str:
     names = [n for n in params.train if histories.get(n)]
     if not names:
         return ""
-    body = "".join(_figure(curves_png(n, histories[n]), n) for n in names)
+    # Drawn beside each model by the train stage (the same function on the same history);
+    # drawn here only when missing.
+    body = "".join(_figure(curves.get(n) or curves_png(n, histories[n]), n) for n in names)
     return _section("learning-curves", body,
                     "Per-epoch loss (log scale) and accuracy; train solid, validation dotted, "
                     "test dashed.")
@@ -417,7 +348,7 @@ def _overlay_section(sid: str, group: Sequence[str], metrics, histories, intro: 
                     + _final_table(names, metrics, histories), intro)
 
 
-def _confusion(details) -> str:
+def _confusion(details, confusions: Mapping[str, bytes]) -> str:
     names = sorted(n for n, d in details.items() if d.get("confusion_matrix"))
     if not names:
         return ""
@@ -425,7 +356,7 @@ def _confusion(details) -> str:
     for n in names:
         d = details[n]
         classes = d.get("class_names") or [str(i) for i in range(len(d["confusion_matrix"]))]
-        png = confusion_png(d["confusion_matrix"], classes, n)
+        png = confusions.get(n) or confusion_png(d["confusion_matrix"], classes, n)
         rows = [[c, s.get("precision"), s.get("recall"), s.get("f1"), s.get("support")]
                 for c, s in ((c, d.get("per_class", {}).get(str(c), {})) for c in classes)]
         for avg in ("macro_avg", "weighted_avg"):
@@ -650,6 +581,8 @@ def render_html(
     figures: Mapping[str, bytes] | None = None,
     environment: Mapping[str, Any] | None = None,
     manifests: Mapping[str, Mapping[str, Any]] | None = None,
+    curves: Mapping[str, bytes] | None = None,
+    confusions: Mapping[str, bytes] | None = None,
 ) -> str:
     """The whole report as one HTML page (str), deterministic for the same inputs.
 
@@ -657,7 +590,8 @@ def render_html(
     reports/series.json; selection: reports/selection.json rows (configuration x fold);
     details: reports/details.json; histories: {variant: reports/history/<variant>.json
     records}; figures: {file name: PNG bytes}; environment: {label: value} (package versions,
-    device, threads, git commit); manifests: {dataset: prepared manifest.json}.
+    device, threads, git commit); manifests: {dataset: prepared manifest.json}; curves and
+    confusions: {variant: PNG bytes} already drawn (reports/figures/curves, .../confusion).
     """
     series, selection, details = series or {}, selection or [], details or {}
     figures, environment, manifests = figures or {}, environment or {}, manifests or {}
@@ -667,7 +601,7 @@ def render_html(
     act_intro = _figure(act_png, "the four activations and their derivatives") if act_png else ""
     parts = [
         _overview(params, metrics, histories),
-        _learning_curves(params, histories),
+        _learning_curves(params, histories, curves or {}),
         _fitting(params, metrics, histories),
         _weight_decay(series),
         _sparsity(params, metrics),
@@ -680,7 +614,7 @@ def render_html(
                          "The same MLP trained by each optimiser."),
         _overlay_section("initialisations", INITS, metrics, histories,
                          "The same MLP from each initialisation."),
-        _confusion(details),
+        _confusion(details, confusions or {}),
         _top_k(metrics),
         _multilabel(params, metrics),
         _selection(selection, metrics.get("select", {})),

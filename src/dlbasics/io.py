@@ -19,6 +19,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+# A model directory's evaluation files (written by `evaluation`, gathered by `collect`).
+EVAL_DIR = "eval"
+
 
 def _remove_stale(path: Path) -> None:
     """Remove temporary siblings of `path` left by a writer that was killed (kill -9 gives no

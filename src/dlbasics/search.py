@@ -8,6 +8,7 @@ from typing import Any
 from dlbasics import tracking
 from dlbasics.config import Params
 from dlbasics.data import load_prepared
+from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
 from dlbasics.io import atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic
 from dlbasics.models import state_dict_bytes
 from dlbasics.runtime import configure
@@ -19,8 +20,9 @@ def _label(values: dict[str, Any]) -> str:
 
 
 def select(params: Params, prepared_root: Path, model_dir: Path, table_path: Path) -> dict:
-    """Run params.select; write the refitted model (model_dir), the table of every configuration
-    and fold (table_path, DVC plots data); return the chosen configuration's summary."""
+    """Run params.select; write the refitted model and its evaluation (model_dir), the table of
+    every configuration and fold (table_path, DVC plots data); return the chosen
+    configuration's summary."""
     import mlflow
 
     sel = params.select
@@ -58,14 +60,18 @@ def select(params: Params, prepared_root: Path, model_dir: Path, table_path: Pat
             "n_features": data.manifest["n_features"],
             "n_outputs": data.manifest["n_outputs"],
             "task": data.task,
-            "spec": spec.model_dump(mode="json"),
+            "spec": spec.training_settings(),
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
             "chosen": best,
         }
+        # The refitted model is evaluated before its directory is swapped in: weights and
+        # evaluation land together or not at all.
         with atomic_directory(model_dir) as tmp:
             write_bytes_atomic(tmp / "model.pt", blob)
             write_json_atomic(tmp / "model.json", info)
+            ev = evaluate_model(params, "select", prepared_root, tmp)
+            write_evaluation(tmp, ev)
         rows = []
         for r in table:
             for f in r.get("folds") or [{"fold": None}]:
@@ -75,4 +81,5 @@ def select(params: Params, prepared_root: Path, model_dir: Path, table_path: Pat
         mlflow.log_params({f"chosen.{k}": str(v) for k, v in best["values"].items()})
         mlflow.log_metrics({f"cv_{k}": v for k, v in best.items() if k.endswith(("_mean", "_std"))})
         mlflow.set_tag("model_sha256", info["model_sha256"])
+        log_evaluation(params, "select", parent.info.run_id, model_dir, prepared_root, ev)
     return info

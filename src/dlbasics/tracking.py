@@ -23,6 +23,8 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
+from dlbasics.errors import TrackingError  # noqa: F401 - re-exported: tracking.TrackingError
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock (and no parallel queue workers to race)
@@ -38,10 +40,6 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-
-
-class TrackingError(Exception):
-    """The tracking store cannot be used; the message is one line ready for the user."""
 
 
 def project_root(start: str | Path | None = None) -> Path:

@@ -17,17 +17,7 @@ from tqdm import tqdm
 from dlbasics import scratch
 from dlbasics.config import OptimizerSpec, PenaltySpec
 from dlbasics.data import Split
-
-
-class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, loss: float, lr: float):
-        super().__init__(
-            f"training diverged at epoch {epoch}: loss is {loss}; "
-            f"lower the learning rate (now {lr}) or standardise the inputs"
-        )
-        self.epoch, self.loss, self.lr = epoch, loss, lr
+from dlbasics.errors import DivergenceError  # noqa: F401 - re-exported: training.DivergenceError
 
 
 def _bce_with_logits() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

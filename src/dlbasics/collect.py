@@ -1,0 +1,76 @@
+"""The `collect` stage: every model's evaluation, written beside its weights by `train` and
+`select`, gathered into the DVC metrics, plots and figures files. It reads JSON and copies PNG
+bytes; it imports no torch, so it costs well under a second however many variants there are."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dlbasics.config import Params
+from dlbasics.errors import DataError
+from dlbasics.io import EVAL_DIR, atomic_directory, write_bytes_atomic, write_json_atomic
+
+
+def collected_names(params: Params) -> list[str]:
+    """Every variant, then `select` (the refitted winner of the grid search) when configured."""
+    return [*params.train, *(["select"] if params.select is not None else [])]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run the train and select stages first "
+                        "(dvc repro)") from None
+
+
+def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[str, list]:
+    """Variants marked with `series` grouped into named series, ordered by x."""
+    table: dict[str, list] = {}
+    for name, spec in params.train.items():
+        if spec.series is not None:
+            table.setdefault(spec.series.name, []).append(
+                {"x": spec.series.x, "variant": name, **results[name]}
+            )
+    return {k: sorted(v, key=lambda r: r["x"]) for k, v in sorted(table.items())}
+
+
+def collect(
+    params: Params, models_root: Path, select_dir: Path, metrics_path: Path,
+    details_path: Path, series_path: Path, figures_dir: Path, predictions_dir: Path,
+) -> dict[str, dict[str, float]]:
+    """Write reports/metrics.json ({variant: metrics}), details.json (classifier details,
+    seeds, folds), series.json, predictions/<variant>.json (per-row test predictions, for the
+    confusion plots) and figures/ (per image dataset a sample grid, per image classifier its
+    prediction grid; curves/<variant>.png and confusion/<variant>.png for the report).
+    Returns the metrics."""
+    results: dict[str, dict[str, float]] = {}
+    details: dict[str, Any] = {}
+    drawn: set[str] = set()
+    with atomic_directory(figures_dir) as figs, atomic_directory(predictions_dir) as preds:
+        for name in collected_names(params):
+            where = select_dir if name == "select" else models_root / name
+            ev = where / EVAL_DIR
+            results[name] = _read_json(ev / "metrics.json")
+            d = _read_json(ev / "details.json")
+            has_predictions = (ev / "predictions.json").is_file()
+            if d or has_predictions:
+                details[name] = d
+            if has_predictions:
+                write_bytes_atomic(preds / f"{name}.json", (ev / "predictions.json").read_bytes())
+            dataset = _read_json(where / "model.json")["spec"]["dataset"]
+            if (ev / "samples.png").is_file() and dataset not in drawn:
+                drawn.add(dataset)
+                write_bytes_atomic(figs / f"{dataset}_samples.png",
+                                   (ev / "samples.png").read_bytes())
+            for src, dst in (("predictions.png", f"{name}_predictions.png"),
+                             ("curves.png", f"curves/{name}.png"),
+                             ("confusion.png", f"confusion/{name}.png")):
+                if (ev / src).is_file():
+                    write_bytes_atomic(figs / dst, (ev / src).read_bytes())
+    write_json_atomic(metrics_path, results)
+    write_json_atomic(details_path, details)
+    write_json_atomic(series_path, series_table(params, results))
+    return results

@@ -1,0 +1,175 @@
+"""The train stage: every variant of params.train trained, evaluated beside its weights and
+tracked, skipping what is up to date.
+
+What makes a variant retrain is defined once, here (training_inputs): its own settings as DVC
+sees them (less the report-only keys), the seed, its prepared dataset's digest, the code its
+training executes (the import closure of dlbasics.experiment) and the numeric stack's versions.
+Not the runtime settings (device, threads) and not report-only keys. What makes a trained
+variant re-evaluated without retraining (evaluation_inputs): its training inputs, the
+`evaluate` settings and the code evaluation executes (the closure of dlbasics.evaluation).
+Both code sets are parts of what dvc.yaml declares for the stage (tests/test_stage_deps.py), so
+DVC and this record watch the same files.
+
+The record (`data/models/.trained.json`) lives inside the stage's DVC output, so it travels
+with the weights through the DVC cache and remotes (`dvc exp run --temp`, CI's `dvc pull`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dlbasics.codedeps import code_digest
+from dlbasics.config import Params
+from dlbasics.io import dumps_json, sha256_bytes, sha256_file, write_json_atomic
+
+TRAINING_CODE = ("dlbasics.experiment",)
+EVALUATION_CODE = ("dlbasics.evaluation",)
+RECORD = ".trained.json"
+
+
+def _versions() -> dict[str, str]:
+    import numpy as np
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "numpy": np.__version__}
+
+
+def training_inputs(params: Params, name: str, dataset_sha256: str, code_sha256: str,
+                    versions: dict[str, str]) -> dict[str, Any]:
+    """Everything variant `name`'s trained files depend on. The variant's name is one of them:
+    its dropout masks and its MLflow run derive from it."""
+    return {"variant": name, "seed": params.seed,
+            "spec": params.train[name].training_settings(),
+            "dataset_sha256": dataset_sha256, "code_sha256": code_sha256, "versions": versions}
+
+
+def evaluation_inputs(params: Params, training_fp: str, code_sha256: str) -> dict[str, Any]:
+    """Everything a trained variant's evaluation files depend on besides its trained files."""
+    return {"training": training_fp, "evaluate": params.evaluate.model_dump(mode="json"),
+            "code_sha256": code_sha256}
+
+
+def fingerprint(inputs: dict[str, Any]) -> str:
+    return sha256_bytes(dumps_json(inputs).encode())
+
+
+def record_path(models_root: Path) -> Path:
+    return models_root / RECORD
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def output_digests(model_dir: Path, history_path: Path) -> dict[str, str] | None:
+    """sha256 of every file a variant's training and evaluation wrote, None when one is
+    missing."""
+    if not model_dir.is_dir() or not history_path.is_file():
+        return None
+    files = {f"model/{p.relative_to(model_dir).as_posix()}": sha256_file(p)
+             for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    return {**files, "history": sha256_file(history_path)}
+
+
+def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
+                history_path: Path) -> None:
+    """Evaluate a trained variant again (new `evaluate` settings or evaluation code) and add
+    the result to the MLflow run that trained its weights."""
+    from dlbasics import tracking
+    from dlbasics.evaluation import evaluate_model, log_evaluation, read_model_info, write_evaluation
+
+    ev = evaluate_model(params, name, prepared_root, model_dir, history_path)
+    write_evaluation(model_dir, ev)
+    sha = read_model_info(model_dir)["model_sha256"]
+    run = tracking.find_run(params.tracking.experiment, {"variant": name, "model_sha256": sha})
+    if run is None:
+        print(f"train {name}: no MLflow run holds its weights; its evaluation is only in "
+              f"{model_dir}")
+        return
+    log_evaluation(params, name, run.info.run_id, model_dir, prepared_root, ev)
+
+
+def train_all(
+    params: Params, prepared_root: Path, models_root: Path, history_root: Path,
+    only: list[str] | None = None,
+) -> dict[str, str]:
+    """Train and evaluate every variant of params.train (or those in `only`) into
+    models_root/<variant>/ (weights, model.json, eval/) and history_root/<variant>.json;
+    returns variant -> "trained", "evaluated" or "up to date".
+
+    A variant whose training fingerprint and files match the record is not trained again; if
+    its evaluation fingerprint matches too, it is not evaluated again either. The record is
+    written after a variant's files are complete and names their digests, so a kill at any
+    point leaves nothing that passes for up to date. Outputs of variants no longer in params
+    are removed (not with `only`). The first failure stops the stage; what finished before it
+    stays recorded.
+    """
+    from dlbasics.data import load_prepared
+
+    names = list(params.train) if only is None else only
+    for name in names:
+        if name not in params.train:
+            raise params.error(f"train.{name}", f"no such variant; have {sorted(params.train)}")
+    training_code, evaluation_code = code_digest(*TRAINING_CODE), code_digest(*EVALUATION_CODE)
+    versions = _versions()
+    rec_path = record_path(models_root)
+    record = _read_record(rec_path)
+    status: dict[str, str] = {}
+    for name in names:
+        spec = params.train[name]
+        digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest only
+        tfp = fingerprint(training_inputs(params, name, digest, training_code, versions))
+        efp = fingerprint(evaluation_inputs(params, tfp, evaluation_code))
+        model_dir, history_path = models_root / name, history_root / f"{name}.json"
+        seen = record.get(name) if isinstance(record.get(name), dict) else {}
+        files = output_digests(model_dir, history_path)
+        if files is not None and seen.get("training") == tfp and seen.get("files") == files:
+            if seen.get("evaluation") == efp:
+                status[name] = "up to date"
+                print(f"train {name}: up to date (same settings, data and code as its files)")
+                continue
+            _reevaluate(params, name, prepared_root, model_dir, history_path)
+            status[name] = "evaluated"
+            print(f"train {name}: evaluated again (evaluation settings or code changed)")
+        else:
+            _train_and_evaluate(params, name, prepared_root, model_dir, history_path)
+            status[name] = "trained"
+            print(f"train {name}: trained")
+        record[name] = {"training": tfp, "evaluation": efp,
+                        "files": output_digests(model_dir, history_path)}
+        write_json_atomic(rec_path, record)
+    if only is None:
+        for stale in sorted(set(record) - set(params.train)):
+            record.pop(stale)
+        for path in [*models_root.glob("*"), *history_root.glob("*.json")]:
+            gone = path.name.removesuffix(".json") not in params.train
+            if gone and not path.name.startswith("."):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        write_json_atomic(rec_path, record)
+    return status
+
+
+def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
+                        history_path: Path) -> None:
+    """Train variant `name` and evaluate it inside the same MLflow run, so the run holds its
+    curves, test metrics, model and figures, and its duration is the work it records."""
+    from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
+    from dlbasics.experiment import train_variant
+
+    def finish(run_id: str) -> None:
+        ev = evaluate_model(params, name, prepared_root, model_dir, history_path)
+        write_evaluation(model_dir, ev)
+        log_evaluation(params, name, run_id, model_dir, prepared_root, ev)
+
+    spec = params.train[name]
+    train_variant(params, name, prepared_root / spec.dataset, model_dir, history_path,
+                  finish=finish)

@@ -1,0 +1,183 @@
+"""DVC is the one truth about change, tested with the real `dvc` CLI in a temporary git repo.
+
+One small project (linear variants, one of them a YAML merge of another, and the two digits
+classifiers) is reproduced once; the tests then edit it in order and count, from the train
+stage's own output, what each edit retrains: a variant's hyper-parameter (that variant and
+the ones merged from it), runtime settings and report-only keys (nothing), evaluation settings
+and code (re-evaluated, not retrained), report-only modules (only `report` runs), a module
+that training executes (everything). The edit loop's result is byte-identical to a clean
+`dvc repro` of the same params.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_project, run, shrink
+
+pytestmark = pytest.mark.slow
+
+# What must be byte-identical between an edited workspace and a clean repro of its params.
+REPRODUCIBLE = ("reports/metrics.json", "reports/details.json", "reports/series.json",
+                "reports/history", "reports/figures", "reports/predictions",
+                "reports/selection.json", "reports/report.md", "reports/report.html",
+                "data/models", "data/select")
+
+
+def write_params(proj: Path, params: dict) -> None:
+    """params.yaml with `linreg: &lin` and `linreg_b: {<<: *lin, batch_size: 20}`: the merge
+    stays a merge in the file, as in the shipped params.yaml."""
+    train = params.pop("train")
+    train.pop("linreg_b", None)
+    text = yaml.safe_dump(params, sort_keys=False)
+    block = yaml.safe_dump({"train": train}, sort_keys=False)
+    block = block.replace("\n  linreg:\n", "\n  linreg: &lin\n", 1)
+    block += "  linreg_b:\n    <<: *lin\n    batch_size: 20\n"
+    (proj / "params.yaml").write_text(text + block)
+
+
+def load(proj: Path) -> dict:
+    return yaml.safe_load((proj / "params.yaml").read_text())
+
+
+def trained(proc) -> tuple[set[str], set[str], set[str]]:
+    """(trained, evaluated again, up to date) variants, from the train stage's own lines."""
+    out = proc.stdout
+    said = dict(re.findall(r"^train (\S+): (trained|evaluated again|up to date)\b", out, re.M))
+    summary = re.search(r"^train: (\d+) trained, (\d+) up to date, (\d+) evaluated again", out,
+                        re.M)
+    assert summary, out[-3000:]
+    groups = tuple({n for n, s in said.items() if s == want}
+                   for want in ("trained", "evaluated again", "up to date"))
+    assert tuple(int(summary[i]) for i in (1, 3, 2)) == tuple(len(g) for g in groups)
+    return groups
+
+
+def ran(proc) -> set[str]:
+    return {line.split("'")[1] for line in proc.stdout.splitlines()
+            if line.startswith("Running stage '")}
+
+
+def digests(proj: Path) -> dict[str, str]:
+    out = {}
+    for rel in REPRODUCIBLE:
+        root = proj / rel
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            out[f.relative_to(proj).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+ALL = {"linreg", "linreg_b", "softmax", "mlp"}
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory):
+    proj = make_project(tmp_path_factory.mktemp("change") / "proj")
+    params = load(proj)
+    params["train"]["linreg_b"] = {}
+    write_params(proj, params)
+    assert set(load(proj)["train"]) == ALL
+    run(["git", "commit", "-qam", "a merged variant"], proj)
+    first = run(["dvc", "repro"], proj)
+    assert trained(first)[0] == ALL
+    return proj
+
+
+def repro(proj: Path, *extra: str):
+    return run(["dvc", "repro", *extra], proj)
+
+
+def test_an_edit_of_a_base_variant_retrains_it_and_the_variants_merged_from_it(proj):
+    text = (proj / "params.yaml").read_text()
+    block = re.search(r"\n  linreg: &lin\n(?:    .*\n)+", text)
+    edited = block[0].replace("lr: 0.03", "lr: 0.02")
+    assert edited != block[0]
+    (proj / "params.yaml").write_text(text.replace(block[0], edited))
+    assert load(proj)["train"]["linreg_b"]["optimizer"]["lr"] == 0.02
+    proc = repro(proj)
+    assert trained(proc) == ({"linreg", "linreg_b"}, set(), {"softmax", "mlp"})
+    assert ran(proc) == {"train", "collect", "report"}
+
+    # One leaf variant alone: only it.
+    params = load(proj)
+    params["train"]["mlp"]["optimizer"]["lr"] = 0.05
+    write_params(proj, params)
+    proc = repro(proj)
+    assert trained(proc) == ({"mlp"}, set(), {"linreg", "linreg_b", "softmax"})
+
+
+def test_runtime_settings_retrain_nothing(proj):
+    params = load(proj)
+    threads = params["runtime"]["threads"]
+    params["runtime"]["threads"] = 1
+    write_params(proj, params)
+    # Not a dependency of any stage: DVC runs nothing...
+    assert ran(repro(proj)) == set()
+    # ... and the stage forced to run finds every variant up to date.
+    proc = repro(proj, "-f", "-s", "train")
+    assert trained(proc) == (set(), set(), ALL)
+    params["runtime"]["threads"] = threads  # the clean clone below trains with these
+    write_params(proj, params)
+
+
+def test_a_report_only_key_retrains_and_reevaluates_nothing(proj):
+    params = load(proj)
+    params["train"]["softmax"]["series"] = {"name": "lessons", "x": 1.0}
+    write_params(proj, params)
+    proc = repro(proj)
+    assert ran(proc) == {"train", "collect", "report"}
+    assert trained(proc) == (set(), set(), ALL)
+    series = json.loads((proj / "reports/series.json").read_text())
+    assert [r["variant"] for r in series["lessons"]] == ["softmax"]
+
+
+def test_the_edit_loop_ends_byte_identical_to_a_clean_repro(proj, tmp_path):
+    clone = make_project(tmp_path / "clone")
+    (clone / "params.yaml").write_text((proj / "params.yaml").read_text())
+    repro(clone)
+    mine, clean = digests(proj), digests(clone)
+    assert any(k.endswith("model.pt") for k in clean)
+    assert mine == clean, sorted(k for k in set(mine) | set(clean) if mine.get(k) != clean.get(k))
+
+
+def test_evaluation_settings_reevaluate_every_variant_and_retrain_none(proj):
+    params = load(proj)
+    params["evaluate"]["top_k"] = [1, 2]
+    write_params(proj, params)
+    proc = repro(proj)
+    assert trained(proc) == (set(), ALL, set())
+    metrics = json.loads((proj / "reports/metrics.json").read_text())
+    assert "test_top_2_accuracy" in metrics["mlp"] and "test_top_3_accuracy" not in metrics["mlp"]
+    # select evaluates its refit with the same settings
+    assert "test_top_2_accuracy" in metrics["select"]
+
+
+def _append(proj: Path, rel: str) -> None:
+    with open(proj / rel, "a") as fh:
+        fh.write("# an edit\n")
+
+
+def test_code_edits_rerun_what_executes_them(proj):
+    # A report-only module: only the report stage is re-run.
+    _append(proj, "src/dlbasics/reporting.py")
+    assert ran(repro(proj)) == {"report"}
+    # The stage entry points' shared module: every stage is out of date.
+    _append(proj, "src/dlbasics/cli.py")
+    status = json.loads(run(["dvc", "status", "--json"], proj).stdout)
+    assert set(status) == {"generate", "prepare", "train", "select", "collect", "report"}
+    run(["git", "checkout", "--", "src/dlbasics/cli.py"], proj)
+    # A module that evaluation executes (figures): re-evaluated, not retrained.
+    _append(proj, "src/dlbasics/figures.py")
+    proc = repro(proj)
+    assert trained(proc) == (set(), ALL, set())
+    # A module that training executes: everything retrains.
+    _append(proj, "src/dlbasics/training.py")
+    proc = repro(proj)
+    assert trained(proc) == (ALL, set(), set())
