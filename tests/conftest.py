@@ -90,3 +90,18 @@ def make_project(dest: Path, params_edit=shrink) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
+
+
+def pytest_collection_modifyitems(config, items):
+    """@pytest.mark.gpu tests run where CUDA is available; elsewhere they are skipped, with the
+    reason in `-ra`'s summary (never silently deselected)."""
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu:
+        return
+    import torch  # only when a gpu test was collected
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in gpu:
+        item.add_marker(skip)

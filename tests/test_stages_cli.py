@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -135,7 +136,11 @@ def test_generate_with_invalid_yaml_exits_2(runs, base):
     _nothing_written(r.cwd)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason="meaningful only without a CUDA device: here runtime.device: cuda is valid "
+           "(test_train_on_cuda_with_a_gpu_trains_there covers this machine)",
+)
 def test_train_on_cuda_without_a_gpu_exits_2(runs):
     r = runs["train_cuda_without_gpu"]
     assert r.returncode == EXIT_CONFIG, r.stderr
@@ -143,3 +148,60 @@ def test_train_on_cuda_without_a_gpu_exits_2(runs):
     assert "runtime.device" in line and "params.yaml" in line
     assert not (r.cwd / "data" / "models" / "linreg").exists()
     _nothing_written(r.cwd)
+
+
+def _train_stage_on(device: str, base: dict, cwd: Path) -> tuple[dict, Path, str]:
+    """The train stage as a subprocess with runtime.device `device`, on the softmax variant
+    (2 epochs) over the digits set prepared here in-process.
+    -> (the params written, the stage's model directory, the MLflow tracking URI it used)"""
+    from dlbasics.config import parse_params
+    from dlbasics.data import generate_all, prepare_all
+
+    params = copy.deepcopy(base)
+    params["runtime"]["device"] = device
+    params["data"] = {"images": base["data"]["images"]}
+    params["prepare"] = {"images": base["prepare"]["images"]}
+    params["train"] = {"softmax": {**base["train"]["softmax"], "epochs": 2}}
+    params["report"] = {"notes": {}}
+    params.pop("select", None)  # about the mlp variant, not trained here
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    parsed = parse_params(params)
+    generate_all(parsed, cwd / "data/raw")
+    prepare_all(parsed, cwd / "data/raw", cwd / "data/prepared")
+    env = _env(cwd)
+    env["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{cwd / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, str(STAGES / "train.py"), *_train_args("softmax")], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return params, cwd / "data/models/softmax", uri
+
+
+@pytest.mark.gpu
+def test_train_on_cuda_with_a_gpu_trains_there(base, tmp_path):
+    # The converse of the test above: with a GPU, runtime.device: cuda is valid, the stage
+    # resolves it to the GPU (the MLflow run's device tag) and the weights it writes are a CPU
+    # fit's to float tolerance (same initial weights and batch order, drawn on the CPU).
+    import mlflow
+
+    from dlbasics.config import parse_params
+    from dlbasics.experiment import fit_variant
+
+    params, model_dir, uri = _train_stage_on("cuda", base, tmp_path)
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["variant"] == "softmax" and len(info["final"]) > 1
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(params["tracking"]["experiment"])
+    runs = client.search_runs([exp.experiment_id], "tags.variant = 'softmax'")
+    assert [r.data.tags["device"] for r in runs] == ["cuda"]
+
+    on_gpu = torch.load(model_dir / "model.pt", weights_only=True)
+    cpu_params = parse_params({**params, "runtime": {**params["runtime"], "device": "cpu"}})
+    on_cpu, history, *_ = fit_variant(cpu_params, "softmax", tmp_path / "data/prepared/images",
+                                      torch.device("cpu"), with_cv=False)
+    assert list(on_gpu) == list(on_cpu.state_dict())
+    for k, v in on_cpu.state_dict().items():
+        assert on_gpu[k].device.type == "cpu"  # saved portable
+        torch.testing.assert_close(on_gpu[k], v, rtol=1e-3, atol=1e-4)
+    assert info["final"]["train_loss"] == pytest.approx(history[-1]["train_loss"], rel=1e-4)

@@ -114,7 +114,9 @@ def train_all(
     stays recorded.
     """
     from dlbasics.data import load_prepared
+    from dlbasics.runtime import configure
 
+    configure(params.runtime)  # a device this machine lacks is a params error, before any work
     names = list(params.train) if only is None else only
     for name in names:
         if name not in params.train:
