@@ -24,10 +24,12 @@ def main(argv=None) -> None:
     ap.add_argument("--figures", type=Path, required=True, help="figures directory")
     ap.add_argument("--predictions", type=Path, required=True,
                     help="per-row test predictions of each classifier (confusion plots)")
+    ap.add_argument("--history", type=Path, required=True,
+                    help="per-epoch histories, one JSON per variant (plots)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     metrics = collect(params, args.models, args.select, args.out, args.details, args.series,
-                      args.figures, args.predictions)
+                      args.figures, args.predictions, args.history)
     print(f"collect: {len(metrics)} models into {args.out}")
 
 

@@ -17,13 +17,11 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--data", type=Path, required=True, help="prepared data root")
     ap.add_argument("--out", type=Path, required=True, help="models root (a DVC output)")
-    ap.add_argument("--history", type=Path, required=True,
-                    help="directory of per-epoch histories, one JSON per variant (plots)")
     ap.add_argument("--variant", action="append", default=None,
                     help="train only this variant (repeatable); by hand, not from dvc.yaml")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    status = train_all(params, args.data, args.out, args.history, only=args.variant)
+    status = train_all(params, args.data, args.out, only=args.variant)
     counts = {s: sum(v == s for v in status.values()) for s in ("trained", "up to date",
                                                                  "evaluated")}
     print(f"train: {counts['trained']} trained, {counts['up to date']} up to date, "

@@ -198,3 +198,27 @@ def test_a_stale_history_of_a_removed_variant_is_left_out():
                                                  "gone_variant": _history(3, 1.0, 1.0, True)},
                        {}, {})
     assert "gone_variant" not in page and "mlp" in page
+
+
+def test_the_activation_formulas_equal_autograd_of_the_models_modules():
+    """The report draws the activations from numpy formulas (no torch in the report stage):
+    each value and derivative equals the model's own module and torch autograd on a grid that
+    includes 0, where the derivative conventions differ most."""
+    import numpy as np
+    import torch
+
+    from dlbasics.figures import ACTIVATION_FORMULAS
+    from dlbasics.models import ACTIVATIONS
+
+    assert set(ACTIVATION_FORMULAS) == set(ACTIVATIONS)
+    grid = torch.cat([torch.linspace(-6.0, 6.0, 241, dtype=torch.float64),
+                      torch.tensor([0.0, -1e-300, 1e-300], dtype=torch.float64)])
+    x = grid.requires_grad_()
+    for name, make in ACTIVATIONS.items():
+        y = make()(x)
+        (grad,) = torch.autograd.grad(y.sum(), x)  # elementwise: f'(x_i)
+        f, df = ACTIVATION_FORMULAS[name]
+        xs = x.detach().numpy()
+        np.testing.assert_allclose(f(xs), y.detach().numpy(), rtol=1e-12, atol=1e-15,
+                                   err_msg=name)
+        np.testing.assert_allclose(df(xs), grad.numpy(), rtol=1e-12, atol=1e-15, err_msg=name)

@@ -474,8 +474,7 @@ def test_runs_of_dead_processes_are_marked_killed_live_ones_left(work, mains, tm
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump(params, sort_keys=False))
         out = tmp_path / "out"
-        rc = run_stage(mains["train"], train_argv(work, path, out=out / "m",
-                                                  history=out / "h.json"))
+        rc = run_stage(mains["train"], train_argv(work, path, out=out / "m"))
         assert rc == 0, capsys.readouterr().err
         status = {k: client.get_run(v) for k, v in dict(
             dead=dead, dead_child=dead_child, alive=alive, elsewhere=elsewhere,
@@ -530,7 +529,7 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(sig, work, tmp_path, in_s
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     out = tmp_path / "out"
-    argv = train_argv(work, path, out=out / "m", history=out / "h.json")
+    argv = train_argv(work, path, out=out / "m")
     env = tool_env(MLFLOW_TRACKING_URI=in_store, PYTHONPATH=str(REPO / "src"))
     proc = subprocess.Popen([sys.executable, str(REPO / "stages/train.py"), *argv], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -599,8 +598,7 @@ def test_unreachable_tracking_server_fails_within_10_s_with_one_line(work, mains
     capsys.readouterr()
     t0 = time.monotonic()
     try:
-        rc = run_stage(mains["train"], train_argv(work, path, out=out / "m",
-                                                  history=out / "h.json"))
+        rc = run_stage(mains["train"], train_argv(work, path, out=out / "m"))
     except Exception as exc:  # noqa: BLE001 - the test says what is missing
         elapsed = time.monotonic() - t0
         assert elapsed < 10, f"took {elapsed:.1f} s to fail"

@@ -67,7 +67,7 @@ def trained(params, tmp_path_factory):
             mp.delenv(key, raising=False)
         for name in params.train:
             train_variant(params, name, root / "prepared" / params.train[name].dataset,
-                          root / "models" / name, root / "history" / f"{name}.json")
+                          root / "models" / name)
     return root, store
 
 

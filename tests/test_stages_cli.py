@@ -35,7 +35,7 @@ def _env(cwd: Path) -> dict[str, str]:
 
 def _train_args(variant: str) -> list[str]:
     return ["--params", "params.yaml", "--variant", variant, "--data", "data/prepared",
-            "--out", "data/models", "--history", "reports/history"]
+            "--out", "data/models"]
 
 
 GENERATE_ARGS = ["--params", "params.yaml", "--out", "data/raw"]

@@ -64,7 +64,7 @@ def proj(tmp_path, prepared, monkeypatch):
 
 
 def train(proj: Path, prepared: Path, params, only=None) -> dict[str, str]:
-    return variants.train_all(params, prepared, proj / "models", proj / "history", only=only)
+    return variants.train_all(params, prepared, proj / "models", only=only)
 
 
 def n_runs(proj: Path, variant: str) -> int:
@@ -76,10 +76,10 @@ def n_runs(proj: Path, variant: str) -> int:
 def test_unchanged_variants_are_skipped_and_an_edited_one_retrained(proj, prepared):
     params = write(proj, small())
     assert train(proj, prepared, params) == {"a": "trained", "b": "trained", "c": "trained"}
-    first = digests(proj / "models", proj / "history")
+    first = digests(proj / "models")
     assert train(proj, prepared, params) == {"a": "up to date", "b": "up to date",
                                              "c": "up to date"}
-    assert digests(proj / "models", proj / "history") == first
+    assert digests(proj / "models") == first
     assert [n_runs(proj, v) for v in "abc"] == [1, 1, 1]  # a skipped variant logs nothing
 
     edited = small()
@@ -87,23 +87,23 @@ def test_unchanged_variants_are_skipped_and_an_edited_one_retrained(proj, prepar
     params = write(proj, edited)
     assert train(proj, prepared, params) == {"a": "up to date", "b": "trained",
                                              "c": "up to date"}
-    now = digests(proj / "models", proj / "history")
+    now = digests(proj / "models")
     changed = {k for k in first if first[k] != now.get(k)}
     assert {k.split("/")[1] for k in changed if k.startswith("models/")} == {"b", ".trained.json"}
-    assert "history/b.json" in changed and "history/a.json" not in changed
+    assert "models/b/history.json" in changed and "models/a/history.json" not in changed
     assert [n_runs(proj, v) for v in "abc"] == [1, 2, 1]
 
 
 def test_a_damaged_or_missing_file_is_retrained_back_to_the_same_bytes(proj, prepared):
     params = write(proj, small())
     train(proj, prepared, params)
-    first = digests(proj / "models", proj / "history")
+    first = digests(proj / "models")
     weights = proj / "models/a/model.pt"
     blob = weights.read_bytes()
     weights.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
-    (proj / "history/c.json").unlink()
+    (proj / "models/c/history.json").unlink()
     assert train(proj, prepared, params) == {"a": "trained", "b": "up to date", "c": "trained"}
-    assert digests(proj / "models", proj / "history") == first  # deterministic: same bytes
+    assert digests(proj / "models") == first  # deterministic: same bytes
 
 
 def test_new_training_code_retrains_everything_new_evaluation_code_only_evaluates(
@@ -126,23 +126,23 @@ def test_new_training_code_retrains_everything_new_evaluation_code_only_evaluate
 def test_runtime_and_report_only_settings_retrain_nothing(proj, prepared):
     params = write(proj, small())
     train(proj, prepared, params)
-    first = digests(proj / "models", proj / "history")
+    first = digests(proj / "models")
     edited = small()
     edited["runtime"]["threads"] = 1
     edited["runtime"]["device"] = "cpu"
     edited["train"]["a"]["series"] = {"name": "s", "x": 1.0}
     assert set(train(proj, prepared, write(proj, edited)).values()) == {"up to date"}
-    assert digests(proj / "models", proj / "history") == first
+    assert digests(proj / "models") == first
 
 
 def test_evaluation_settings_reevaluate_without_retraining(proj, prepared):
     params = write(proj, small())
     train(proj, prepared, params)
-    first = digests(proj / "models", proj / "history")
+    first = digests(proj / "models")
     edited = small()
     edited["evaluate"]["zero_tol"] = 10.0  # n_near_zero of the linear models' weights
     assert set(train(proj, prepared, write(proj, edited)).values()) == {"evaluated"}
-    now = digests(proj / "models", proj / "history")
+    now = digests(proj / "models")
     changed = {k for k in first if first[k] != now.get(k)}
     assert changed == {"models/.trained.json", *(f"models/{v}/eval/metrics.json" for v in "abc")}
     metrics = json.loads((proj / "models/a/eval/metrics.json").read_text())
@@ -162,7 +162,6 @@ def test_a_removed_variant_loses_its_files_and_only_trains_the_named(proj, prepa
     del fewer["train"]["c"]
     assert train(proj, prepared, write(proj, fewer)) == {"a": "up to date", "b": "up to date"}
     assert sorted(p.name for p in (proj / "models").iterdir()) == [".trained.json", "a", "b"]
-    assert sorted(p.name for p in (proj / "history").iterdir()) == ["a.json", "b.json"]
     record = json.loads((proj / "models/.trained.json").read_text())
     assert sorted(record) == ["a", "b"]
 

@@ -369,7 +369,7 @@ def bench_memory(repo: Path, seed: int) -> dict[str, Any]:
             "prepare": [py, stages / "prepare.py", "--params", "params.yaml", "--raw", "data/raw",
                         "--out", "data/prepared"],
             "train": [py, stages / "train.py", "--params", "params.yaml", "--data",
-                      "data/prepared", "--out", "data/models", "--history", "reports/history"],
+                      "data/prepared", "--out", "data/models"],
         }
         env = {**os.environ, "PYTHONPATH": str(repo / "src"),
                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}

@@ -10,7 +10,7 @@ from typing import Any
 
 from dlbasics.config import Params
 from dlbasics.errors import DataError
-from dlbasics.io import EVAL_DIR, atomic_directory, write_bytes_atomic, write_json_atomic
+from dlbasics.io import EVAL_DIR, HISTORY, atomic_directory, write_bytes_atomic, write_json_atomic
 
 
 def collected_names(params: Params) -> list[str]:
@@ -24,6 +24,13 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise DataError(f"{path}: missing; run the train and select stages first "
                         "(dvc repro)") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run the train stage first (dvc repro)") from None
 
 
 def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[str, list]:
@@ -40,16 +47,22 @@ def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[s
 def collect(
     params: Params, models_root: Path, select_dir: Path, metrics_path: Path,
     details_path: Path, series_path: Path, figures_dir: Path, predictions_dir: Path,
+    history_dir: Path,
 ) -> dict[str, dict[str, float]]:
     """Write reports/metrics.json ({variant: metrics}), details.json (classifier details,
     seeds, folds), series.json, predictions/<variant>.json (per-row test predictions, for the
     confusion plots) and figures/ (per image dataset a sample grid, per image classifier its
-    prediction grid; curves/<variant>.png and confusion/<variant>.png for the report).
+    prediction grid; curves/<variant>.png and confusion/<variant>.png for the report) and
+    history/<variant>.json (per-epoch records of each variant's final fit, DVC plots data).
     Returns the metrics."""
     results: dict[str, dict[str, float]] = {}
     details: dict[str, Any] = {}
     drawn: set[str] = set()
-    with atomic_directory(figures_dir) as figs, atomic_directory(predictions_dir) as preds:
+    with (atomic_directory(figures_dir) as figs, atomic_directory(predictions_dir) as preds,
+          atomic_directory(history_dir) as hist):
+        for name in params.train:
+            write_bytes_atomic(hist / f"{name}.json",
+                               _read_bytes(models_root / name / HISTORY))
         for name in collected_names(params):
             where = select_dir if name == "select" else models_root / name
             ev = where / EVAL_DIR

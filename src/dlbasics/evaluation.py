@@ -13,6 +13,7 @@ import torch
 from dlbasics.config import Params, VariantSpec
 from dlbasics.data import DataError, Prepared
 from dlbasics.experiment import load_variant_data
+from dlbasics.io import HISTORY
 from dlbasics.metrics import (
     binary_metrics,
     classification_details,
@@ -182,16 +183,14 @@ def displayable(X: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
     return X * np.asarray(undo["scale"], dtype=np.float32) + np.asarray(undo["offset"], np.float32)
 
 
-def evaluate_model(
-    params: Params, name: str, prepared_root: Path, model_dir: Path,
-    history_path: Path | None = None,
-) -> dict[str, Any]:
+def evaluate_model(params: Params, name: str, prepared_root: Path, model_dir: Path
+                   ) -> dict[str, Any]:
     """Everything one trained model is judged by, from its files and the prepared data.
 
     Returns {"metrics": {"train_<m>", "test_<m>", ...}, "details": classifier details, seeds and
     folds (no per-row predictions), "predictions": per-row (actual, predicted) of the test set
-    or None, "figures": {file name: PNG bytes}}. The figures: learning curves (from the history
-    at history_path), the test confusion matrix (classifiers), and for image classifiers the
+    or None, "figures": {file name: PNG bytes}}. The figures: learning curves (from the
+    model directory's history.json, when it has one), the test confusion matrix (classifiers), and for image classifiers the
     first 24 test images with their labels (samples.png) and with the predictions
     (predictions.png). Deterministic for the same files and settings.
     """
@@ -210,8 +209,9 @@ def evaluate_model(
         d["folds"] = folds
     predictions = d.pop("predictions", None)
     pngs: dict[str, bytes] = {}
-    if history_path is not None and history_path.exists():
-        pngs["curves.png"] = figures.curves_png(name, json.loads(history_path.read_text()))
+    history = model_dir / HISTORY
+    if history.exists():
+        pngs["curves.png"] = figures.curves_png(name, json.loads(history.read_text()))
     if d.get("confusion_matrix"):
         classes = d.get("class_names") or [str(i) for i in range(len(d["confusion_matrix"]))]
         pngs["confusion.png"] = figures.confusion_png(d["confusion_matrix"], classes, name)

@@ -12,7 +12,9 @@ from torch import nn
 from dlbasics import tracking
 from dlbasics.config import Params, VariantSpec
 from dlbasics.data import Prepared, Split, load_prepared, take_features
-from dlbasics.io import atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic
+from dlbasics.io import (
+    HISTORY, atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic,
+)
 from dlbasics.models import build_model, state_dict_bytes
 from dlbasics.rng import derive_seed, torch_generator
 from dlbasics.runtime import configure
@@ -178,13 +180,13 @@ def _repeat_seeds(
 
 
 def train_variant(
-    params: Params, name: str, data_dir: Path, model_dir: Path, history_path: Path,
+    params: Params, name: str, data_dir: Path, model_dir: Path,
     finish: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train variant `name` (see fit_variant) and track it.
 
     Writes model_dir/model.pt (state_dict), model_dir/model.json (what is needed to rebuild it)
-    and history_path (one record per epoch). Logs the run to MLflow; `finish(run_id)`, when
+    and model_dir/history.json (one record per epoch). Logs the run to MLflow; `finish(run_id)`, when
     given, runs inside the same run once the files are written (the train stage evaluates the
     model there). Returns model.json's content.
     """
@@ -237,7 +239,7 @@ def train_variant(
             for seed, (blob_s, _) in repeats.items():
                 write_bytes_atomic(tmp / f"seed_{seed}.pt", blob_s)
             write_json_atomic(tmp / "model.json", info)
-        write_json_atomic(history_path, history)
+            write_json_atomic(tmp / HISTORY, history)
         # evaluate finds this run again by the digest of the weights it produced.
         mlflow.set_tag("model_sha256", info["model_sha256"])
         if finish is not None:

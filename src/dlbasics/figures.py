@@ -89,6 +89,23 @@ def prediction_grid(X: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
 
 _SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
 
+_LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default negative slope
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# The hidden-unit functions of models.ACTIVATIONS as numpy formulas: name -> (f, f'). At 0 the
+# derivatives take torch autograd's values (relu 0, leaky_relu the slope).
+ACTIVATION_FORMULAS = {
+    "relu": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float)),
+    "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * (1.0 - _sigmoid(x))),
+    "tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
+    "leaky_relu": (lambda x: np.where(x > 0, x, _LEAKY_SLOPE * x),
+                   lambda x: np.where(x > 0, 1.0, _LEAKY_SLOPE)),
+}
+
 
 def _layout(fig) -> None:
     # Fixed margins: tight_layout measures every label, which doubles the cost of a figure.

@@ -195,22 +195,21 @@ def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str
 
 
 def activations_png() -> bytes:
-    """relu, sigmoid, tanh and leaky_relu (the modules the models use) and their derivatives,
-    the derivatives computed by torch autograd on x in [-6, 6]."""
-    import torch
+    """relu, sigmoid, tanh and leaky_relu and their derivatives on x in [-6, 6], from
+    figures.ACTIVATION_FORMULAS (checked against torch autograd of the models' own modules by
+    tests/test_html_report.py; numpy here keeps torch out of the report stage)."""
+    import numpy as np
 
-    from dlbasics.models import ACTIVATIONS as MODULES
+    from dlbasics.figures import ACTIVATION_FORMULAS
 
     plt = pyplot()
-    x = torch.linspace(-6.0, 6.0, 241, dtype=torch.float64, requires_grad=True)  # (241,)
+    x = np.linspace(-6.0, 6.0, 241)  # (241,)
     fig, (ax_f, ax_d) = plt.subplots(1, 2, figsize=(8.4, 3.0))
-    for name, make in MODULES.items():
-        y = make()(x)
-        (grad,) = torch.autograd.grad(y.sum(), x)  # elementwise: d sum(f(x)) / dx_i = f'(x_i)
-        ax_f.plot(x.detach().numpy(), y.detach().numpy(), label=name, linewidth=1.2)
-        ax_d.plot(x.detach().numpy(), grad.numpy(), label=name, linewidth=1.2)
+    for name, (f, df) in ACTIVATION_FORMULAS.items():
+        ax_f.plot(x, f(x), label=name, linewidth=1.2)
+        ax_d.plot(x, df(x), label=name, linewidth=1.2)
     ax_f.set(xlabel="x", ylabel="f(x)", title="activation")
-    ax_d.set(xlabel="x", ylabel="f'(x)", title="derivative (autograd)")
+    ax_d.set(xlabel="x", ylabel="f'(x)", title="derivative")
     for ax in (ax_f, ax_d):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
@@ -608,7 +607,8 @@ def render_html(
         _overlay_section("dropout", DROPOUT, metrics, histories,
                          "The same network with and without dropout; train solid, test dashed."),
         _overlay_section("activations", ACTIVATIONS, metrics, histories,
-                         "The four hidden-unit functions and their derivatives (torch autograd), "
+                         "The four hidden-unit functions and their derivatives (analytic, equal to "
+                         "torch autograd's), "
                          "then the same MLP trained with each.", extra=act_intro),
         _overlay_section("optimisers", OPTIMISERS, metrics, histories,
                          "The same MLP trained by each optimiser."),

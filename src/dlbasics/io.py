@@ -19,8 +19,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-# A model directory's evaluation files (written by `evaluation`, gathered by `collect`).
+# In a model directory: its evaluation files (written by `evaluation`, gathered by `collect`)
+# and the per-epoch history of its final fit (written by `experiment`, gathered by `collect`).
 EVAL_DIR = "eval"
+HISTORY = "history.json"
 
 
 def _remove_stale(path: Path) -> None:

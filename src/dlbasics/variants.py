@@ -70,24 +70,22 @@ def _read_record(path: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
-def output_digests(model_dir: Path, history_path: Path) -> dict[str, str] | None:
-    """sha256 of every file a variant's training and evaluation wrote, None when one is
-    missing."""
-    if not model_dir.is_dir() or not history_path.is_file():
+def output_digests(model_dir: Path) -> dict[str, str] | None:
+    """sha256 of every file a variant's training and evaluation wrote (all in its model
+    directory), None when there is none."""
+    if not model_dir.is_dir():
         return None
-    files = {f"model/{p.relative_to(model_dir).as_posix()}": sha256_file(p)
-             for p in sorted(model_dir.rglob("*")) if p.is_file()}
-    return {**files, "history": sha256_file(history_path)}
+    return {p.relative_to(model_dir).as_posix(): sha256_file(p)
+            for p in sorted(model_dir.rglob("*")) if p.is_file()}
 
 
-def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
-                history_path: Path) -> None:
+def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path) -> None:
     """Evaluate a trained variant again (new `evaluate` settings or evaluation code) and add
     the result to the MLflow run that trained its weights."""
     from dlbasics import tracking
     from dlbasics.evaluation import evaluate_model, log_evaluation, read_model_info, write_evaluation
 
-    ev = evaluate_model(params, name, prepared_root, model_dir, history_path)
+    ev = evaluate_model(params, name, prepared_root, model_dir)
     write_evaluation(model_dir, ev)
     sha = read_model_info(model_dir)["model_sha256"]
     run = tracking.find_run(params.tracking.experiment, {"variant": name, "model_sha256": sha})
@@ -99,12 +97,10 @@ def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
 
 
 def train_all(
-    params: Params, prepared_root: Path, models_root: Path, history_root: Path,
-    only: list[str] | None = None,
+    params: Params, prepared_root: Path, models_root: Path, only: list[str] | None = None,
 ) -> dict[str, str]:
     """Train and evaluate every variant of params.train (or those in `only`) into
-    models_root/<variant>/ (weights, model.json, eval/) and history_root/<variant>.json;
-    returns variant -> "trained", "evaluated" or "up to date".
+    models_root/<variant>/ (weights, model.json, history.json, eval/); returns variant -> "trained", "evaluated" or "up to date".
 
     A variant whose training fingerprint and files match the record is not trained again; if
     its evaluation fingerprint matches too, it is not evaluated again either. The record is
@@ -131,47 +127,44 @@ def train_all(
         digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest only
         tfp = fingerprint(training_inputs(params, name, digest, training_code, versions))
         efp = fingerprint(evaluation_inputs(params, tfp, evaluation_code))
-        model_dir, history_path = models_root / name, history_root / f"{name}.json"
+        model_dir = models_root / name
         seen = record.get(name) if isinstance(record.get(name), dict) else {}
-        files = output_digests(model_dir, history_path)
+        files = output_digests(model_dir)
         if files is not None and seen.get("training") == tfp and seen.get("files") == files:
             if seen.get("evaluation") == efp:
                 status[name] = "up to date"
                 print(f"train {name}: up to date (same settings, data and code as its files)")
                 continue
-            _reevaluate(params, name, prepared_root, model_dir, history_path)
+            _reevaluate(params, name, prepared_root, model_dir)
             status[name] = "evaluated"
             print(f"train {name}: evaluated again (evaluation settings or code changed)")
         else:
-            _train_and_evaluate(params, name, prepared_root, model_dir, history_path)
+            _train_and_evaluate(params, name, prepared_root, model_dir)
             status[name] = "trained"
             print(f"train {name}: trained")
-        record[name] = {"training": tfp, "evaluation": efp,
-                        "files": output_digests(model_dir, history_path)}
+        record[name] = {"training": tfp, "evaluation": efp, "files": output_digests(model_dir)}
         write_json_atomic(rec_path, record)
     if only is None:
         for stale in sorted(set(record) - set(params.train)):
             record.pop(stale)
-        for path in [*models_root.glob("*"), *history_root.glob("*.json")]:
-            gone = path.name.removesuffix(".json") not in params.train
-            if gone and not path.name.startswith("."):
+        for path in models_root.glob("*"):
+            if path.name not in params.train and not path.name.startswith("."):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         write_json_atomic(rec_path, record)
     return status
 
 
-def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
-                        history_path: Path) -> None:
+def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path
+                        ) -> None:
     """Train variant `name` and evaluate it inside the same MLflow run, so the run holds its
     curves, test metrics, model and figures, and its duration is the work it records."""
     from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
     from dlbasics.experiment import train_variant
 
     def finish(run_id: str) -> None:
-        ev = evaluate_model(params, name, prepared_root, model_dir, history_path)
+        ev = evaluate_model(params, name, prepared_root, model_dir)
         write_evaluation(model_dir, ev)
         log_evaluation(params, name, run_id, model_dir, prepared_root, ev)
 
     spec = params.train[name]
-    train_variant(params, name, prepared_root / spec.dataset, model_dir, history_path,
-                  finish=finish)
+    train_variant(params, name, prepared_root / spec.dataset, model_dir, finish=finish)
