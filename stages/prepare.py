@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from dlbasics.cli import run_stage
+from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config import load_params
 from dlbasics.data import prepare_all
 from dlbasics.io import atomic_directory
@@ -26,4 +25,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    exit_fast(run_stage(main))

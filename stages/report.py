@@ -1,14 +1,17 @@
-"""DVC stage `report`: the comparison report of every variant, from DVC outputs only."""
+"""DVC stage `report`: every model's evaluation (made beside its weights by `train` and
+`select`) gathered into the metrics file, the classifier details, the named series, the per-row
+predictions, the histories and the figures; then the comparison report, from those files."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from dlbasics.cli import run_stage
+from dlbasics import tracking
+from dlbasics.cli import exit_fast, run_stage
+from dlbasics.collect import collect
 from dlbasics.config import load_params
 from dlbasics.io import write_text_atomic
 from dlbasics.html_report import package_versions, render_html
@@ -18,17 +21,40 @@ from dlbasics.reporting import render_markdown
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--series", type=Path, required=True)
-    ap.add_argument("--figures", type=Path, required=True, help="image grids directory")
-    ap.add_argument("--selection", type=Path, required=True, help="grid search table")
-    ap.add_argument("--details", type=Path, required=True, help="classifier details JSON")
-    ap.add_argument("--history", type=Path, required=True, help="per-variant histories")
+    ap.add_argument("--models", type=Path, required=True, help="models root (train stage)")
+    ap.add_argument("--select", type=Path, required=True, help="the select stage's model")
     ap.add_argument("--manifests", type=Path, required=True, help="prepared data root")
+    ap.add_argument("--selection", type=Path, required=True, help="grid search table")
+    ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON (written)")
+    ap.add_argument("--details", type=Path, required=True,
+                    help="classifier details JSON (written)")
+    ap.add_argument("--series", type=Path, required=True, help="named series JSON (written)")
+    ap.add_argument("--figures", type=Path, required=True, help="figures directory (written)")
+    ap.add_argument("--predictions", type=Path, required=True,
+                    help="per-row test predictions of each classifier, for confusion plots "
+                         "(written)")
+    ap.add_argument("--history", type=Path, required=True,
+                    help="per-epoch histories, one JSON per variant, for plots (written)")
     ap.add_argument("--html", type=Path, required=True, help="self-contained HTML report")
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
     params = load_params(args.params)
+    # One MLflow run named `report` (tag kind=report) will hold the report files, beside the
+    # variants' runs; a child process opens the store while this one renders.
+    aside = tracking.RunAside(params.tracking.experiment, "report", {"kind": "report"})
+    try:
+        metrics = collect(params, args.models, args.select, args.metrics, args.details,
+                          args.series, args.figures, args.predictions, args.history)
+        print(f"report: {len(metrics)} models into {args.metrics}")
+        render(args, params)
+    except BaseException:
+        aside.cancel()
+        raise
+    aside.log_artifacts([args.html, args.out, args.metrics])
+
+
+def render(args, params) -> None:
+    """reports/report.md and reports/report.html from the DVC outputs."""
     metrics = json.loads(args.metrics.read_text())
     series = json.loads(args.series.read_text())
     figures = sorted(p.name for p in args.figures.glob("*.png")) if args.figures.is_dir() else []
@@ -51,20 +77,7 @@ def main(argv=None) -> None:
                                              histories, pngs, environment, manifests=manifests,
                                              curves=drawn["curves"],
                                              confusions=drawn["confusion"]))
-    log_report_run(params, [args.html, args.out, args.metrics])
-
-
-def log_report_run(params, files: list[Path]) -> None:
-    """One MLflow run named `report` (tag kind=report) holding the report files as artifacts,
-    beside the variants' runs; nothing about it goes into the DVC outputs."""
-    from dlbasics import tracking
-
-    with tracking.run(params.tracking.experiment, "report", {"kind": "report"}):
-        import mlflow
-
-        for path in files:
-            mlflow.log_artifact(str(path))
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    exit_fast(run_stage(main))

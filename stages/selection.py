@@ -4,10 +4,9 @@ search of params.select; the best configuration refitted."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from dlbasics.cli import run_stage
+from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config import ConfigError, load_params
 from dlbasics.search import select
 
@@ -29,4 +28,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage(main))
+    exit_fast(run_stage(main))

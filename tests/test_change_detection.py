@@ -103,7 +103,7 @@ def test_an_edit_of_a_base_variant_retrains_it_and_the_variants_merged_from_it(p
     assert load(proj)["train"]["linreg_b"]["optimizer"]["lr"] == 0.02
     proc = repro(proj)
     assert trained(proc) == ({"linreg", "linreg_b"}, set(), {"softmax", "mlp"})
-    assert ran(proc) == {"train", "collect", "report"}
+    assert ran(proc) == {"train", "report"}
 
     # One leaf variant alone: only it.
     params = load(proj)
@@ -132,7 +132,7 @@ def test_a_report_only_key_retrains_and_reevaluates_nothing(proj):
     params["train"]["softmax"]["series"] = {"name": "lessons", "x": 1.0}
     write_params(proj, params)
     proc = repro(proj)
-    assert ran(proc) == {"train", "collect", "report"}
+    assert ran(proc) == {"train", "report"}
     assert trained(proc) == (set(), set(), ALL)
     series = json.loads((proj / "reports/series.json").read_text())
     assert [r["variant"] for r in series["lessons"]] == ["softmax"]
@@ -171,7 +171,7 @@ def test_code_edits_rerun_what_executes_them(proj):
     # The stage entry points' shared module: every stage is out of date.
     _append(proj, "src/dlbasics/cli.py")
     status = json.loads(run(["dvc", "status", "--json"], proj).stdout)
-    assert set(status) == {"generate", "prepare", "train", "select", "collect", "report"}
+    assert set(status) == {"generate", "prepare", "train", "select", "report"}
     run(["git", "checkout", "--", "src/dlbasics/cli.py"], proj)
     # A module that evaluation executes (figures): re-evaluated, not retrained.
     _append(proj, "src/dlbasics/figures.py")

@@ -38,7 +38,7 @@ from dlbasics.cli import run_stage
 
 # The exit codes are the contract with DVC and users: restated here, not imported.
 EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
-STAGES = ("generate", "prepare", "train", "select", "collect", "report")  # of dvc.yaml
+STAGES = ("generate", "prepare", "train", "select", "report")  # of dvc.yaml
 # The repository's params.yaml, with its YAML aliases unshared (a JSON round trip), so that
 # mutating one variant never mutates the variants merged from it.
 BASE = json.loads(json.dumps(yaml.safe_load((REPO / "params.yaml").read_text())))
@@ -70,7 +70,7 @@ def free_port() -> int:
 
 def tiny(params: dict) -> dict:
     """linreg on the synthetic set, one epoch; `base` (a linreg twin) is what select tunes,
-    so editing linreg retrains linreg only, then collect and report run."""
+    so editing linreg retrains linreg only, then report runs."""
     linreg = {**params["train"]["linreg"], "epochs": 1}
     params["train"] = {"linreg": linreg, "base": copy.deepcopy(linreg)}
     params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}

@@ -48,14 +48,14 @@ def test_the_closure_follows_lazy_relative_and_cyclic_imports(tmp_path):
 
 def test_check_names_an_undeclared_and_a_stale_file(tmp_path):
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    deps = doc["stages"]["collect"]["deps"]
+    deps = doc["stages"]["report"]["deps"]
     deps.remove("src/dlbasics/collect.py")
     deps.append("src/dlbasics/training.py")
     bad = tmp_path / "dvc.yaml"
     bad.write_text(yaml.safe_dump(doc))
     assert sorted(codedeps.check(REPO, bad)) == [
-        "stage collect: declares src/dlbasics/training.py but never executes it",
-        "stage collect: executes src/dlbasics/collect.py but does not declare it",
+        "stage report: declares src/dlbasics/training.py but never executes it",
+        "stage report: executes src/dlbasics/collect.py but does not declare it",
     ]
 
 

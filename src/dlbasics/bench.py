@@ -387,20 +387,8 @@ def bench_memory(repo: Path, seed: int) -> dict[str, Any]:
     return out
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [f"{'measure':52s} {'value':>10s} {'goal':>8s}"]
-
-    def row(name: str, value: float, unit: str = "", goal: str = "") -> None:
-        lines.append(f"{name:52s} {value:>9.3f}{unit:1s} {goal:>8s}")
-
-    if "memory" in results:
-        m = results["memory"]
-        for name in ("generate", "prepare", "train"):
-            row(f"peak memory, {name} on 60000 x 784 (MiB)", m[f"{name}_peak_mib"], "",
-                "< 2048" if name != "generate" else "")
-    e = results.get("epoch")
-    if e is None:
-        return "\n".join(lines)
+def _epoch_rows(results, row, lines) -> None:
+    e = results["epoch"]
     row("project epoch, MLP 784-256-10 (s)", e["project_epoch_s"])
     row("sources' epoch: FashionMNIST+ToTensor, 4 workers (s)", e["sources_epoch_s"])
     row("TensorDataset DataLoader epoch (s)", e["tensordataset_epoch_s"])
@@ -422,6 +410,22 @@ def table(results: dict[str, Any]) -> str:
     for r in results.get("size_rule", []):
         row(f"size rule {r['model']} ({r['weights']} w): speed-up", r["speedup"], "x",
             "batched" if r["rule_says_batched"] else "seq")
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'measure':52s} {'value':>10s} {'goal':>8s}"]
+
+    def row(name: str, value: float, unit: str = "", goal: str = "") -> None:
+        lines.append(f"{name:52s} {value:>9.3f}{unit:1s} {goal:>8s}")
+
+    if "memory" in results:
+        m = results["memory"]
+        for name in ("generate", "prepare", "train"):
+            row(f"peak memory, {name} on 60000 x 784 (MiB)", m[f"{name}_peak_mib"], "",
+                "< 2048" if name != "generate" else "")
+    e = results.get("epoch")
+    if e is not None:
+        _epoch_rows(results, row, lines)
     if "repro" in results:
         r = results["repro"]
         name = "dvc repro from clean (s)" + (": stopped, over" if r["repro_timed_out"] else "")

@@ -49,3 +49,17 @@ def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] 
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def exit_fast(code: int):
+    """End the process now with `code`, skipping the interpreter's teardown: freeing the modules
+    of torch, mlflow and scikit-learn takes up to 2 s after the work is done (measured). Every
+    output is already in place (atomic renames, fsync); the atexit handlers still run and the
+    standard streams are flushed first. For a stage's `__main__` only, never inside a caller."""
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

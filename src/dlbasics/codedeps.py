@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import sys
 from pathlib import Path
@@ -50,7 +51,13 @@ def _package_of(path: Path, package_dir: Path) -> str | None:
 
 def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
     """Dotted names of the package's modules that `path` imports anywhere in its body."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return set(_imported_modules(path, path.read_bytes(), package_dir))
+
+
+@functools.lru_cache(maxsize=None)
+def _imported_modules(path: Path, source: bytes, package_dir: Path) -> frozenset[str]:
+    # Keyed by content: an edited file is parsed again.
+    tree = ast.parse(source, filename=str(path))
     here = _package_of(path, package_dir)
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -74,7 +81,7 @@ def imported_modules(path: Path, package_dir: Path = PACKAGE_DIR) -> set[str]:
             continue
         # Importing a.b.c executes a/__init__.py and a/b/__init__.py first.
         out.update(".".join(parts[: i + 1]) for i in range(len(parts)))
-    return {m for m in out if _module_file(package_dir, m) is not None}
+    return frozenset(m for m in out if _module_file(package_dir, m) is not None)
 
 
 def closure(entries: Iterable[Path | str], package_dir: Path = PACKAGE_DIR) -> list[Path]:

@@ -351,3 +351,70 @@ def find_run(experiment: str, tags: dict[str, str]) -> Any | None:
         max_results=1,
     )
     return runs[0] if runs else None
+
+
+# ----------------------------------------------------------------------------- a run logged aside
+
+
+class RunAside:
+    """An MLflow run whose artifacts a child process logs, started before the caller's work:
+    importing mlflow and opening its store (about 2 s) then overlap that work on another core.
+
+        aside = RunAside(experiment, "report", {"kind": "report"})
+        ...write the files...
+        aside.log_artifacts([path, ...])   # waits; raises TrackingError on failure
+
+    The run exists only once the files are handed over: a caller that stops first (an error, an
+    interrupt) closes the child's input and the child exits without creating a run.
+    """
+
+    def __init__(self, experiment: str, run_name: str, tags: dict[str, str]):
+        import json
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "dlbasics.tracking", experiment, run_name, json.dumps(tags)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def log_artifacts(self, files: list[Path]) -> None:
+        out, err = self._proc.communicate("\n".join(str(Path(f).resolve()) for f in files))
+        if self._proc.returncode != 0:
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            raise TrackingError(lines[-1] if lines else
+                                f"logging the run aside exited {self._proc.returncode}")
+
+    def cancel(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()  # EOF before any file: the child logs nothing
+            self._proc.wait()
+
+
+def _log_aside(experiment: str, run_name: str, tags_json: str) -> int:
+    """The child of RunAside: open the store, read the file paths from stdin, log them as the
+    artifacts of one run. Exit 5 (one line on stderr) when the store cannot be used."""
+    import json
+    import sys
+
+    try:
+        setup(experiment)
+        files = [ln for ln in sys.stdin.read().splitlines() if ln]
+        if not files:
+            return 0
+        with run(experiment, run_name, json.loads(tags_json)):
+            import mlflow
+
+            for path in files:
+                mlflow.log_artifact(path)
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 5
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from dlbasics.cli import exit_fast
+
+    exit_fast(_log_aside(*sys.argv[1:4]))

@@ -79,16 +79,90 @@ def output_digests(model_dir: Path) -> dict[str, str] | None:
             for p in sorted(model_dir.rglob("*")) if p.is_file()}
 
 
-def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path) -> None:
+class Evaluator:
+    """Evaluation (dlbasics.evaluation.evaluate_model) in a second process, spawned when the
+    first variant needs work: its imports (torch, scikit-learn, matplotlib: about 3.5 s of one
+    core) overlap this process's imports and training on the second core, and a variant's
+    figures are drawn while this process logs its model to MLflow. The results are the same
+    bytes as in process: the worker configures the same runtime (threads) before anything
+    else."""
+
+    def __init__(self, params: Params):
+        import multiprocessing
+
+        # spawn, not fork: a forked copy of a process that has started torch's thread pools
+        # can hang. Daemonic: it never outlives this process.
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_worker, args=(child, params), daemon=True,
+                                 name="dlbasics-evaluate")
+        self._proc.start()
+        child.close()
+
+    def submit(self, params: Params, name: str, prepared_root: Path, model_dir: Path) -> None:
+        """Start evaluating the model in model_dir (into model_dir/eval/)."""
+        self._conn.send((params, name, prepared_root, model_dir))
+
+    def result(self) -> dict[str, Any]:
+        """evaluate_model's result for the job submitted last (waits for it)."""
+        try:
+            ok, value = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the evaluation process exited ({self._proc.exitcode})") from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        """Stop the worker (idle, or abandoned after an error): nothing of it is waited for."""
+        self._proc.terminate()
+        self._proc.join()
+        self._conn.close()
+
+
+def _worker(conn, params: Params) -> None:
+    import pickle
+    import signal
+
+    from dlbasics.runtime import configure
+
+    # Ctrl-C reaches the whole process group: the stage process decides, and stops this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    configure(params.runtime)
+    import dlbasics.metrics  # noqa: F401 - scikit-learn, before the first job
+    from dlbasics import figures
+    from dlbasics.evaluation import evaluate_model, write_evaluation
+
+    figures.pyplot()
+    while True:
+        try:
+            job_params, name, prepared_root, model_dir = conn.recv()
+        except EOFError:
+            return
+        try:
+            ev = evaluate_model(job_params, name, prepared_root, model_dir)
+            write_evaluation(model_dir, ev)
+            reply = (True, ev)
+        except Exception as exc:  # noqa: BLE001 - handed to the stage process, which raises it
+            try:
+                pickle.dumps(exc)
+                reply = (False, exc)
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
+                reply = (False, RuntimeError(f"{type(exc).__name__}: {exc}"))
+        conn.send(reply)
+
+
+def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
+                evaluator: Evaluator) -> None:
     """Evaluate a trained variant again (new `evaluate` settings or evaluation code) and add
     the result to the MLflow run that trained its weights."""
     from dlbasics import tracking
-    from dlbasics.evaluation import evaluate_model, log_evaluation, read_model_info, write_evaluation
+    from dlbasics.evaluation import log_evaluation, read_model_info
 
-    ev = evaluate_model(params, name, prepared_root, model_dir)
-    write_evaluation(model_dir, ev)
+    evaluator.submit(params, name, prepared_root, model_dir)
     sha = read_model_info(model_dir)["model_sha256"]
     run = tracking.find_run(params.tracking.experiment, {"variant": name, "model_sha256": sha})
+    ev = evaluator.result()
     if run is None:
         print(f"train {name}: no MLflow run holds its weights; its evaluation is only in "
               f"{model_dir}")
@@ -100,7 +174,8 @@ def train_all(
     params: Params, prepared_root: Path, models_root: Path, only: list[str] | None = None,
 ) -> dict[str, str]:
     """Train and evaluate every variant of params.train (or those in `only`) into
-    models_root/<variant>/ (weights, model.json, history.json, eval/); returns variant -> "trained", "evaluated" or "up to date".
+    models_root/<variant>/ (weights, model.json, history.json, eval/); returns
+    variant -> "trained", "evaluated" or "up to date".
 
     A variant whose training fingerprint and files match the record is not trained again; if
     its evaluation fingerprint matches too, it is not evaluated again either. The record is
@@ -122,28 +197,36 @@ def train_all(
     rec_path = record_path(models_root)
     record = _read_record(rec_path)
     status: dict[str, str] = {}
-    for name in names:
-        spec = params.train[name]
-        digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest only
-        tfp = fingerprint(training_inputs(params, name, digest, training_code, versions))
-        efp = fingerprint(evaluation_inputs(params, tfp, evaluation_code))
-        model_dir = models_root / name
-        seen = record.get(name) if isinstance(record.get(name), dict) else {}
-        files = output_digests(model_dir)
-        if files is not None and seen.get("training") == tfp and seen.get("files") == files:
-            if seen.get("evaluation") == efp:
-                status[name] = "up to date"
-                print(f"train {name}: up to date (same settings, data and code as its files)")
-                continue
-            _reevaluate(params, name, prepared_root, model_dir)
-            status[name] = "evaluated"
-            print(f"train {name}: evaluated again (evaluation settings or code changed)")
-        else:
-            _train_and_evaluate(params, name, prepared_root, model_dir)
-            status[name] = "trained"
-            print(f"train {name}: trained")
-        record[name] = {"training": tfp, "evaluation": efp, "files": output_digests(model_dir)}
-        write_json_atomic(rec_path, record)
+    evaluator: Evaluator | None = None  # started by the first variant with work to do
+    try:
+        for name in names:
+            spec = params.train[name]
+            digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest
+            tfp = fingerprint(training_inputs(params, name, digest, training_code, versions))
+            efp = fingerprint(evaluation_inputs(params, tfp, evaluation_code))
+            model_dir = models_root / name
+            seen = record.get(name) if isinstance(record.get(name), dict) else {}
+            files = output_digests(model_dir)
+            if files is not None and seen.get("training") == tfp and seen.get("files") == files:
+                if seen.get("evaluation") == efp:
+                    status[name] = "up to date"
+                    print(f"train {name}: up to date (same settings, data and code as its files)")
+                    continue
+                evaluator = evaluator or Evaluator(params)
+                _reevaluate(params, name, prepared_root, model_dir, evaluator)
+                status[name] = "evaluated"
+                print(f"train {name}: evaluated again (evaluation settings or code changed)")
+            else:
+                evaluator = evaluator or Evaluator(params)
+                _train_and_evaluate(params, name, prepared_root, model_dir, evaluator)
+                status[name] = "trained"
+                print(f"train {name}: trained")
+            record[name] = {"training": tfp, "evaluation": efp,
+                            "files": output_digests(model_dir)}
+            write_json_atomic(rec_path, record)
+    finally:
+        if evaluator is not None:
+            evaluator.close()
     if only is None:
         for stale in sorted(set(record) - set(params.train)):
             record.pop(stale)
@@ -154,17 +237,17 @@ def train_all(
     return status
 
 
-def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path
-                        ) -> None:
+def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
+                        evaluator: Evaluator) -> None:
     """Train variant `name` and evaluate it inside the same MLflow run, so the run holds its
     curves, test metrics, model and figures, and its duration is the work it records."""
-    from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
+    from dlbasics.evaluation import log_evaluation, log_model
     from dlbasics.experiment import train_variant
 
     def finish(run_id: str) -> None:
-        ev = evaluate_model(params, name, prepared_root, model_dir)
-        write_evaluation(model_dir, ev)
-        log_evaluation(params, name, run_id, model_dir, prepared_root, ev)
+        evaluator.submit(params, name, prepared_root, model_dir)
+        log_model(params, name, run_id, model_dir, prepared_root)  # while the worker evaluates
+        log_evaluation(params, name, run_id, model_dir, prepared_root, evaluator.result())
 
     spec = params.train[name]
     train_variant(params, name, prepared_root / spec.dataset, model_dir, finish=finish)
