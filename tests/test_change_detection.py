@@ -11,6 +11,7 @@ that training executes (everything). The edit loop's result is byte-identical to
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -33,6 +34,7 @@ REPRODUCIBLE = ("reports/metrics.json", "reports/details.json", "reports/series.
 def write_params(proj: Path, params: dict) -> None:
     """params.yaml with `linreg: &lin` and `linreg_b: {<<: *lin, batch_size: 20}`: the merge
     stays a merge in the file, as in the shipped params.yaml."""
+    params = copy.deepcopy(params)
     train = params.pop("train")
     train.pop("linreg_b", None)
     text = yaml.safe_dump(params, sort_keys=False)
@@ -57,6 +59,14 @@ def trained(proc) -> tuple[set[str], set[str], set[str]]:
                    for want in ("trained", "evaluated again", "up to date"))
     assert tuple(int(summary[i]) for i in (1, 3, 2)) == tuple(len(g) for g in groups)
     return groups
+
+
+def runs_of(proj: Path, variant: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dlbasics")
+    return client.search_runs([exp.experiment_id], f"tags.variant = '{variant}'")
 
 
 def ran(proc) -> set[str]:
@@ -101,9 +111,14 @@ def test_an_edit_of_a_base_variant_retrains_it_and_the_variants_merged_from_it(p
     assert edited != block[0]
     (proj / "params.yaml").write_text(text.replace(block[0], edited))
     assert load(proj)["train"]["linreg_b"]["optimizer"]["lr"] == 0.02
+    before = {v: len(runs_of(proj, v)) for v in ALL}
     proc = repro(proj)
     assert trained(proc) == ({"linreg", "linreg_b"}, set(), {"softmax", "mlp"})
     assert ran(proc) == {"train", "report"}
+    # MLflow: one new run for each retrained variant, the others' runs reused as they were.
+    after = {v: len(runs_of(proj, v)) for v in ALL}
+    assert {v: after[v] - before[v] for v in ALL} == {"linreg": 1, "linreg_b": 1, "softmax": 0,
+                                                       "mlp": 0}
 
     # One leaf variant alone: only it.
     params = load(proj)

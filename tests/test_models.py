@@ -137,7 +137,7 @@ def test_state_dict_bytes_identical_for_identical_weights():
     c = build_model(MLP, 9, 4, _gen(6))
     assert state_dict_bytes(a) == state_dict_bytes(b)
     assert state_dict_bytes(a) != state_dict_bytes(c)
-    # The bytes are a's weights: torch.load (the oracle) reads back exactly its state_dict.
+    # The bytes are a's weights: read back by torch (the oracle), they are exactly its state_dict.
     loaded = torch.load(io.BytesIO(state_dict_bytes(a)), weights_only=True)
     assert list(loaded) == list(a.state_dict())
     assert all(torch.equal(loaded[k], v) for k, v in a.state_dict().items())

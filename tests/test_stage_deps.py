@@ -86,5 +86,7 @@ def test_the_train_stage_fingerprints_subsets_of_what_dvc_tracks_for_it():
     assert "src/dlbasics/training.py" in training and "src/dlbasics/models.py" in training
     for report_only in ("html_report.py", "reporting.py", "collect.py"):
         assert f"src/dlbasics/{report_only}" not in _declared("train")
+    # The stage entry points' shared module is executed by every stage, not by training.
+    assert "src/dlbasics/cli.py" in _declared("train") and "src/dlbasics/cli.py" not in evaluation
     # Figures are drawn by evaluation: an edit re-evaluates, it does not retrain.
     assert "src/dlbasics/figures.py" in evaluation - training

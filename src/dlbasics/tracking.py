@@ -415,6 +415,8 @@ def _log_aside(experiment: str, run_name: str, tags_json: str) -> int:
 if __name__ == "__main__":
     import sys
 
-    from dlbasics.cli import exit_fast
-
-    exit_fast(_log_aside(*sys.argv[1:4]))
+    code = _log_aside(*sys.argv[1:4])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # without the interpreter's teardown, as cli.exit_fast (not imported: the
+    # training code's closure would take in the stage entry points)
