@@ -35,7 +35,7 @@ ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with 
 # RTOL / ATOL override the default tolerance (make compare RTOL=1e-3); the curves of the changed
 # variants go to compare/<variant>.png.
 compare: pipeline  ## what CI says on a pull request: params, metrics beyond rounding and curves against BASE, the report
-	python scripts/compare.py --base $(BASE) --out compare.md $(if $(RTOL),--rtol $(RTOL)) $(if $(ATOL),--atol $(ATOL))
+	PYTHONPATH=src python scripts/compare.py --base $(BASE) --out compare.md $(if $(RTOL),--rtol $(RTOL)) $(if $(ATOL),--atol $(ATOL))
 
 bench: $(STAMP)  ## speed ratios measured in one run (see issue #6)
 	python -m dlbasics.bench --out reports/bench.json

@@ -91,5 +91,5 @@ fi
 
 # 4. What changed against the base: params, metrics beyond rounding, curves, the report.
 echo "== compare with $base"
-python scripts/compare.py --base "$base" --out "$out" > /dev/null
+PYTHONPATH=src python scripts/compare.py --base "$base" --out "$out" > /dev/null
 echo "== wrote $out"

@@ -14,12 +14,8 @@ why the default tolerances are what they are, is in src/dlbasics/compare.py.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-# This checkout's library first (also when another checkout is installed in the environment).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from dlbasics.compare import main  # noqa: E402
+from dlbasics.compare import main  # PYTHONPATH=src (as the stages run) picks this checkout's
 
 if __name__ == "__main__":
     sys.exit(main())
