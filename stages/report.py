@@ -40,7 +40,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     params = load_params(args.params)
     # One MLflow run named `report` (tag kind=report) will hold the report files, beside the
-    # variants' runs; a child process opens the store while this one renders.
+    # variants' runs; a child process opens the store while this one renders. A server that
+    # does not answer stops the stage first, before anything is written.
+    tracking.check_reachable(tracking.tracking_uri())
     aside = tracking.RunAside(params.tracking.experiment, "report", {"kind": "report"})
     try:
         metrics = collect(params, args.models, args.select, args.metrics, args.details,

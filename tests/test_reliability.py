@@ -615,6 +615,28 @@ def test_unreachable_tracking_server_fails_within_10_s_with_one_line(work, mains
     assert digest_tree(work) == before
 
 
+def test_report_stage_with_an_unreachable_server_writes_nothing_and_says_one_line(
+        work, mains, tmp_path, capsys, in_store, monkeypatch):
+    """The report stage logs its run from a child process: the server is probed first, so the
+    stage stops before writing anything, and the child's message is not doubled."""
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for key in tracking.HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    out = tmp_path / "out"
+    argv = stage_argv("report", out, work / "params.yaml")
+    before = digest_tree(work)
+    capsys.readouterr()
+    rc = run_stage(mains["report"], argv)
+    err = capsys.readouterr().err
+    assert rc == 5, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: MLflow tracking server"), err
+    assert "error: error" not in lines[0] and uri in lines[0]
+    assert not out.exists()
+    assert digest_tree(work) == before
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts), one worker."""

@@ -190,10 +190,10 @@ def evaluate_model(params: Params, name: str, prepared_root: Path, model_dir: Pa
 
     Returns {"metrics": {"train_<m>", "test_<m>", ...}, "details": classifier details, seeds and
     folds (no per-row predictions), "predictions": per-row (actual, predicted) of the test set
-    or None, "figures": {file name: PNG bytes}}. The figures: learning curves (from the
-    model directory's history.json, when it has one), the test confusion matrix (classifiers), and for image classifiers the
-    first 24 test images with their labels (samples.png) and with the predictions
-    (predictions.png). Deterministic for the same files and settings.
+    or None, "figures": {file name: PNG bytes}}. The figures: learning curves (from the model
+    directory's history.json, when it has one), the test confusion matrix (classifiers), and
+    for image classifiers the first 24 test images with their labels (samples.png) and with the
+    predictions (predictions.png). Deterministic for the same files and settings.
     """
     from dlbasics import figures
 

@@ -186,9 +186,9 @@ def train_variant(
     """Train variant `name` (see fit_variant) and track it.
 
     Writes model_dir/model.pt (state_dict), model_dir/model.json (what is needed to rebuild it)
-    and model_dir/history.json (one record per epoch). Logs the run to MLflow; `finish(run_id)`, when
-    given, runs inside the same run once the files are written (the train stage evaluates the
-    model there). Returns model.json's content.
+    and model_dir/history.json (one record per epoch). Logs the run to MLflow; `finish(run_id)`,
+    when given, runs inside the same run once the files are written (the train stage evaluates
+    the model there). Returns model.json's content.
     """
     spec = params.train[name]
     device = configure(params.runtime)
@@ -240,7 +240,7 @@ def train_variant(
                 write_bytes_atomic(tmp / f"seed_{seed}.pt", blob_s)
             write_json_atomic(tmp / "model.json", info)
             write_json_atomic(tmp / HISTORY, history)
-        # evaluate finds this run again by the digest of the weights it produced.
+        # A re-evaluation finds this run again by the digest of the weights it produced.
         mlflow.set_tag("model_sha256", info["model_sha256"])
         if finish is not None:
             finish(run.info.run_id)

@@ -407,7 +407,7 @@ def _log_aside(experiment: str, run_name: str, tags_json: str) -> int:
             for path in files:
                 mlflow.log_artifact(path)
     except TrackingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)  # the stage process re-raises it as its one line
         return 5
     return 0
 
