@@ -1,6 +1,7 @@
-"""The `collect` stage: every model's evaluation, written beside its weights by `train` and
-`select`, gathered into the DVC metrics, plots and figures files. It reads JSON and copies PNG
-bytes; it imports no torch, so it costs well under a second however many variants there are."""
+"""The first half of the `report` stage: every model's evaluation, written beside its weights by
+`train` and `select`, gathered into the DVC metrics, plots and figures files. It reads JSON and
+copies PNG bytes; it imports no torch, so it costs well under a second however many variants
+there are."""
 
 from __future__ import annotations
 

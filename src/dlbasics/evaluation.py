@@ -230,7 +230,8 @@ def evaluate_model(params: Params, name: str, prepared_root: Path, model_dir: Pa
 
 def write_evaluation(model_dir: Path, ev: dict[str, Any]) -> None:
     """evaluate_model's result into model_dir/eval/ (swapped in whole): metrics.json,
-    details.json, predictions.json (classifiers) and the figures; the collect stage reads it."""
+    details.json, predictions.json (classifiers) and the figures; the report stage gathers them
+    (dlbasics.collect)."""
     from dlbasics.io import EVAL_DIR, atomic_directory, write_bytes_atomic, write_json_atomic
 
     with atomic_directory(model_dir / EVAL_DIR) as tmp:
