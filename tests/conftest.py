@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,6 +36,25 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **extra: str) -> subproce
             f"stderr:\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def ran(proc) -> set[str]:
+    """Stage names DVC actually ran in one `dvc repro` (from its output)."""
+    return {
+        line.split("'")[1]
+        for line in proc.stdout.splitlines()
+        if line.startswith("Running stage '")
+    }
+
+
+def digest_tree(*paths: Path, relative_to: Path | None = None) -> dict[str, str]:
+    out = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            key = str(f.relative_to(relative_to)) if relative_to else str(f)
+            out[key] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
 
 
 def tracked_files() -> list[str]:

@@ -12,7 +12,6 @@ that training executes (everything). The edit loop's result is byte-identical to
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run, shrink
+from conftest import digest_tree, make_project, ran, run, shrink
 
 pytestmark = pytest.mark.slow
 
@@ -67,21 +66,6 @@ def runs_of(proj: Path, variant: str) -> list:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
     exp = client.get_experiment_by_name("dlbasics")
     return client.search_runs([exp.experiment_id], f"tags.variant = '{variant}'")
-
-
-def ran(proc) -> set[str]:
-    return {line.split("'")[1] for line in proc.stdout.splitlines()
-            if line.startswith("Running stage '")}
-
-
-def digests(proj: Path) -> dict[str, str]:
-    out = {}
-    for rel in REPRODUCIBLE:
-        root = proj / rel
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            out[f.relative_to(proj).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
 
 
 ALL = {"linreg", "linreg_b", "softmax", "mlp"}
@@ -157,7 +141,8 @@ def test_the_edit_loop_ends_byte_identical_to_a_clean_repro(proj, tmp_path):
     clone = make_project(tmp_path / "clone")
     (clone / "params.yaml").write_text((proj / "params.yaml").read_text())
     repro(clone)
-    mine, clean = digests(proj), digests(clone)
+    mine, clean = (digest_tree(*(p / rel for rel in REPRODUCIBLE), relative_to=p)
+                   for p in (proj, clone))
     assert any(k.endswith("model.pt") for k in clean)
     assert mine == clean, sorted(k for k in set(mine) | set(clean) if mine.get(k) != clean.get(k))
 

@@ -7,7 +7,6 @@ that a bad parameter stops with exit code 2 and touches nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,31 +17,12 @@ import torch
 import yaml
 from sklearn.metrics import accuracy_score
 
-from conftest import make_project, run
+from conftest import digest_tree, make_project, ran, run
 
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("linreg", "softmax", "mlp")
 ALL_STAGES = ("generate", "prepare", "train", "select", "report")
-
-
-def ran(proc) -> set[str]:
-    """Stage names DVC actually ran in one `dvc repro` (from its output)."""
-    return {
-        line.split("'")[1]
-        for line in proc.stdout.splitlines()
-        if line.startswith("Running stage '")
-    }
-
-
-def digest_tree(*paths: Path, relative_to: Path | None = None) -> dict[str, str]:
-    out = {}
-    for root in paths:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for f in files:
-            key = str(f.relative_to(relative_to)) if relative_to else str(f)
-            out[key] = hashlib.sha256(f.read_bytes()).hexdigest()
-    return out
 
 
 # What must be byte-identical between two runs from clean with the same params.

@@ -19,19 +19,16 @@ def collected_names(params: Params) -> list[str]:
     return [*params.train, *(["select"] if params.select is not None else [])]
 
 
-def _read_json(path: Path) -> Any:
+def _read_bytes(path: Path) -> bytes:
     try:
-        return json.loads(path.read_text())
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: missing; run the train and select stages first "
                         "(dvc repro)") from None
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; run the train stage first (dvc repro)") from None
+def _read_json(path: Path) -> Any:
+    return json.loads(_read_bytes(path))
 
 
 def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[str, list]:

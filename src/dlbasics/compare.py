@@ -69,10 +69,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from dlbasics.io import write_bytes_atomic
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-9
@@ -559,20 +560,8 @@ def write_outputs(out: Path, result: Comparison) -> None:
             if old.name not in result.figures:
                 old.unlink()
         for name, png in result.figures.items():
-            _write_atomic(folder / name, png)
-    _write_atomic(out, result.markdown.encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            write_bytes_atomic(folder / name, png)
+    write_bytes_atomic(out, result.markdown.encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------- CLI

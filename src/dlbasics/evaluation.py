@@ -4,6 +4,7 @@ and the finishing touches on each variant's MLflow run (test metrics, logged mod
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import torch
 from dlbasics.config import Params, VariantSpec
 from dlbasics.data import DataError, Prepared
 from dlbasics.experiment import load_variant_data
-from dlbasics.io import HISTORY
+from dlbasics.io import EVAL_DIR, HISTORY, atomic_directory, write_bytes_atomic, write_json_atomic
 from dlbasics.models import build_model, linear_weights, load_state_dict
 from dlbasics.training import predict
 
@@ -232,8 +233,6 @@ def write_evaluation(model_dir: Path, ev: dict[str, Any]) -> None:
     """evaluate_model's result into model_dir/eval/ (swapped in whole): metrics.json,
     details.json, predictions.json (classifiers) and the figures; the report stage gathers them
     (dlbasics.collect)."""
-    from dlbasics.io import EVAL_DIR, atomic_directory, write_bytes_atomic, write_json_atomic
-
     with atomic_directory(model_dir / EVAL_DIR) as tmp:
         write_json_atomic(tmp / "metrics.json", ev["metrics"])
         write_json_atomic(tmp / "details.json", ev["details"])
@@ -313,8 +312,6 @@ def _log_model(run_id: str, model: torch.nn.Module, example: torch.Tensor) -> No
     with torch.no_grad():
         out = model(example)
     signature = infer_signature(example.numpy(), out.numpy())
-    import logging
-
     # The pickle format is chosen (see below); mlflow warns about it on every model.
     logger = logging.getLogger("mlflow.pytorch")
     if _NOT_PICKLE_WARNING not in logger.filters:
