@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dlbasics import tracking
 from dlbasics.cli import exit_fast, run_stage
-from dlbasics.collect import collect
+from dlbasics.collect import collect, read_json, search_names
 from dlbasics.config import load_params
 from dlbasics.io import write_text_atomic
 from dlbasics.html_report import package_versions, render_html
@@ -22,9 +22,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--models", type=Path, required=True, help="models root (train stage)")
-    ap.add_argument("--select", type=Path, required=True, help="the select stage's model")
+    ap.add_argument("--select", type=Path, required=True,
+                    help="root of the select@NAME stages' models (one directory per search)")
     ap.add_argument("--manifests", type=Path, required=True, help="prepared data root")
-    ap.add_argument("--selection", type=Path, required=True, help="grid search table")
+    ap.add_argument("--selection", type=Path, required=True,
+                    help="directory of the searches' tables (NAME.json)")
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON (written)")
     ap.add_argument("--details", type=Path, required=True,
                     help="classifier details JSON (written)")
@@ -61,9 +63,11 @@ def render(args, params) -> None:
     series = json.loads(args.series.read_text())
     figures = sorted(p.name for p in args.figures.glob("*.png")) if args.figures.is_dir() else []
     links = {f: os.path.relpath(args.figures / f, args.out.parent) for f in figures}
-    selection = json.loads(args.selection.read_text()) if args.selection.exists() else []
+    searches = {name: {"info": read_json(args.select / name / "model.json"),
+                       "rows": read_json(args.selection / f"{name}.json")}
+                for name in search_names(params)}
     details = json.loads(args.details.read_text()) if args.details.exists() else {}
-    write_text_atomic(args.out, render_markdown(params, metrics, series, links, selection,
+    write_text_atomic(args.out, render_markdown(params, metrics, series, links, searches,
                                                 details))
     histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}
     pngs = {p.name: p.read_bytes() for p in sorted(args.figures.glob("*.png"))}
@@ -75,7 +79,7 @@ def render(args, params) -> None:
                    "threads": params.runtime.threads}
     drawn = {kind: {p.stem: p.read_bytes() for p in sorted((args.figures / kind).glob("*.png"))}
              for kind in ("curves", "confusion")}
-    write_text_atomic(args.html, render_html(params, metrics, series, selection, details,
+    write_text_atomic(args.html, render_html(params, metrics, series, searches, details,
                                              histories, pngs, environment, manifests=manifests,
                                              curves=drawn["curves"],
                                              confusions=drawn["confusion"]))

@@ -1,5 +1,5 @@
-"""DVC stage `select` (a file named select.py would shadow the stdlib module): K-fold grid
-search of params.select; the best configuration refitted."""
+"""DVC stage `select@NAME` (a file named select.py would shadow the stdlib module): one named
+K-fold search of params.select.searches; the best configuration refitted."""
 
 from __future__ import annotations
 
@@ -14,17 +14,22 @@ from dlbasics.search import select
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--search", required=True, help="a name under select.searches")
     ap.add_argument("--data", type=Path, required=True, help="prepared data root")
     ap.add_argument("--out", type=Path, required=True, help="refitted model directory")
     ap.add_argument("--table", type=Path, required=True, help="every configuration and fold")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    if params.select is None:
-        raise ConfigError(f"{args.params}: select: expected a grid search section, found nothing")
-    info = select(params, args.data, args.out, args.table)
+    searches = params.select.searches if params.select is not None else {}
+    if args.search not in searches:
+        raise ConfigError(f"{args.params}: select.searches.{args.search}: expected a search of "
+                          f"that name, found {sorted(searches) or 'no searches'}; add it or run "
+                          f"`dvc repro` to drop the stage")
+    info = select(params, args.search, args.data, args.out, args.table)
     best = info["chosen"]
-    print(f"select: chosen {best['values']} "
-          f"({', '.join(f'{k}={v:.4f}' for k, v in best.items() if k.endswith(('_mean', '_std')))})")
+    scores = ", ".join(f"{k}={v:.4f}" for k, v in best.items() if k.endswith(("_mean", "_std")))
+    print(f"select@{args.search}: chosen {info['chosen_words']} ({scores}; "
+          f"paths {info['paths']})")
 
 
 if __name__ == "__main__":

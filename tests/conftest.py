@@ -82,8 +82,9 @@ def shrink(params: dict) -> dict:
         params["train"][name]["seeds"] = [0, 1]
     params["report"]["compare"] = [["mlp", "softmax"]]
     # A two-point grid, two folds, one epoch: the select stage end to end, quickly.
-    params["select"] = {"base": "mlp", "k": 2, "overrides": {"epochs": 1},
-                        "grid": {"optimizer.lr": [0.05, 0.1]}}
+    params["select"] = {"searches": {"tiny": {
+        "base": "mlp", "k": 2, "overrides": {"epochs": 1},
+        "grid": {"optimizer.lr": [0.05, 0.1]}}}}
     for spec in params["train"].values():
         spec["epochs"] = min(spec["epochs"], 3)
         if spec["model"].get("hidden"):

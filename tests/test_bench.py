@@ -40,3 +40,54 @@ def test_the_memory_bench_runs_the_stages_on_fashion_mnist_sized_files(tmp_path)
     assert (memory["n_train"], memory["n_test"]) == (60000, 10000)
     for stage in ("generate", "prepare", "train"):
         assert memory[f"{stage}_peak_mib"] > 0
+
+
+def _tiny_search_params(tmp_path: Path) -> Path:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["select"] = {"searches": {"tiny": {
+        "base": "mlp", "k": 2, "patience": 1, "overrides": {"epochs": 3, "batch_size": 128},
+        "grid": {"model.hidden": [[8]], "optimizer.lr": [0.1, 0.2]}}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_the_select_bench_runs_both_paths_to_the_same_answer(tmp_path):
+    from dlbasics.bench import bench_select
+
+    r = bench_select(_tiny_search_params(tmp_path), "tiny", repeats=1)
+    assert r["configurations"] == 2 and r["fits"] == 4
+    assert r["paths"] == {"batched": 2, "sequential": 0}
+    assert r["same_choice"] and r["max_abs_diff_refit_weights"] <= 1e-6
+    assert r["max_abs_diff_fold_scores"] <= 1e-6
+    assert r["batched"]["runs"] == r["sequential"]["runs"] == 1
+
+
+def test_the_readme_block_is_rewritten_in_place_with_the_run_s_figures(tmp_path):
+    from dlbasics.bench import README_BEGIN, README_END, write_readme
+
+    results = {
+        "machine": {"date_utc": "2026-12-02 01:00", "cpus": 2, "processor": "x86_64",
+                    "torch": "2.14.1", "threads": 1, "load_avg_1min_at_start": 1.25,
+                    "load_avg_1min_at_end": 2.5},
+        "select": {"search": "tuned", "configurations": 24, "fits": 72,
+                   "paths": {"batched": 24, "sequential": 0},
+                   "batched": {"median_s": 10.0, "min_s": 9.0, "max_s": 11.0, "runs": 3},
+                   "sequential": {"median_s": 50.0, "min_s": 45.0, "max_s": 60.0, "runs": 3},
+                   "speedup": 5.0, "speedup_min": 4.5, "speedup_max": 5.5, "same_choice": True,
+                   "max_abs_diff_refit_weights": 0.0, "max_abs_diff_fold_scores": 0.0},
+    }
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n\n{README_BEGIN}\nold table\n{README_END}\n\nafter\n")
+    write_readme(readme, results)
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# title\n\nbefore\n\n")
+    assert text.endswith(f"{README_END}\n\nafter\n")
+    assert "Measured 2026-12-02 01:00 UTC" in text and "at start 1.2" in text
+    assert "| select@tuned (24 configurations, 72 fits): batched path | 10 s | 9-11 s, 3 runs |" \
+        in text
+    assert "| speed-up | 5x | 4.50-5.50x; same choice: yes" in text
+    write_readme(readme, results)
+    assert readme.read_text() == text  # idempotent

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 # What must be byte-identical between an edited workspace and a clean repro of its params.
 REPRODUCIBLE = ("reports/metrics.json", "reports/details.json", "reports/series.json",
                 "reports/history", "reports/figures", "reports/predictions",
-                "reports/selection.json", "reports/report.md", "reports/report.html",
+                "reports/selection", "reports/report.md", "reports/report.html",
                 "data/models", "data/select")
 
 
@@ -156,7 +156,7 @@ def test_evaluation_settings_reevaluate_every_variant_and_retrain_none(proj):
     metrics = json.loads((proj / "reports/metrics.json").read_text())
     assert "test_top_2_accuracy" in metrics["mlp"] and "test_top_3_accuracy" not in metrics["mlp"]
     # select evaluates its refit with the same settings
-    assert "test_top_2_accuracy" in metrics["select"]
+    assert "test_top_2_accuracy" in metrics["select@tiny"]
 
 
 def _append(proj: Path, rel: str) -> None:
@@ -171,7 +171,7 @@ def test_code_edits_rerun_what_executes_them(proj):
     # The stage entry points' shared module: every stage is out of date.
     _append(proj, "src/dlbasics/cli.py")
     status = json.loads(run(["dvc", "status", "--json"], proj).stdout)
-    assert set(status) == {"generate", "prepare", "train", "select", "report"}
+    assert set(status) == {"generate", "prepare", "train", "select@tiny", "report"}
     run(["git", "checkout", "--", "src/dlbasics/cli.py"], proj)
     # A module that evaluation executes (figures): re-evaluated, not retrained.
     _append(proj, "src/dlbasics/figures.py")

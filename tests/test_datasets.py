@@ -59,7 +59,7 @@ def only(params: dict, data: dict, prepare: dict, variants: dict) -> dict:
     params["data"], params["prepare"], params["train"] = data, prepare, variants
     notes = params.get("report", {}).get("notes", {})
     params["report"] = {"notes": {k: v for k, v in notes.items() if k in variants}}
-    if params.get("select", {}).get("base") not in variants:
+    if any(s["base"] not in variants for s in params.get("select", {}).get("searches", {}).values()):
         params.pop("select", None)  # the grid search is optional, and about another variant
     return params
 
@@ -134,8 +134,9 @@ def mnist_repro(tmp_path_factory):
         # only costs time.
         params["tracking"]["log_models"] = False
         if "select" in params:  # dvc.yaml's select stage needs the section: one tiny config
-            params["select"] = {"base": "mlp", "k": 2, "overrides": {"epochs": 1},
-                                "grid": {"optimizer.lr": [0.1]}}
+            params["select"] = {"searches": {"tiny": {
+                "base": "mlp", "k": 2, "overrides": {"epochs": 1},
+                "grid": {"optimizer.lr": [0.1]}}}}
         return params
 
     proj = make_project(root / "proj", params_edit=edit)

@@ -54,15 +54,26 @@ def inputs() -> dict:
                       for c in "012"},
         "macro_avg": {"precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 30},
     }
-    selection = [
+    rows = [
         {"config": c, "model.hidden": h, "optimizer.lr": lr, "diverged": False,
-         "n_parameters": n, "epochs": 2, "fold": f, "train_accuracy": acc + 0.02,
-         "val_accuracy": acc + 0.01 * f}
+         "n_parameters": n, "path": "batched", "epochs_max": 2, "epochs_chosen": 2,
+         "epochs_trained": 2, "fold": f, "train_accuracy": acc + 0.02,
+         "val_accuracy": acc + 0.01 * f, "epochs": 2}
         for c, (h, lr, n, acc) in enumerate([("[]", "0.01", 650, 0.80), ("[]", "0.03", 650, 0.84),
                                              ("[64]", "0.01", 4810, 0.90)])
         for f in range(3)
     ]
-    metrics["select"] = {"test_accuracy": 0.915}
+    chosen = {"config": 2, "values": {"model.hidden": [64], "optimizer.lr": 0.01},
+              "n_parameters": 4810, "diverged": False, "epochs_max": 2, "epochs_chosen": 2,
+              "epochs_trained": 2, "path": "batched",
+              "folds": [r for r in rows if r["config"] == 2],
+              "val_accuracy_mean": 0.91, "val_accuracy_std": 0.01,
+              "train_accuracy_mean": 0.92, "train_accuracy_std": 0.0}
+    info = {"chosen": chosen, "chosen_words": "1 hidden layer of 64 relu units", "base": "mlp",
+            "description": "A small grid.", "patience": None, "paths": {"batched": 3},
+            "spec": {"epochs": 2}}
+    selection = {"tiny": {"info": info, "rows": rows}}
+    metrics["select@tiny"] = {"test_accuracy": 0.915}
     grid = np.arange(2 * 16, dtype=float).reshape(2, 4, 4)
     figures = {"samples.png": image_grid(grid, ["a", "b"], ncols=2),
                "predictions.png": image_grid(grid[::-1], ["b", "a"], ncols=2)}
@@ -72,7 +83,7 @@ def inputs() -> dict:
                             "source": "https://example.org/digits.tar.gz", "task": "classification",
                             "n_features": 64, "sizes": {"train": 10, "val": 2, "test": 3},
                             "sha256": {"X_train.npy": "ab" * 32, "y_train.npy": "cd" * 32}}}
-    return dict(params=params, metrics=metrics, series={}, selection=selection, details=details,
+    return dict(params=params, metrics=metrics, series={}, searches=selection, details=details,
                 histories=histories, figures=figures, environment=environment,
                 manifests=manifests)
 
@@ -114,7 +125,7 @@ def test_sections_follow_the_variants_that_ran(page: str):
         assert f'href="#{sid}"' in page
 
 
-def test_sections_show_their_numbers(page: str):
+def test_sections_show_their_numbers(page: str, inputs: dict):
     overview = page.split('id="overview"')[1].split("<h2")[0]
     for name in ("poly3", "poly20", "mlp", "dropout_off", "softmax"):
         assert f">{name}<" in overview
@@ -124,6 +135,10 @@ def test_sections_show_their_numbers(page: str):
     assert re.search(r'<tr class="chosen"><td class=l>2<', selection)
     assert "0.915" in selection
     assert "configuration 2 beats configuration 1 by 6.0 +/- 0.0 points" in selection
+    # The chosen configuration in words, and its test score against the base variant's.
+    assert "configuration 2, 1 hidden layer of 64 relu units (2 epochs, fixed" in selection
+    base = inputs["metrics"]["mlp"]["test_accuracy"]
+    assert f"the hand-set base variant `mlp` ({base:.4g})" in selection.replace("&#x60;", "`")
     confusion = page.split('id="confusion"')[1].split("<h2")[0]
     assert "softmax" in confusion and "macro avg" in confusion
 

@@ -22,13 +22,13 @@ from conftest import digest_tree, make_project, ran, run
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("linreg", "softmax", "mlp")
-ALL_STAGES = ("generate", "prepare", "train", "select", "report")
+ALL_STAGES = ("generate", "prepare", "train", "select@tiny", "report")
 
 
 # What must be byte-identical between two runs from clean with the same params.
 REPRODUCIBLE = ("reports/metrics.json", "reports/history", "reports/series.json",
-                "reports/selection.json", "reports/report.md", "reports/report.html",
-                "reports/figures", "data/models", "data/prepared")
+                "reports/selection", "reports/report.md", "reports/report.html",
+                "reports/figures", "data/models", "data/select", "data/prepared")
 
 
 def reproducible_digests(proj: Path) -> dict[str, str]:
@@ -41,7 +41,8 @@ def runs_of(proj: Path, variants_only: bool = True):
     runs = mlflow.search_runs(experiment_names=["dlbasics"], output_format="list")
     if not variants_only:
         return runs
-    return [r for r in runs if r.data.tags.get("variant") not in (None, "select")]
+    return [r for r in runs if r.data.tags.get("variant") is not None
+            and not r.data.tags["variant"].startswith("select@")]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,11 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
         assert sorted(p.name for p in (proj / "data/models" / v).glob("seed_*.pt")) == [
             "seed_0.pt", "seed_1.pt"]
     assert "test accuracy over seeds 0, 1: " in report
+    # The search's choice in words, as select@tiny wrote it beside its model.
+    info = json.loads((proj / "data/select/tiny/model.json").read_text())
+    assert info["chosen_words"] in report and "### `select@tiny`" in report
+    rows = json.loads((proj / "reports/selection/tiny.json").read_text())
+    assert {r["config"] for r in rows} == {0, 1} and {r["path"] for r in rows} == {"batched"}
     html = (proj / "reports/report.html").read_text()
     assert 'id="overview"' in html and "https://" not in html and "http://" not in html
 
@@ -75,8 +81,8 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
 def test_metrics_json_matches_an_independent_evaluation(repro):
     proj, _ = repro
     metrics = json.loads((proj / "reports/metrics.json").read_text())
-    assert set(metrics) == {*VARIANTS, "select"}
-    assert "test_accuracy" in metrics["select"]
+    assert set(metrics) == {*VARIANTS, "select@tiny"}
+    assert "test_accuracy" in metrics["select@tiny"]
     assert metrics["linreg"]["w_error"] < 0.01 and metrics["linreg"]["b_error"] < 0.01
     # Recompute the softmax test accuracy from the saved weights with scikit-learn.
     state = torch.load(proj / "data/models/softmax/model.pt", weights_only=True)
@@ -117,7 +123,7 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
         experiment_ids=[runs[0].info.experiment_id], output_format="list"
     )
     select_runs = [r for r in runs_of(proj, variants_only=False)
-                   if r.data.tags.get("variant") == "select"]
+                   if r.data.tags.get("variant") == "select@tiny"]
     parents = [r for r in select_runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in select_runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 1 and len(children) == 2  # one nested run per configuration

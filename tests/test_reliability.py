@@ -76,14 +76,17 @@ def tiny(params: dict) -> dict:
     params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}
     params["prepare"] = {"synthetic_linear": params["prepare"]["synthetic_linear"]}
     params["report"] = {"notes": {}}
-    params["select"] = {"base": "base", "k": 2, "overrides": {"epochs": 1},
-                        "grid": {"optimizer.lr": [0.03]}}
+    params["select"] = {"searches": {"tiny": {"base": "base", "k": 2, "overrides": {"epochs": 1},
+                                              "grid": {"optimizer.lr": [0.03]}}}}
     return params
 
 
-def _dvc_cmd(stage: str) -> tuple[str, list[str]]:
-    """(script path, arguments) of a stage as dvc.yaml runs it."""
-    words = shlex.split(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["cmd"])
+def _dvc_cmd(stage: str, key: str = "tiny") -> tuple[str, list[str]]:
+    """(script path, arguments) of a stage as dvc.yaml runs it (a foreach stage's for `key`)."""
+    from dlbasics.codedeps import stage_body
+
+    body = stage_body(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage])
+    words = shlex.split(body["cmd"].replace("${key}", key))
     i = next(i for i, w in enumerate(words) if w.startswith("stages/"))
     return words[i], words[i + 1:]
 
@@ -180,7 +183,8 @@ def _walk(node, path=()):
 
 # Values of any type by design (grid axes and their values): mutating inside them is not an
 # error of that key, so they are mutated only as a whole.
-ANY_TYPED = (("select", "overrides"), ("select", "grid"))
+ANY_TYPED = tuple(("select", "searches", name, key) for name in BASE["select"]["searches"]
+                  for key in ("overrides", "grid"))
 SITES = [(p, v) for p, v in _walk(BASE)
          if p and not any(p[:len(a)] == a and len(p) > len(a) for a in ANY_TYPED)]
 MAPPINGS = [()] + [p for p, v in SITES if isinstance(v, dict) and p not in ANY_TYPED]
@@ -188,7 +192,7 @@ MAPPINGS = [()] + [p for p, v in SITES if isinstance(v, dict) and p not in ANY_T
 POSITIVE = {"lr", "epochs", "batch_size", "n_samples", "init_std", "threads", "k", "n_train",
             "n_test", "test_fraction", "n_features", "n_classes", "n_labels", "n_rows",
             "multilabel_top_k", "kfold", "max_degree", "zero_tol", "multilabel_threshold",
-            "hidden", "top_k"}
+            "hidden", "top_k", "patience"}
 NON_NEGATIVE = {"seed", "noise_sd", "weight_decay", "momentum", "val_fraction", "n_val",
                 "strength"}
 ABSURD = {"epochs": 10**9, "batch_size": 10**9, "lr": 1e6, "threads": 10**6,
@@ -197,7 +201,7 @@ ABSURD = {"epochs": 10**9, "batch_size": 10**9, "lr": 1e6, "threads": 10**6,
 REQUIRED = {"seed", "data", "prepare", "train", "dataset", "model", "loss", "optimizer",
             "batch_size", "epochs", "lr", "kind", "strength", "base", "grid"}
 NAMED = {"dataset", "kind", "loss", "name", "activation", "init", "device", "scale", "solver",
-         "base", "source", "x_dist"}  # keys whose value names something from a fixed set
+         "base", "source", "x_dist", "batched"}  # keys whose value names something from a fixed set
 
 
 def _name(path) -> str:
@@ -691,13 +695,13 @@ def test_the_whole_pipeline_logs_to_a_real_server(server, served):
     by_variant = {}
     for r in got:
         by_variant.setdefault(r.data.tags.get("variant"), []).append(r)
-    assert {"linreg", "base", "select"} <= set(by_variant)
+    assert {"linreg", "base", "select@tiny"} <= set(by_variant)
     for v in ("linreg", "base"):
         (r,) = by_variant[v]
         assert r.info.status == "FINISHED"
         assert "val_loss" in r.data.metrics and "test_loss" in r.data.metrics  # training, evaluation
         assert r.data.tags["dvc_stage"] == "train"
-    assert all(r.info.status == "FINISHED" for r in by_variant["select"])
+    assert all(r.info.status == "FINISHED" for r in by_variant["select@tiny"])
     assert not (served / "mlflow.db").exists(), "a stage logged to the local store instead"
     assert not (served / "mlartifacts").exists()
 

@@ -11,19 +11,25 @@ import yaml
 
 from conftest import REPO
 from dlbasics.config import ConfigError, grid_variants, parse_params
-from dlbasics.data import generate_all, load_prepared, prepare_all
-from dlbasics.selection import fold_indices, grid_search, n_parameters
+from dlbasics.data import Split, generate_all, load_prepared, prepare_all
+from dlbasics.selection import describe, fold_indices, n_parameters, run_search
 
 
-def _params(grid: dict, **select) -> dict:
+def _params(grid: dict, **search) -> dict:
     raw = json.loads(json.dumps(yaml.safe_load((REPO / "params.yaml").read_text())))
     raw["runtime"] = {"device": "cpu", "threads": 1}
     raw["data"] = {"images": raw["data"]["images"]}
     raw["prepare"] = {"images": raw["prepare"]["images"]}
     raw["train"] = {"mlp": {**raw["train"]["mlp"], "epochs": 2, "batch_size": 64}}
     raw["report"] = {"notes": {}}
-    raw["select"] = {"base": "mlp", "k": 3, "overrides": {}, "grid": grid, **select}
+    raw["select"] = {"searches": {"s": {"base": "mlp", "k": 3, "overrides": {}, "grid": grid,
+                                        **search}}}
     return raw
+
+
+def grid_search(params, data, **kw):
+    """The search `s` of _params."""
+    return run_search(params, "s", data, log=lambda line: None, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +44,7 @@ def digits(tmp_path_factory):
 def test_grid_is_the_product_of_axes_applied_to_the_base():
     params = parse_params(_params({"model.hidden": [[], [8, 8]], "optimizer.lr": [0.01, 0.03]},
                                   overrides={"epochs": 1}))
-    configs = grid_variants(params)
+    configs = grid_variants(params, "s")
     assert [c[0] for c in configs] == [
         {"model.hidden": h, "optimizer.lr": lr} for h in ([], [8, 8]) for lr in (0.01, 0.03)
     ]
@@ -49,7 +55,7 @@ def test_grid_is_the_product_of_axes_applied_to_the_base():
 def test_a_grid_value_that_makes_no_valid_variant_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         parse_params(_params({"optimizer.lr": [0.1, -1.0]}))
-    assert "select.grid" in str(info.value) and "lr" in str(info.value)
+    assert "select.searches.s.grid" in str(info.value) and "lr" in str(info.value)
 
 
 def test_folds_partition_the_training_rows_and_are_stratified():
@@ -62,9 +68,11 @@ def test_folds_partition_the_training_rows_and_are_stratified():
         assert np.bincount(y[va]).tolist() == [10] * 5
 
 
-def test_divergence_is_recorded_and_excluded_and_the_best_is_refitted(digits):
-    params = parse_params(_params({"optimizer.lr": [0.1, 100.0]}))
+@pytest.mark.parametrize("batched", ["auto", "never"])
+def test_divergence_is_recorded_and_excluded_and_the_best_is_refitted(digits, batched):
+    params = parse_params(_params({"optimizer.lr": [0.1, 100.0]}, batched=batched))
     table, best, spec, model, history = grid_search(params, digits)
+    assert {r["path"] for r in table} == {"batched" if batched == "auto" else "sequential"}
     assert [r["config"] for r in table] == [0, 1]
     assert table[1]["diverged"] and table[1]["diverged_epoch"] >= 1
     assert not table[0]["diverged"] and best["config"] == 0
@@ -81,24 +89,20 @@ def test_divergence_is_recorded_and_excluded_and_the_best_is_refitted(digits):
 
 
 def _scored_by_size(monkeypatch, scores: dict[int, float]) -> list[int]:
-    """Replace the cross-validation grid_search calls with one that scores a configuration by
-    its model's size (`scores`: n_parameters -> validation accuracy), so the scores tie or
-    differ exactly as a test says. Returns the sizes in the order they were scored."""
+    """Replace the training of each configuration with a score by its model's size (`scores`:
+    n_parameters -> validation accuracy), so the scores tie or differ exactly as a test says.
+    Returns the sizes in the order they were scored."""
     import dlbasics.selection as selection
 
     seen: list[int] = []
 
-    def scored(data, k, seed, make_model, train_fn):
-        size = n_parameters(make_model())
+    def scored(runner, max_epochs, patience, higher, metric, k):
+        size = n_parameters(runner.fits[0][0])
         seen.append(size)
         acc = scores[size]
-        folds = [{"fold": i, "train_accuracy": acc, "val_accuracy": acc, "epochs": 0}
-                 for i in range(k)]
-        return {"k": k, "metric": "accuracy", "folds": folds,
-                "train_accuracy_mean": acc, "train_accuracy_std": 0.0,
-                "val_accuracy_mean": acc, "val_accuracy_std": 0.0}
+        return {0: selection._record([(0.1, acc, acc)] * k, 1, 1, [acc], metric, k)}
 
-    monkeypatch.setattr(selection, "cross_validate", scored)
+    monkeypatch.setattr(selection, "_run", scored)
     return seen
 
 
@@ -111,7 +115,7 @@ def test_ties_go_to_the_smaller_model(digits, monkeypatch):
     # with exactly the same validation score: the smallest wins (not the first, not the last,
     # not the largest).
     seen = _scored_by_size(monkeypatch, {WIDE: 0.9, NONE: 0.9, NARROW: 0.9})
-    params = parse_params(_params({"model.hidden": [[16], [], [4]]}))
+    params = parse_params(_params({"model.hidden": [[16], [], [4]]}, batched="never"))
     table, best, spec, model, _ = grid_search(params, digits)
     assert seen == [WIDE, NONE, NARROW]  # every configuration scored once, in grid order
     assert [r["n_parameters"] for r in table] == [WIDE, NONE, NARROW]
@@ -125,7 +129,7 @@ def test_ties_go_to_the_smaller_model(digits, monkeypatch):
 def test_a_better_score_beats_a_smaller_model(digits, monkeypatch):
     # Size only breaks ties: the larger model wins when it scores higher, by any margin.
     _scored_by_size(monkeypatch, {WIDE: 0.901, NONE: 0.9, NARROW: 0.9})
-    params = parse_params(_params({"model.hidden": [[], [4], [16]]}))
+    params = parse_params(_params({"model.hidden": [[], [4], [16]]}, batched="never"))
     table, best, spec, *_ = grid_search(params, digits)
     assert [r["n_parameters"] for r in table] == [NONE, NARROW, WIDE]
     assert best["config"] == 2 and spec.model.hidden == [16]
@@ -136,9 +140,8 @@ def test_a_deduplicated_configuration_is_scored_once_and_ties_to_the_first(digit
     # the same settings, are cross-validated once, and tie at the same size; the first wins.
     import dlbasics.selection as selection
 
-    real, calls = selection.cross_validate, []
-    monkeypatch.setattr(selection, "cross_validate",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real, calls = selection._run, []
+    monkeypatch.setattr(selection, "_run", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     params = parse_params(_params({"model.hidden": [[], []], "model.dropout": [0.5, 0.7]}))
     table, best, *_ = grid_search(params, digits)
     assert len(calls) == 1 and len(table) == 4
@@ -146,11 +149,123 @@ def test_a_deduplicated_configuration_is_scored_once_and_ties_to_the_first(digit
     assert best["config"] == 0
 
 
+GRID = {"model.hidden": [[16], [32]], "optimizer.lr": [0.05, 0.3],
+        "optimizer.weight_decay": [0.0, 0.001]}
+
+
+@pytest.fixture(scope="module")
+def both_paths(digits):
+    """The same early-stopped search on the batched and on the sequential path."""
+    out = {}
+    for mode in ("auto", "never"):
+        params = parse_params(_params(GRID, overrides={"epochs": 15, "batch_size": 64},
+                                      patience=3, batched=mode))
+        out[mode] = params, grid_search(params, digits)
+    return out
+
+
+def test_batched_and_sequential_give_the_same_choice_scores_and_weights(both_paths):
+    (_, (t_b, best_b, spec_b, model_b, _)), (_, (t_s, best_s, spec_s, model_s, _)) = (
+        both_paths["auto"], both_paths["never"])
+    assert {r["path"] for r in t_b} == {"batched"} and {r["path"] for r in t_s} == {"sequential"}
+    assert best_b["config"] == best_s["config"] and spec_b == spec_s
+    for rb, rs in zip(t_b, t_s):
+        assert rb["epochs_chosen"] == rs["epochs_chosen"]
+        assert rb["epochs_trained"] == rs["epochs_trained"]
+        np.testing.assert_allclose(rb["val_curve"], rs["val_curve"], rtol=0, atol=1e-6)
+        for fb, fs in zip(rb["folds"], rs["folds"]):
+            assert fb["val_accuracy"] == pytest.approx(fs["val_accuracy"], abs=1e-6)
+    for (kb, vb), (ks, vs) in zip(model_b.state_dict().items(), model_s.state_dict().items()):
+        assert kb == ks
+        torch.testing.assert_close(vb, vs, rtol=0, atol=1e-6)
+
+
+def test_the_batched_runner_trains_each_fold_as_the_sequential_one_does(digits):
+    # Weights, not only scores: after 6 epochs every configuration's fold model of the batched
+    # runner equals its sequential twin within 1e-6.
+    import dlbasics.selection as selection
+    from dlbasics.rng import derive_seed
+
+    params = parse_params(_params(GRID, overrides={"epochs": 6, "batch_size": 64}))
+    specs = [spec for _, spec in grid_variants(params, "s")][:4]  # hidden [16]: one architecture
+    folds = selection._Folds(digits, 3, derive_seed(params.seed, "folds", "x"), torch.device("cpu"))
+    batched = selection._Batched(params, specs, digits, folds, torch.device("cpu"))
+    seqs = [selection._Sequential(params, s, "select@s", digits, folds, torch.device("cpu"))
+            for s in specs]
+    for _ in range(6):
+        scores_b = batched.epoch()
+        for g, seq in enumerate(seqs):
+            scores_s = seq.epoch()[0]
+            np.testing.assert_allclose(scores_b[g], scores_s, rtol=1e-6, atol=1e-6)
+    for g, seq in enumerate(seqs):
+        for fold, (model, *_rest) in enumerate(seq.fits):
+            got = batched.trainers[fold].state_dict(g)
+            for key, value in model.state_dict().items():
+                torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+
+
+def test_early_stopping_picks_the_best_mean_epoch_and_the_refit_trains_that_long(both_paths):
+    params, (table, best, spec, _, history) = both_paths["never"]
+    patience, most = 3, 15
+    for r in table:
+        curve = r["val_curve"]
+        chosen = r["epochs_chosen"]
+        assert chosen == int(np.argmax(curve)) + 1  # the first of equal best means
+        assert r["epochs_trained"] == len(curve) == min(chosen + patience, most)
+        assert r["val_accuracy_mean"] == pytest.approx(curve[chosen - 1], abs=1e-12)
+        assert all(f["epochs"] == chosen for f in r["folds"])
+    assert any(r["epochs_trained"] < most for r in table)  # some stopped early
+    assert spec.epochs == best["epochs_chosen"] and len(history) == best["epochs_chosen"]
+
+
+def test_the_lockstep_folds_equal_training_each_fold_with_fit(both_paths, digits):
+    # The oracle: each fold trained on its own with training.fit for the chosen number of
+    # epochs scores exactly what the search recorded for it.
+    from dlbasics.experiment import make_trainer
+    from dlbasics.rng import derive_seed
+    from dlbasics.training import predict
+
+    params, (table, best, *_) = both_paths["never"]
+    _, spec = grid_variants(params, "s")[best["config"]]
+    spec = spec.model_copy(update={"epochs": best["epochs_chosen"]})
+    make_model, train_fn = make_trainer(params, spec, "select@s", digits, None)
+    y = digits.splits["train"].y
+    X = digits.splits["train"].X
+    for (tr, va), rec in zip(fold_indices(y.numpy(), 3, derive_seed(
+            params.seed, "folds", digits.manifest["identity"]), stratify=True), best["folds"]):
+        tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
+        model = make_model()
+        empty = Split(X[:0], y[:0])
+        train_fn(model, {"train": Split(X[tr_t], y[tr_t]), "val": empty, "test": empty})
+        acc = float((predict(model, X[va_t]).argmax(1) == y[va_t]).double().mean())
+        assert acc == rec["val_accuracy"]
+
+
+def test_without_patience_every_configuration_trains_its_epochs(digits):
+    params = parse_params(_params({"optimizer.lr": [0.05, 0.1]}, overrides={"epochs": 3}))
+    table, best, spec, _, history = grid_search(params, digits)
+    assert all(r["epochs_chosen"] == r["epochs_trained"] == 3 for r in table)
+    assert spec.epochs == 3 and len(history) == 3
+
+
+def test_a_configuration_in_words():
+    params = parse_params(_params({"model.hidden": [[256, 128]], "model.dropout": [0.5],
+                                   "optimizer.weight_decay": [0.01]}))
+    (_, spec), = grid_variants(params, "s")
+    assert describe(spec, epochs=7) == (
+        "2 hidden layers of 256 + 128 relu units, dropout 0.5/0.5; sgd lr 0.1, weight decay "
+        "0.01; batch 64, 7 epochs")
+    params = parse_params(_params({"model.hidden": [[]]}))
+    (_, spec), = grid_variants(params, "s")
+    assert describe(spec).startswith("no hidden layer (a linear model); sgd lr 0.1, no weight "
+                                     "decay; batch 64, 2 epochs")
+
+
 def test_every_fit_starts_from_the_configurations_initial_weights(digits):
     from dlbasics.experiment import make_trainer
 
     params = parse_params(_params({"optimizer.lr": [0.1]}))
-    (_, spec), = grid_variants(params)
+    (_, spec), = grid_variants(params, "s")
     make_model, _ = make_trainer(params, spec, "select", digits, None)
     a, b = make_model(), make_model()
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -13,7 +13,9 @@ import yaml
 from dlbasics import codedeps, variants
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# Each stage's definition (a foreach stage's `do` body).
+STAGES = {name: codedeps.stage_body(stage)
+          for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
 
 
 def test_every_stage_declares_exactly_the_code_it_executes():
@@ -53,9 +55,13 @@ def test_check_names_an_undeclared_and_a_stale_file(tmp_path):
     deps.append("src/dlbasics/training.py")
     bad = tmp_path / "dvc.yaml"
     bad.write_text(yaml.safe_dump(doc))
+    # ... and in the body of a foreach stage (select@NAME).
+    doc["stages"]["select"]["do"]["deps"].remove("src/dlbasics/batched.py")
+    bad.write_text(yaml.safe_dump(doc))
     assert sorted(codedeps.check(REPO, bad)) == [
         "stage report: declares src/dlbasics/training.py but never executes it",
         "stage report: executes src/dlbasics/collect.py but does not declare it",
+        "stage select: executes src/dlbasics/batched.py but does not declare it",
     ]
 
 

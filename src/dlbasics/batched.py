@@ -154,6 +154,119 @@ def _per_config_loss(out: torch.Tensor, yb: torch.Tensor, loss: str) -> torch.Te
     return (out - yb).square().mean((1, 2))
 
 
+class BatchedTrainer:
+    """G configurations of one architecture on one training set, advanced one epoch at a time.
+
+    Configuration g starts from init_states[g] (a state_dict of build_model(spec, n_in, n_out))
+    and follows torch.optim.SGD with optimizers[g]'s lr, momentum and weight_decay (weights only).
+    Every epoch draws ONE torch.randperm(N, generator=generator), as training.fit does, and all
+    configurations see the same batches, so each one equals a separate training.fit run with
+    build_optimizer(optimizers[g]) and the same generator state, up to float rounding.
+    X [N, n_in]; y [N] (class indices, cross_entropy) or [N, n_out] (targets, mse). The compute
+    dtype and device are those of X. `alive` lists the original index of every configuration
+    still trained; keep() drops the others (a diverged or early-stopped one).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        n_in: int,
+        n_out: int,
+        optimizers: Sequence[OptimizerSpec],
+        init_states: Sequence[dict[str, torch.Tensor]],
+        X: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        loss: str,
+        batch_size: int,
+        generator: torch.Generator,
+    ):
+        if len(optimizers) != len(init_states) or not optimizers:
+            raise ValueError(f"one initial state per optimizer: got {len(optimizers)} optimizers "
+                             f"and {len(init_states)} initial states")
+        if not supports(spec, loss=loss):
+            raise ValueError(f"fit_batched trains kind linear or mlp without dropout with loss "
+                             f"{' or '.join(LOSSES)}; got kind {spec.kind}, dropout "
+                             f"{spec.dropout}, loss {loss}")
+        for i, o in enumerate(optimizers):
+            if o.name != "sgd":
+                raise ValueError(f"optimizers[{i}].name: expected sgd, found {o.name!r}")
+        self.X, self.y, self.loss = X, y, loss
+        self.batch_size, self.generator = batch_size, generator
+        device, dtype = X.device, X.dtype
+        self.stack = _Stack(linear_layers(spec, n_in, n_out),
+                            [{k: v.to(dtype) for k, v in s.items()} for s in init_states], device)
+        self.act = ACTIVATIONS[spec.activation]() if spec.hidden else None
+
+        def hyper(name: str) -> torch.Tensor:  # [G]
+            return torch.tensor([getattr(o, name) for o in optimizers], dtype=dtype,
+                                device=device)
+
+        self.lr, self.mom, self.wd = hyper("lr"), hyper("momentum"), hyper("weight_decay")
+        self.use_mom = bool((self.mom != 0).any())
+        self.use_wd = bool((self.wd != 0).any())
+        self.bufs: list[torch.Tensor | None] = [None] * len(self.stack.params())
+        self.alive = list(range(len(optimizers)))
+
+    def epoch(self) -> list[float]:
+        """One epoch of every configuration still trained; the mean minibatch loss of each, in
+        `alive` order (NaN or infinite for one that diverged)."""
+        X, y, stack, n = self.X, self.y, self.stack, self.X.shape[0]
+        lr, mom, wd = self.lr, self.mom, self.wd
+        perm = torch.randperm(n, generator=self.generator).to(X.device)
+        total = torch.zeros(len(self.alive), dtype=torch.float64, device=X.device)
+        for start in range(0, n, self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            xb, yb = X.index_select(0, idx), y.index_select(0, idx)
+            per_config = _per_config_loss(stack.forward(xb, self.act), yb, self.loss)  # [G]
+            params = stack.params()
+            for p, _, _ in params:
+                p.grad = None
+            # d(sum_g loss_g)/d W_g = d loss_g / d W_g: each configuration its own gradient.
+            per_config.sum().backward()
+            with torch.no_grad():
+                for j, (p, gdim, decayed) in enumerate(params):
+                    shape = [1] * p.ndim
+                    shape[gdim] = -1
+                    d = p.grad
+                    if decayed and self.use_wd:
+                        # grad + wd * w, in place (the grad is dropped before the next step):
+                        # a new tensor per step cost more than the arithmetic.
+                        d.addcmul_(wd.view(shape), p)
+                    if self.use_mom:
+                        # torch.optim.SGD: buf = grad on the first step, then mom * buf + grad.
+                        if self.bufs[j] is None:
+                            self.bufs[j] = d.clone()
+                        else:
+                            self.bufs[j].mul_(mom.view(shape)).add_(d)
+                        d = self.bufs[j]
+                    p.addcmul_(d, lr.view(shape), value=-1.0)
+            total += per_config.detach().double() * idx.shape[0]
+        return (total / n).tolist()
+
+    def keep(self, positions: Sequence[int]) -> None:
+        """Keep only the configurations at these positions of `alive`."""
+        if list(positions) == list(range(len(self.alive))):
+            return
+        rows = torch.tensor(list(positions), dtype=torch.long, device=self.X.device)
+        self.alive = [self.alive[k] for k in positions]
+        if not self.alive:
+            return
+        self.stack.keep(rows)
+        self.bufs = [None if b is None else b.index_select(gdim, rows)
+                     for b, (_, gdim, _) in zip(self.bufs, self.stack.params())]
+        self.lr, self.mom, self.wd = self.lr[rows], self.mom[rows], self.wd[rows]
+
+    @torch.no_grad()
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
+        """Outputs of every configuration still trained for X [N, n_in]: [G_alive, N, n_out]."""
+        return self.stack.forward(X.to(self.X.dtype), self.act)
+
+    def state_dict(self, position: int) -> dict[str, torch.Tensor]:
+        """The configuration at this position of `alive`, in build_model's layout (CPU)."""
+        return self.stack.state_dict(position)
+
+
 def fit_batched(
     spec: ModelSpec,
     n_in: int,
@@ -168,91 +281,27 @@ def fit_batched(
     batch_size: int,
     generator: torch.Generator,
 ) -> list[BatchedFit]:
-    """Train G = len(optimizers) configurations of one architecture together on X [N, n_in],
-    y [N] (class indices, cross_entropy) or [N, n_out] (targets, mse).
-
-    Configuration g starts from init_states[g] (a state_dict of build_model(spec, n_in, n_out))
-    and follows torch.optim.SGD with optimizers[g]'s lr, momentum and weight_decay (weights only).
-    Every epoch draws ONE torch.randperm(N, generator=generator), as training.fit does, and all
-    configurations see the same batches, so each result equals a separate training.fit run with
-    build_optimizer(optimizers[g]) and the same generator state, up to float rounding.
-    A configuration whose epoch loss is not finite is recorded (diverged_epoch) and dropped;
-    the others keep training. The compute dtype and device are those of X.
-    """
-    if len(optimizers) != len(init_states) or not optimizers:
-        raise ValueError(f"one initial state per optimizer: got {len(optimizers)} optimizers "
-                         f"and {len(init_states)} initial states")
-    if not supports(spec, loss=loss):
-        raise ValueError(f"fit_batched trains kind linear or mlp without dropout with loss "
-                         f"{' or '.join(LOSSES)}; got kind {spec.kind}, dropout {spec.dropout}, "
-                         f"loss {loss}")
-    for i, o in enumerate(optimizers):
-        if o.name != "sgd":
-            raise ValueError(f"optimizers[{i}].name: expected sgd, found {o.name!r}")
-    device, dtype = X.device, X.dtype
-    G, n = len(optimizers), X.shape[0]
-    stack = _Stack(linear_layers(spec, n_in, n_out),
-                   [{k: v.to(dtype) for k, v in s.items()} for s in init_states], device)
-    act = ACTIVATIONS[spec.activation]() if spec.hidden else None
-
-    def hyper(name: str) -> torch.Tensor:  # [G]
-        return torch.tensor([getattr(o, name) for o in optimizers], dtype=dtype, device=device)
-
-    lr, mom, wd = hyper("lr"), hyper("momentum"), hyper("weight_decay")
-    use_mom, use_wd = bool((mom != 0).any()), bool((wd != 0).any())
-    bufs: list[torch.Tensor | None] = [None] * len(stack.params())
-    alive = list(range(G))  # original index of each stacked configuration
+    """Train G = len(optimizers) configurations of one architecture together for `epochs`
+    (see BatchedTrainer). A configuration whose epoch loss is not finite is recorded
+    (diverged_epoch) and dropped; the others keep training."""
+    trainer = BatchedTrainer(spec, n_in, n_out, optimizers, init_states, X, y, loss=loss,
+                             batch_size=batch_size, generator=generator)
+    G = len(optimizers)
     losses: list[list[float]] = [[] for _ in range(G)]
     diverged: dict[int, tuple[int, float]] = {}
-
     for epoch in range(1, epochs + 1):
-        perm = torch.randperm(n, generator=generator).to(device)
-        total = torch.zeros(len(alive), dtype=torch.float64, device=device)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            xb, yb = X.index_select(0, idx), y.index_select(0, idx)
-            per_config = _per_config_loss(stack.forward(xb, act), yb, loss)  # [G]
-            params = stack.params()
-            for p, _, _ in params:
-                p.grad = None
-            # d(sum_g loss_g)/d W_g = d loss_g / d W_g: each configuration its own gradient.
-            per_config.sum().backward()
-            with torch.no_grad():
-                for j, (p, gdim, decayed) in enumerate(params):
-                    shape = [1] * p.ndim
-                    shape[gdim] = -1
-                    d = p.grad
-                    if decayed and use_wd:
-                        # grad + wd * w, in place (the grad is dropped before the next step):
-                        # a new tensor per step cost more than the arithmetic.
-                        d.addcmul_(wd.view(shape), p)
-                    if use_mom:
-                        # torch.optim.SGD: buf = grad on the first step, then mom * buf + grad.
-                        if bufs[j] is None:
-                            bufs[j] = d.clone()
-                        else:
-                            bufs[j].mul_(mom.view(shape)).add_(d)
-                        d = bufs[j]
-                    p.addcmul_(d, lr.view(shape), value=-1.0)
-            total += per_config.detach().double() * idx.shape[0]
-        epoch_loss = (total / n).tolist()
-        bad = [k for k, v in enumerate(epoch_loss) if not math.isfinite(v)]
+        epoch_loss = trainer.epoch()
+        good = []
         for k, v in enumerate(epoch_loss):
-            if k in bad:
-                diverged[alive[k]] = (epoch, v)
+            if math.isfinite(v):
+                losses[trainer.alive[k]].append(v)
+                good.append(k)
             else:
-                losses[alive[k]].append(v)
-        if bad:
-            rows = torch.tensor([k for k in range(len(alive)) if k not in bad], device=device)
-            alive = [alive[k] for k in rows.tolist()]
-            if not alive:
-                break
-            stack.keep(rows)
-            bufs = [None if b is None else b.index_select(gdim, rows)
-                    for b, (_, gdim, _) in zip(bufs, stack.params())]
-            lr, mom, wd = lr[rows], mom[rows], wd[rows]
-
-    states = {g: stack.state_dict(k) for k, g in enumerate(alive)}
+                diverged[trainer.alive[k]] = (epoch, v)
+        trainer.keep(good)
+        if not trainer.alive:
+            break
+    states = {g: trainer.state_dict(k) for k, g in enumerate(trainer.alive)}
     return [
         BatchedFit(states.get(g), losses[g], *diverged.get(g, (None, None)))
         for g in range(G)

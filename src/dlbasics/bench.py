@@ -46,7 +46,8 @@ from dlbasics.training import build_loss, build_optimizer, fit
 N, SIDE, CLASSES, BATCH = 60_000, 28, 10, 256
 FEATURES = SIDE * SIDE
 DIGITS_N, DIGITS_F = 1797, 64  # scikit-learn's digits: 1797 images of 8 x 8
-GOALS = {"vs_sources": 6.0, "of_matmul": 0.75, "grid_batched": 5.0, "repro_clean_s": 180.0,
+GOALS = {"vs_sources": 6.0, "of_matmul": 0.75, "grid_batched": 5.0, "select_speedup": 4.0,
+         "repro_clean_s": 90.0,
          "repro_noop_s": 2.0, "peak_mib": 2048.0, "edit_loop_s": 15.0}
 
 # Runs one stage script and prints the peak resident memory of its process (KiB on Linux).
@@ -58,14 +59,35 @@ sys.exit(rc)
 """
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> float:
-    """Fastest wall time of `repeats` calls of fn, in seconds."""
+def timings(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall time of each of `repeats` calls of fn, in seconds."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Fastest wall time of `repeats` calls of fn, in seconds."""
+    return min(timings(fn, repeats))
+
+
+def spread(times: list[float]) -> dict[str, Any]:
+    """Median, min and max of repeated timings (seconds), and how many."""
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs": len(times)}
+
+
+def alternated(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Each fn timed `repeats` times, in turns (A, B, A, B ...): a burst of other work on a
+    shared machine hits one timing of each side, not every timing of one side."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            out[k] += timings(fn, 1)
+    return out
 
 
 @contextlib.contextmanager
@@ -102,14 +124,6 @@ def loader_epoch(model: nn.Module, loader, opt, loss_fn) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-
-
-def matmul_gflops(n: int, repeats: int) -> float:
-    """float32 GFLOP/s of an n x n by n x n matmul (2 n^3 FLOPs), best of `repeats`."""
-    g = torch.Generator().manual_seed(1)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    a @ b  # warm-up
-    return 2 * n**3 / best_of(lambda: a @ b, repeats) / 1e9
 
 
 def bench_epochs(seed: int, repeats: int) -> dict[str, Any]:
@@ -150,17 +164,32 @@ def bench_epochs(seed: int, repeats: int) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="dlbasics-bench-")
     data = sources_dataset(images.numpy(), labels.numpy(), Path(tmp.name))
     project()  # warm-up (allocator, kernels)
-    out: dict[str, Any] = {"project_epoch_s": best_of(project, repeats)}
+    # The epoch and the matmul limit in turns, so that both see the same load.
+    g2 = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2048, 2048, generator=g2), torch.randn(2048, 2048, generator=g2)
+    a @ b  # warm-up
+
+    def matmul():
+        for _ in range(3):
+            a @ b
+
+    both = alternated({"project": project, "matmul": matmul}, repeats)
+    flops = 3 * 2 * (FEATURES * 256 + 256 * CLASSES) * N
+    out: dict[str, Any] = {"project": spread(both["project"]), "matmul": spread(both["matmul"])}
+    out["project_epoch_s"] = out["project"]["median_s"]
     out["sources_epoch_s"] = best_of(sources, 1)  # slow paths: one epoch each
     tmp.cleanup()
     out["tensordataset_epoch_s"] = best_of(tensor_dataset, 1)
-    flops = 3 * 2 * (FEATURES * 256 + 256 * CLASSES) * N
     out["epoch_gflop"] = flops / 1e9
     out["project_gflops"] = flops / out["project_epoch_s"] / 1e9
-    out["matmul_gflops"] = matmul_gflops(2048, repeats=5)
+    mm = [3 * 2 * 2048**3 / t / 1e9 for t in both["matmul"]]
+    out["matmul_gflops"] = statistics.median(mm)
     out["vs_sources"] = out["sources_epoch_s"] / out["project_epoch_s"]
     out["vs_tensordataset"] = out["tensordataset_epoch_s"] / out["project_epoch_s"]
-    out["of_matmul"] = out["project_gflops"] / out["matmul_gflops"]
+    # Per pair of neighbouring timings: the fraction of the matmul limit, then its spread.
+    ratios = [flops / tp / 1e9 / m for tp, m in zip(both["project"], mm)]
+    out["of_matmul"] = statistics.median(ratios)
+    out["of_matmul_min"], out["of_matmul_max"] = min(ratios), max(ratios)
     return out
 
 
@@ -215,18 +244,16 @@ def bench_grid(spec: ModelSpec, n: int, n_in: int, batch: int, epochs: int, seed
                                generator=torch.Generator().manual_seed(seed + 100 + k))
             batched.extend(f.state_dict for f in fits)
 
-    # Alternated, best of `repeats` each: a burst of other work on a shared machine hits one
-    # timing of each side, not every timing of one side.
-    seq, bat = [], []
-    for _ in range(repeats):
-        seq.append(best_of(run_sequential, 1))
-        bat.append(best_of(run_batched, 1))
-    seq_s, bat_s = min(seq), min(bat)
+    both = alternated({"sequential": run_sequential, "batched": run_batched}, repeats)
+    seq_s = statistics.median(both["sequential"])
+    bat_s = statistics.median(both["batched"])
+    ratios = [a / b for a, b in zip(both["sequential"], both["batched"])]
     # Per fit: max |batched - sequential| over its weights, and relative to its largest weight.
     diffs = [max(float((a[k] - b[k]).abs().max()) for k in a) for a, b in zip(sequential, batched)]
     scale = [max(float(a[k].abs().max()) for k in a) for a in sequential]
     return {"fits": len(configs) * folds, "rows": n, "batch_size": batch, "epochs": epochs,
-            "sequential_s": seq_s, "batched_s": bat_s, "speedup": seq_s / bat_s,
+            "sequential_s": seq_s, "batched_s": bat_s, "speedup": statistics.median(ratios),
+            "speedup_min": min(ratios), "speedup_max": max(ratios), "repeats": repeats,
             "max_abs_diff": max(diffs),
             "max_rel_diff": max(d / s for d, s in zip(diffs, scale)),
             "fits_within_1e-6": sum(d <= 1e-6 for d in diffs),
@@ -251,6 +278,45 @@ def bench_size_rule(seed: int, steps: int) -> list[dict[str, Any]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- the select stage
+
+def bench_select(params_path: Path, search: str, repeats: int) -> dict[str, Any]:
+    """The named search of params.yaml as the select stage runs it (selection.run_search, the
+    refit included), on its batched path and one configuration after another, in turns; the
+    two answers compared (same choice, scores and refitted weights within 1e-6)."""
+    from dlbasics.data import generate_all, load_prepared, prepare_all
+    from dlbasics.selection import run_search
+
+    params = load_params(params_path)
+    dataset = params.train[params.select.searches[search].base].dataset
+    only = params.model_copy(update={"data": {dataset: params.data[dataset]},
+                                     "prepare": {dataset: params.prepare[dataset]}})
+    got: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
+        generate_all(only, Path(tmp) / "raw")
+        prepare_all(only, Path(tmp) / "raw", Path(tmp) / "prep")
+        data = load_prepared(Path(tmp) / "prep" / dataset)
+
+        def run(mode: str) -> None:
+            with quiet():
+                got[mode] = run_search(params, search, data, batched=mode, log=lambda line: None)
+
+        times = alternated({"auto": lambda: run("auto"), "never": lambda: run("never")}, repeats)
+    (t_b, best_b, _, model_b, _), (t_s, best_s, _, model_s, _) = got["auto"], got["never"]
+    weights = max(float((a - b).abs().max()) for a, b in
+                  zip(model_b.state_dict().values(), model_s.state_dict().values()))
+    scores = max(abs(fb[k] - fs[k]) for rb, rs in zip(t_b, t_s) if not rb["diverged"]
+                 for fb, fs in zip(rb["folds"], rs["folds"]) for k in fb if k.startswith("val_"))
+    ratios = [s / b for s, b in zip(times["never"], times["auto"])]
+    return {"search": search, "configurations": len(t_b),
+            "fits": sum(len(r.get("folds") or []) for r in t_b),
+            "paths": {p: sum(r["path"] == p for r in t_b) for p in ("batched", "sequential")},
+            "batched": spread(times["auto"]), "sequential": spread(times["never"]),
+            "speedup": statistics.median(ratios), "speedup_min": min(ratios),
+            "speedup_max": max(ratios), "same_choice": best_b["config"] == best_s["config"],
+            "max_abs_diff_refit_weights": weights, "max_abs_diff_fold_scores": scores}
+
+
 # ----------------------------------------------------------------------------- dvc repro
 
 def project_files(repo: Path) -> list[str]:
@@ -272,11 +338,12 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3) -> dict[str, Any]:
-    """Seconds of `dvc repro` from a clean copy, then of a second (no-op) `dvc repro`, then of
-    the edit loop of each of EDIT_LOOP_VARIANTS (see edit_loop).
-    A run past `timeout_s` is stopped and reported as such (the clean run's figure is then a
-    lower bound)."""
+def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
+                repeats: int = 1) -> dict[str, Any]:
+    """Seconds of `dvc repro` from a clean copy (`repeats` times, a fresh copy each), then of a
+    second (no-op) `dvc repro`, then of the edit loop of each of EDIT_LOOP_VARIANTS (see
+    edit_loop). A run past `timeout_s` is stopped and reported as such (the clean run's figure
+    is then a lower bound)."""
     env = tool_env()
     dvc = str(Path(sys.executable).parent / "dvc")
 
@@ -293,25 +360,29 @@ def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3) -> dict[str
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-3000:]}")
 
-    with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
-        dest = Path(tmp) / "proj"
-        for rel in project_files(repo):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo / rel, dest / rel)
-        sh("git", "init", "-q", "-b", "main", cwd=dest)
-        sh("git", "add", "-A", cwd=dest)
-        sh("git", "commit", "-qm", "base", cwd=dest)
-        try:
-            clean = best_of(lambda: sh(dvc, "repro", cwd=dest), 1)
-        except subprocess.TimeoutExpired:
-            return {"repro_clean_s": timeout_s, "repro_timed_out": True}
-        noop = best_of(lambda: sh(dvc, "repro", cwd=dest), 1)
-        sh("git", "add", "-A", cwd=dest)
-        sh("git", "commit", "-qm", "reproduced", cwd=dest)
-        loops = {v: edit_loop(dest, v, lambda *cmd: sh(*cmd, cwd=dest), edit_repeats)
-                 for v in EDIT_LOOP_VARIANTS}
-    return {"repro_clean_s": clean, "repro_noop_s": noop, "repro_timed_out": False,
-            "edit_loop_s": loops}
+    clean: list[float] = []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
+            dest = Path(tmp) / "proj"
+            for rel in project_files(repo):
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(repo / rel, dest / rel)
+            sh("git", "init", "-q", "-b", "main", cwd=dest)
+            sh("git", "add", "-A", cwd=dest)
+            sh("git", "commit", "-qm", "base", cwd=dest)
+            try:
+                clean += timings(lambda: sh(dvc, "repro", cwd=dest), 1)
+            except subprocess.TimeoutExpired:
+                return {"repro_clean_s": timeout_s, "repro_timed_out": True}
+            if i < repeats - 1:
+                continue
+            noop = best_of(lambda: sh(dvc, "repro", cwd=dest), 1)
+            sh("git", "add", "-A", cwd=dest)
+            sh("git", "commit", "-qm", "reproduced", cwd=dest)
+            loops = {v: edit_loop(dest, v, lambda *cmd: sh(*cmd, cwd=dest), edit_repeats)
+                     for v in EDIT_LOOP_VARIANTS}
+    return {"repro_clean": spread(clean), "repro_clean_s": statistics.median(clean),
+            "repro_noop_s": noop, "repro_timed_out": False, "edit_loop_s": loops}
 
 
 EDIT_LOOP_VARIANTS = ("mlp_adam", "linreg")
@@ -328,8 +399,7 @@ def edit_loop(dest: Path, variant: str, sh: Callable[..., None], repeats: int) -
         new = float(f"{lr * (1 + 0.1 * i):.6g}")
         times.append(best_of(lambda: sh(dvc, "exp", "run", "-S",
                                         f"train.{variant}.optimizer.lr={new}"), 1))
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": len(times)}
+    return spread(times)
 
 
 # ----------------------------------------------------------------------------- report
@@ -387,56 +457,103 @@ def bench_memory(repo: Path, seed: int) -> dict[str, Any]:
     return out
 
 
-def _epoch_rows(results, row, lines) -> None:
-    e = results["epoch"]
-    row("project epoch, MLP 784-256-10 (s)", e["project_epoch_s"])
-    row("sources' epoch: FashionMNIST+ToTensor, 4 workers (s)", e["sources_epoch_s"])
-    row("TensorDataset DataLoader epoch (s)", e["tensordataset_epoch_s"])
-    row("  speed-up vs the sources' path", e["vs_sources"], "x", ">= 6x")
-    row("  speed-up vs TensorDataset DataLoader", e["vs_tensordataset"], "x")
-    row("project epoch GFLOP/s", e["project_gflops"])
-    row("float32 matmul 2048^3 GFLOP/s", e["matmul_gflops"])
-    row("  project epoch / matmul limit", e["of_matmul"], "", ">= 0.75")
-    for key, name in (("grid_softmax", "softmax 784-10"), ("grid_mlp", "digits MLP 64-256-10")):
-        if key not in results:
-            continue
-        r = results[key]
-        row(f"grid {r['fits']} fits, {name}: sequential (s)", r["sequential_s"])
-        row(f"grid {r['fits']} fits, {name}: batched (s)", r["batched_s"])
-        row("  speed-up", r["speedup"], "x", ">= 5x")
-        lines.append(f"  max |batched - sequential| weight: {r['max_abs_diff']:.2e} "
-                     f"({r['max_rel_diff']:.2e} of the largest weight; "
-                     f"{r['fits_within_1e-6']}/{r['fits']} fits within 1e-6)")
-    for r in results.get("size_rule", []):
-        row(f"size rule {r['model']} ({r['weights']} w): speed-up", r["speedup"], "x",
-            "batched" if r["rule_says_batched"] else "seq")
+def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, median or value, spread, goal) of every figure measured."""
+    rows: list[tuple[str, str, str, str]] = []
 
+    def row(name: str, value: float, unit: str = "", goal: str = "", rng: str = "") -> None:
+        rows.append((name, f"{value:.3g}{unit}" if abs(value) < 1000 else f"{value:.0f}{unit}",
+                     rng, goal))
 
-def table(results: dict[str, Any]) -> str:
-    lines = [f"{'measure':52s} {'value':>10s} {'goal':>8s}"]
-
-    def row(name: str, value: float, unit: str = "", goal: str = "") -> None:
-        lines.append(f"{name:52s} {value:>9.3f}{unit:1s} {goal:>8s}")
+    def timed(name: str, t: dict[str, Any], goal: str = "") -> None:
+        row(name, t["median_s"], " s", goal,
+            f"{t['min_s']:.3g}-{t['max_s']:.3g} s, {t['runs']} runs")
 
     if "memory" in results:
         m = results["memory"]
         for name in ("generate", "prepare", "train"):
-            row(f"peak memory, {name} on 60000 x 784 (MiB)", m[f"{name}_peak_mib"], "",
-                "< 2048" if name != "generate" else "")
+            row(f"peak memory, {name} on 60000 x 784", m[f"{name}_peak_mib"], " MiB",
+                "< 2048 MiB" if name != "generate" else "", "1 run")
     e = results.get("epoch")
     if e is not None:
-        _epoch_rows(results, row, lines)
+        timed("epoch of MLP 784-256-10, project loop", e["project"])
+        row("epoch, the sources' data path (FashionMNIST+ToTensor, 4 workers)",
+            e["sources_epoch_s"], " s", "", "1 run")
+        row("epoch, TensorDataset DataLoader", e["tensordataset_epoch_s"], " s", "", "1 run")
+        row("  speed-up vs the sources' path", e["vs_sources"], "x", ">= 6x")
+        row("  speed-up vs TensorDataset DataLoader", e["vs_tensordataset"], "x")
+        row("  project epoch GFLOP/s", e["project_gflops"])
+        row("  float32 matmul 2048^3 GFLOP/s", e["matmul_gflops"])
+        row("  project epoch / matmul limit", e["of_matmul"], "", ">= 0.75",
+            f"{e['of_matmul_min']:.2f}-{e['of_matmul_max']:.2f}, {e['project']['runs']} pairs")
+    for key, name in (("grid_softmax", "softmax 784-10"), ("grid_mlp", "digits MLP 64-256-10")):
+        if key not in results:
+            continue
+        r = results[key]
+        row(f"grid of {r['fits']} fits, {name}: sequential", r["sequential_s"], " s")
+        row(f"grid of {r['fits']} fits, {name}: batched", r["batched_s"], " s")
+        row("  speed-up", r["speedup"], "x", ">= 5x",
+            f"{r['speedup_min']:.2f}-{r['speedup_max']:.2f}x, {r['repeats']} pairs; "
+            f"{r['fits_within_1e-6']}/{r['fits']} fits within 1e-6")
+    for r in results.get("size_rule", []):
+        row(f"size rule {r['model']} ({r['weights']} weights): speed-up", r["speedup"], "x",
+            "", "batched" if r["rule_says_batched"] else "sequential")
+    if "select" in results:
+        r = results["select"]
+        what = f"select@{r['search']} ({r['configurations']} configurations, {r['fits']} fits)"
+        timed(f"{what}: batched path", r["batched"])
+        timed(f"{what}: one by one", r["sequential"])
+        row("  speed-up", r["speedup"], "x", ">= 4x",
+            f"{r['speedup_min']:.2f}-{r['speedup_max']:.2f}x; same choice: "
+            f"{'yes' if r['same_choice'] else 'NO'}, refit weights within "
+            f"{r['max_abs_diff_refit_weights']:.1e}")
     if "repro" in results:
         r = results["repro"]
-        name = "dvc repro from clean (s)" + (": stopped, over" if r["repro_timed_out"] else "")
-        row(name, r["repro_clean_s"], "", "< 180")
+        if r.get("repro_timed_out"):
+            row("dvc repro from clean: stopped after", r["repro_clean_s"], " s", "<= 90 s")
+        else:
+            timed("dvc repro from clean", r["repro_clean"], "<= 90 s")
         if "repro_noop_s" in r:
-            row("dvc repro no-op (s)", r["repro_noop_s"], "", "< 2")
+            row("dvc repro, nothing changed", r["repro_noop_s"], " s", "< 2 s", "1 run")
         for v, loop in r.get("edit_loop_s", {}).items():
-            row(f"edit loop, dvc exp run -S train.{v}... median (s)", loop["median_s"], "",
-                "<= 15")
-            lines.append(f"  {loop['runs']} runs: {loop['min_s']:.1f} to {loop['max_s']:.1f} s")
+            timed(f"edit loop, dvc exp run -S train.{v}.optimizer.lr", loop, "<= 15 s")
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    """The figures as plain text, one per line."""
+    lines = [f"{'measure':64s} {'median':>9s}  {'goal':>10s}  spread"]
+    for name, value, rng, goal in _rows(results):
+        lines.append(f"{name[:64]:64s} {value:>9s}  {goal:>10s}  {rng}")
     return "\n".join(lines)
+
+
+README_BEGIN = "<!-- bench:begin (written by `make bench`: python -m dlbasics.bench --readme) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_block(results: dict[str, Any]) -> str:
+    """The README's speed table: every figure of this run, when and under what load."""
+    m = results["machine"]
+    loads = ", ".join(f"{k.removeprefix('load_avg_1min_').replace('_', ' ')} {v:.1f}"
+                      for k, v in m.items() if k.startswith("load_avg_1min_"))
+    head = (f"Measured {m['date_utc']} UTC by `make bench` on {m['cpus']} CPUs "
+            f"({m['processor']}), torch {m['torch']}, {m['threads']} thread(s); 1-minute load "
+            f"average {loads}. Medians of repeated runs taken in turns (A, B, A, B ...); the "
+            "spread is the lowest and highest run.")
+    lines = ["| measure | median | spread | goal |", "|---|---:|---|---|"]
+    lines += [f"| {n.strip()} | {v} | {r} | {g} |" for n, v, r, g in _rows(results)]
+    return f"{README_BEGIN}\n{head}\n\n" + "\n".join(lines) + f"\n{README_END}"
+
+
+def write_readme(path: Path, results: dict[str, Any]) -> None:
+    """Replace the block between README_BEGIN and README_END of `path` with this run's."""
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{path}: no bench block; add the two lines {README_BEGIN!r} and "
+                         f"{README_END!r} where the table goes")
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    path.write_text(text[:start] + readme_block(results) + text[end:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,6 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-memory", action="store_true", help="measure peak memory only")
     ap.add_argument("--dvc-timeout", type=float, default=600.0,
                     help="seconds after which the clean dvc repro is stopped")
+    ap.add_argument("--repro-repeats", type=int, default=2,
+                    help="clean dvc repro runs, each in a fresh copy (the median is kept)")
+    ap.add_argument("--select-repeats", type=int, default=2,
+                    help="runs of the search on each path, in turns")
+    ap.add_argument("--search", default="tuned", help="the search of params.yaml to time")
+    ap.add_argument("--no-select", action="store_true", help="skip the select timings")
+    ap.add_argument("--readme", type=Path,
+                    help="also write the table into this README's bench block")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -467,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                     "torch": torch.__version__, "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine(),
                     # Other work on a shared machine skews every figure: look here first.
+                    "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                     "load_avg_1min_at_start": os.getloadavg()[0]},
     }
     results["goals"] = GOALS
@@ -479,16 +605,24 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
     repo = args.params.resolve().parent
+    def finish() -> int:
+        results["machine"]["load_avg_1min_at_end"] = os.getloadavg()[0]
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(table(results))
+        if args.readme is not None:
+            write_readme(args.readme, results)
+            print(f"{args.readme}: bench table rewritten")
+        return 0
+
     if args.only_dvc:
         section("repro", "dvc repro, then the edit loop",
-                lambda: bench_repro(repo, args.dvc_timeout, args.edit_repeats))
-        print(table(results))
-        return 0
+                lambda: bench_repro(repo, args.dvc_timeout, args.edit_repeats,
+                                    args.repro_repeats))
+        return finish()
     if not args.no_memory:
         section("memory", "peak memory", lambda: bench_memory(repo, seed))
     if args.only_memory:
-        print(table(results))
-        return 0
+        return finish()
     section("epoch", "epoch paths", lambda: bench_epochs(seed, args.repeats))
     section("grid_softmax", "grid: softmax",
             lambda: bench_grid(ModelSpec(kind="linear"), N, FEATURES, BATCH, 1, seed,
@@ -498,13 +632,15 @@ def main(argv: list[str] | None = None) -> int:
                                seed, repeats=args.grid_repeats))
     if not args.no_size_rule:
         section("size_rule", "size rule", lambda: bench_size_rule(seed, steps=20))
+    if not args.no_select and params.select is not None:
+        section("select", f"select@{args.search}: batched and one by one",
+                lambda: bench_select(args.params, args.search, args.select_repeats))
     results["machine"]["load_avg_1min_before_dvc"] = os.getloadavg()[0]
     if not args.no_dvc:
         section("repro", "dvc repro, then the edit loop",
-                lambda: bench_repro(args.params.resolve().parent, args.dvc_timeout,
-                                    args.edit_repeats))
-    print(table(results))
-    return 0
+                lambda: bench_repro(repo, args.dvc_timeout, args.edit_repeats,
+                                    args.repro_repeats))
+    return finish()
 
 
 if __name__ == "__main__":

@@ -145,6 +145,11 @@ def stage_code(repo: Path, cmd: str) -> list[str]:
     return [p.relative_to(repo.resolve()).as_posix() for p in files]
 
 
+def stage_body(stage: dict) -> dict:
+    """The definition of a dvc.yaml stage: its `do` body when it is a foreach stage."""
+    return stage["do"] if "foreach" in stage else stage
+
+
 def _is_code(dep: str) -> bool:
     return dep.endswith(".py")
 
@@ -157,6 +162,7 @@ def check(repo: Path, dvc_yaml: Path | None = None) -> list[str]:
     doc = yaml.safe_load((dvc_yaml or repo / "dvc.yaml").read_text())
     problems = []
     for name, stage in (doc.get("stages") or {}).items():
+        stage = stage_body(stage)
         declared = {d for d in stage.get("deps", []) if isinstance(d, str) and _is_code(d)}
         executed = set(stage_code(repo, stage["cmd"]))
         problems += [f"stage {name}: executes {f} but does not declare it"
@@ -179,6 +185,7 @@ def write(repo: Path, dvc_yaml: Path | None = None) -> bool:
     text = path.read_text()
     doc = yml.load(text)
     for stage in (doc.get("stages") or {}).values():
+        stage = stage_body(stage)
         deps = stage.get("deps")
         code = stage_code(repo, stage["cmd"])
         if deps is None or not code:

@@ -14,9 +14,20 @@ from dlbasics.errors import DataError
 from dlbasics.io import EVAL_DIR, HISTORY, atomic_directory, write_bytes_atomic, write_json_atomic
 
 
+def search_names(params: Params) -> list[str]:
+    """The named searches of params.select, in params order."""
+    return list(params.select.searches) if params.select is not None else []
+
+
 def collected_names(params: Params) -> list[str]:
-    """Every variant, then `select` (the refitted winner of the grid search) when configured."""
-    return [*params.train, *(["select"] if params.select is not None else [])]
+    """Every variant, then select@NAME (the refitted winner) of every named search."""
+    return [*params.train, *(f"select@{s}" for s in search_names(params))]
+
+
+def model_dir(name: str, models_root: Path, select_root: Path) -> Path:
+    """Where `train` (models_root/<variant>) or `select@NAME` (select_root/NAME) put a model."""
+    return select_root / name.removeprefix("select@") if name.startswith("select@") \
+        else models_root / name
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -27,7 +38,8 @@ def _read_bytes(path: Path) -> bytes:
                         "(dvc repro)") from None
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The JSON file at path; a missing one is a DataError that says which stages write it."""
     return json.loads(_read_bytes(path))
 
 
@@ -62,16 +74,16 @@ def collect(
             write_bytes_atomic(hist / f"{name}.json",
                                _read_bytes(models_root / name / HISTORY))
         for name in collected_names(params):
-            where = select_dir if name == "select" else models_root / name
+            where = model_dir(name, models_root, select_dir)
             ev = where / EVAL_DIR
-            results[name] = _read_json(ev / "metrics.json")
-            d = _read_json(ev / "details.json")
+            results[name] = read_json(ev / "metrics.json")
+            d = read_json(ev / "details.json")
             has_predictions = (ev / "predictions.json").is_file()
             if d or has_predictions:
                 details[name] = d
             if has_predictions:
                 write_bytes_atomic(preds / f"{name}.json", (ev / "predictions.json").read_bytes())
-            dataset = _read_json(where / "model.json")["spec"]["dataset"]
+            dataset = read_json(where / "model.json")["spec"]["dataset"]
             if (ev / "samples.png").is_file() and dataset not in drawn:
                 drawn.add(dataset)
                 write_bytes_atomic(figs / f"{dataset}_samples.png",

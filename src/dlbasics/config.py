@@ -391,9 +391,9 @@ class EvaluateSpec(Strict):
     zero_tol: Annotated[float, Field(gt=0)] = 1e-3
 
 
-class SelectSpec(Strict):
-    """K-fold grid search (the `select` stage): every combination of the `grid` values, applied
-    to the `base` variant (after `overrides`), scored by K-fold cross-validation."""
+class SearchSpec(Strict):
+    """One named K-fold search (a `select@NAME` stage): every combination of the `grid` values,
+    applied to the `base` variant (after `overrides`), scored by K-fold cross-validation."""
 
     base: Annotated[str, Field(min_length=1)]
     k: Annotated[int, Field(ge=2, le=20)] = 3
@@ -401,6 +401,22 @@ class SelectSpec(Strict):
     overrides: dict[str, Any] = {}
     # Key path -> the values to try; the grid is their product.
     grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], Field(min_length=1)]
+    # Early stopping on the mean validation score across the K folds: a configuration stops once
+    # that score has not improved for `patience` epochs, and the epoch with the best mean (the
+    # first of equals) is its answer, used for the refit; `epochs` is then the most it trains.
+    # None: every configuration trains its `epochs` and is scored at the last one.
+    patience: PositiveInt | None = None
+    # auto: configurations that share an architecture train as one batched model when the size
+    # rule (dlbasics.batched.batched_is_faster) expects that to be faster; never: one by one.
+    batched: Literal["auto", "never"] = "auto"
+    # One line for the report: what this search is for.
+    description: str = ""
+
+
+class SelectSpec(Strict):
+    """Named searches, each its own DVC stage (select@NAME) and MLflow parent run."""
+
+    searches: Annotated[dict[str, SearchSpec], Field(min_length=1)]
 
 
 def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -411,12 +427,15 @@ def set_path(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
-def grid_variants(params: Params) -> list[tuple[dict[str, Any], VariantSpec]]:
-    """[(the grid values of one configuration, its full validated variant)], in grid order."""
+def grid_variants(params: Params, search: str) -> list[tuple[dict[str, Any], VariantSpec]]:
+    """[(the grid values of one configuration, its full validated variant)] of the named search,
+    in grid order."""
     import itertools
 
-    sel = params.select
+    sel = params.select.searches[search]
     base = params.train[sel.base].model_dump(mode="json", exclude_none=True)
+    base.pop("seeds", None)  # a configuration is one fit per fold, not a repeated-seed study
+    base.pop("kfold", None)  # the search does its own K folds
     for path, value in sel.overrides.items():
         base = set_path(base, path, value)
     axes = list(sel.grid)
@@ -430,8 +449,9 @@ def grid_variants(params: Params) -> list[tuple[dict[str, Any], VariantSpec]]:
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise _KeyProblem(("select", "grid"), f"settings that make a valid variant ({where}: "
-                              f"{err['msg']})", _Shown(str(dict(zip(axes, values))))) from None
+            raise _KeyProblem(("select", "searches", search, "grid"),
+                              f"settings that make a valid variant ({where}: {err['msg']})",
+                              _Shown(str(dict(zip(axes, values))))) from None
         out.append((dict(zip(axes, values)), spec))
     return out
 
@@ -512,11 +532,15 @@ class Params(Strict):
                     f"a loss for the {task} dataset {v.dataset!r}: one of {fits}",
                     v.loss,
                 )
-        if self.select is not None:
-            if self.select.base not in self.train:
-                raise _KeyProblem(("select", "base"), f"a variant under train {sorted(self.train)}",
-                                  self.select.base)
-            grid_variants(self)  # every configuration must be a valid variant
+        for sname, search in (self.select.searches if self.select else {}).items():
+            if not _NAME.fullmatch(sname):
+                raise _KeyProblem(("select", "searches", sname),
+                                  "a name of a letter then letters, digits or underscores (it "
+                                  "becomes a DVC stage and file name)", sname)
+            if search.base not in self.train:
+                raise _KeyProblem(("select", "searches", sname, "base"),
+                                  f"a variant under train {sorted(self.train)}", search.base)
+            grid_variants(self, sname)  # every configuration must be a valid variant
         for vname in self.report.notes:
             if vname not in self.train:
                 raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
@@ -631,6 +655,10 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
             out[f"train.{name}.penalty"] = list(PenaltySpec.model_fields)
             out[f"train.{name}.series"] = list(SeriesSpec.model_fields)
     out["select"] = list(SelectSpec.model_fields)
+    searches = (params.get("select") or {}).get("searches") if isinstance(
+        params.get("select"), dict) else None
+    for name in searches if isinstance(searches, dict) else []:
+        out[f"select.searches.{name}"] = list(SearchSpec.model_fields)
     return out
 
 

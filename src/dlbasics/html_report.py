@@ -47,7 +47,7 @@ SECTIONS = {
     "confusion": "Confusion matrices and per-class scores",
     "top-k": "Top-k accuracy",
     "multilabel": "Multi-label metrics",
-    "selection": "Model selection (K-fold grid search)",
+    "selection": "Model selection (K-fold searches)",
     "repeats": "Repeated runs and paired comparisons",
     "figures": "Image grids",
     "provenance": "Dataset provenance",
@@ -397,93 +397,82 @@ def _multilabel(params: Params, metrics) -> str:
                     "labels per row (top2_*).")
 
 
-def _chosen(by_config: Mapping[int, list[dict]], metric: str) -> int | None:
-    """The selection rule of dlbasics.selection.grid_search: best mean validation score, ties
-    to the smaller model, then the earlier configuration."""
-    sign = 1.0 if metric == "rmse" else -1.0
-    alive = {c: f for c, f in by_config.items() if not f[0].get("diverged")}
-    if not alive:
-        return None
+def _selection(searches: Mapping[str, Mapping[str, Any]], metrics, details) -> str:
+    from dlbasics.reporting import difference_units, search_sentences
 
-    def key(c: int):
-        folds = alive[c]
-        return (sign * sum(f[f"val_{metric}"] for f in folds) / len(folds),
-                folds[0].get("n_parameters", 0), c)
-
-    return min(alive, key=key)
-
-
-def _selection(rows: Sequence[Mapping[str, Any]], select_metrics: Mapping[str, float]) -> str:
-    if not rows:
-        return ""
-    by_config: dict[int, list[dict]] = {}
-    for r in rows:
-        by_config.setdefault(r["config"], []).append(dict(r))
-    for folds in by_config.values():
-        folds.sort(key=lambda f: -1 if f.get("fold") is None else f["fold"])
-    metric = next((k.removeprefix("val_") for r in rows for k in r if k.startswith("val_")), None)
-    if metric is None:
-        return ""
-    axes = list(dict.fromkeys(k for r in rows for k in r if "." in k))
-    n_folds = max(len(f) for f in by_config.values())
-    chosen = _chosen(by_config, metric)
-    head = ["config", *axes, "parameters", *(f"fold {i}" for i in range(n_folds)),
-            f"val {metric} mean", "sd", f"train {metric} mean"]
-    table_rows, classes, stats_by = [], [], {}
-    for cfg, folds in sorted(by_config.items()):
-        first = folds[0]
-        lead = [cfg, *(first.get(a, "") for a in axes), first.get("n_parameters")]
-        if first.get("diverged"):
-            table_rows.append(lead + ["diverged"] * (n_folds + 3))
-            classes.append("")
+    body = []
+    for name, search in searches.items():
+        rows = search["rows"]
+        chosen = search["info"]["chosen"]["config"]  # as the select stage chose it
+        by_config: dict[int, list[dict]] = {}
+        for r in rows:
+            by_config.setdefault(r["config"], []).append(dict(r))
+        for folds in by_config.values():
+            folds.sort(key=lambda f: -1 if f.get("fold") is None else f["fold"])
+        metric = next((k.removeprefix("val_") for r in rows for k in r if k.startswith("val_")),
+                      None)
+        if metric is None:
             continue
-        va = [f[f"val_{metric}"] for f in folds]
-        tr = [f.get(f"train_{metric}", math.nan) for f in folds]
-        mean = sum(va) / len(va)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in va) / (len(va) - 1)) if len(va) > 1 else 0.0
-        stats_by[cfg] = (mean, sd, va)
-        table_rows.append(lead + va + [None] * (n_folds - len(va)) + [mean, sd, sum(tr) / len(tr)])
-        classes.append("chosen" if cfg == chosen else "")
-    body = _table(head, table_rows, left=1 + len(axes), classes=classes)
-    # Every configuration is scored on the same folds: the runner-up comparison is paired.
-    from dlbasics.reporting import difference_units
-
-    scale, unit, digits, higher = difference_units(metric)
-    sentences = []
-    if chosen is not None:
-        test = select_metrics.get(f"test_{metric}")
-        test_words = f"; refitted on the whole training split, its test {metric} is {_fmt(test)}" \
-            if test is not None else ""
-        sentences.append(f"Chosen: configuration {chosen} (best mean validation {metric}, ties to "
-                         f"the smaller model){test_words}.")
-        others = sorted((c for c in stats_by if c != chosen),
-                        key=lambda c: stats_by[c][0], reverse=higher)
-        if others and len(stats_by[chosen][2]) >= 2 \
+        axes = list(dict.fromkeys(k for r in rows for k in r if "." in k))
+        n_folds = max(len(f) for f in by_config.values())
+        head = ["config", *axes, "parameters", "path", "epochs",
+                *(f"fold {i}" for i in range(n_folds)), f"val {metric} mean", "sd",
+                f"train {metric} mean"]
+        table_rows, classes, stats_by = [], [], {}
+        for cfg, folds in sorted(by_config.items()):
+            first = folds[0]
+            lead = [cfg, *(first.get(a, "") for a in axes), first.get("n_parameters"),
+                    first.get("path", ""), first.get("epochs_chosen")]
+            if first.get("diverged"):
+                table_rows.append(lead[:-1] + ["diverged"] * (n_folds + 4))
+                classes.append("")
+                continue
+            va = [f[f"val_{metric}"] for f in folds]
+            tr = [f.get(f"train_{metric}", math.nan) for f in folds]
+            mean = sum(va) / len(va)
+            sd = (math.sqrt(sum((v - mean) ** 2 for v in va) / (len(va) - 1)) if len(va) > 1
+                  else 0.0)
+            stats_by[cfg] = (mean, sd, va)
+            table_rows.append(lead + va + [None] * (n_folds - len(va))
+                              + [mean, sd, sum(tr) / len(tr)])
+            classes.append("chosen" if cfg == chosen else "")
+        # Every configuration is scored on the same folds: the runner-up comparison is paired.
+        scale, unit, digits, higher = difference_units(metric)
+        sentences = search_sentences(name, search, dict(metrics), dict(details))
+        others = sorted((c for c in stats_by if c != chosen), key=lambda c: stats_by[c][0],
+                        reverse=higher)
+        if chosen in stats_by and others and len(stats_by[chosen][2]) >= 2 \
                 and len(stats_by[others[0]][2]) == len(stats_by[chosen][2]):
             runner = others[0]
             res = paired_difference(stats_by[chosen][2], stats_by[runner][2])
             sentences.append("Against the runner-up, fold by fold: " + describe_difference(
                 f"configuration {chosen}", f"configuration {runner}", res, unit=unit,
                 scale=scale, digits=digits, higher_is_better=higher) + ".")
-    # Mean and sd of each configuration: a glance at how much the grid matters.
-    plt = pyplot()
-    cfgs = sorted(stats_by)
-    fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(cfgs)), 2.6))
-    means = [stats_by[c][0] for c in cfgs]
-    sds = [stats_by[c][1] for c in cfgs]
-    ax.errorbar(range(len(cfgs)), means, yerr=sds, fmt="o", capsize=3)
-    if chosen in stats_by:
-        i = cfgs.index(chosen)
-        ax.plot([i], [means[i]], "o", color="C2", markersize=9, label="chosen")
-        ax.legend(fontsize=7)
-    ax.set_xticks(range(len(cfgs)), [str(c) for c in cfgs], fontsize=7)
-    ax.set(xlabel="configuration", ylabel=f"val {metric}", title="mean +/- sd over folds")
-    fig.tight_layout()
-    notes = "".join(f"<p>{_text(s)}</p>" for s in sentences)
-    return _section("selection", body + notes + _figure(png_bytes(fig), "validation score per "
-                                                        "configuration"),
-                    "Every configuration of params.yaml's select grid, scored on the same folds "
-                    "(reports/selection.json).")
+        # Mean and sd of each configuration: a glance at how much the grid matters.
+        plt = pyplot()
+        cfgs = sorted(stats_by)
+        fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(cfgs)), 2.6))
+        means = [stats_by[c][0] for c in cfgs]
+        sds = [stats_by[c][1] for c in cfgs]
+        ax.errorbar(range(len(cfgs)), means, yerr=sds, fmt="o", capsize=3)
+        if chosen in stats_by:
+            i = cfgs.index(chosen)
+            ax.plot([i], [means[i]], "o", color="C2", markersize=9, label="chosen")
+            ax.legend(fontsize=7)
+        ax.set_xticks(range(len(cfgs)), [str(c) for c in cfgs], fontsize=7)
+        ax.set(xlabel="configuration", ylabel=f"val {metric}",
+               title=f"select@{name}: mean +/- sd over folds")
+        fig.tight_layout()
+        body.append(f"<h3>select@{_text(name)}</h3>"
+                    + "".join(f"<p>{_text(t)}</p>" for t in sentences)
+                    + _table(head, table_rows, left=1 + len(axes), classes=classes)
+                    + _figure(png_bytes(fig), f"validation score per configuration of {name}"))
+    if not body:
+        return ""
+    return _section("selection", "".join(body),
+                    "Each named search of params.yaml's select section: every configuration "
+                    "scored on the same folds (reports/selection/NAME.json), the best refitted "
+                    "on the whole training split.")
 
 
 def _repeats(params: Params, details: Mapping[str, Mapping[str, Any]]) -> str:
@@ -574,7 +563,7 @@ def render_html(
     params: Params,
     metrics: Mapping[str, Mapping[str, float]],
     series: Mapping[str, list[dict[str, Any]]] | None = None,
-    selection: Sequence[Mapping[str, Any]] | None = None,
+    searches: Mapping[str, Mapping[str, Any]] | None = None,
     details: Mapping[str, Mapping[str, Any]] | None = None,
     histories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     figures: Mapping[str, bytes] | None = None,
@@ -586,13 +575,14 @@ def render_html(
     """The whole report as one HTML page (str), deterministic for the same inputs.
 
     metrics: reports/metrics.json ({variant: {"test_<metric>": value}}); series:
-    reports/series.json; selection: reports/selection.json rows (configuration x fold);
+    reports/series.json; searches: {name: {"info": data/select/NAME/model.json, "rows":
+    reports/selection/NAME.json}};
     details: reports/details.json; histories: {variant: reports/history/<variant>.json
     records}; figures: {file name: PNG bytes}; environment: {label: value} (package versions,
     device, threads, git commit); manifests: {dataset: prepared manifest.json}; curves and
     confusions: {variant: PNG bytes} already drawn (reports/figures/curves, .../confusion).
     """
-    series, selection, details = series or {}, selection or [], details or {}
+    series, searches, details = series or {}, searches or {}, details or {}
     figures, environment, manifests = figures or {}, environment or {}, manifests or {}
     # Variants of params.yaml only: a persisted history of a removed variant is stale.
     histories = {n: h for n, h in (histories or {}).items() if n in params.train}
@@ -617,7 +607,7 @@ def render_html(
         _confusion(details, confusions or {}),
         _top_k(metrics),
         _multilabel(params, metrics),
-        _selection(selection, metrics.get("select", {})),
+        _selection(searches, metrics, details),
         _repeats(params, details),
         _figures(figures),
         _provenance(manifests),

@@ -86,32 +86,91 @@ def series_section(series: dict[str, list[dict[str, Any]]]) -> str:
     return ("## Series\n\n" + "\n".join(out)) if out else ""
 
 
-def selection_section(rows: list[dict[str, Any]], metrics: dict[str, float]) -> str:
-    """The K-fold grid search: every configuration's mean and spread, the chosen one, its test
-    score (rows: reports/selection.json, one per configuration and fold)."""
-    if not rows:
+def search_sentences(name: str, search: dict[str, Any], metrics: dict[str, dict[str, float]],
+                     details: dict[str, Any]) -> list[str]:
+    """What one named search found, in words (report.md and report.html share them).
+
+    search: {"info": data/select/NAME/model.json, "rows": reports/selection/NAME.json}."""
+    info = search["info"]
+    chosen = info["chosen"]
+    metric = next(k.removeprefix("val_").removesuffix("_mean") for k in chosen
+                  if k.startswith("val_") and k.endswith("_mean"))
+    scale, unit, digits, higher = difference_units(metric)
+    k = len(chosen["folds"])
+    mean, sd = chosen[f"val_{metric}_mean"], chosen[f"val_{metric}_std"]
+    own = metrics.get(f"select@{name}", {}).get(f"test_{metric}")
+    epochs = (f"{chosen['epochs_chosen']} epochs chosen by validation, of at most "
+              f"{chosen['epochs_max']}" if info.get("patience")
+              else f"{chosen['epochs_chosen']} epochs, fixed by the search")
+    out = []
+    if info.get("description"):
+        out.append(info["description"].strip())
+    paths = ", ".join(f"{n} {p}" for p, n in sorted(info.get("paths", {}).items()))
+    out.append(f"Chosen from {len({r['config'] for r in search['rows']})} configurations "
+               f"({paths}): configuration {chosen['config']}, {info['chosen_words']} "
+               f"({epochs}).")
+    out.append(f"Mean validation {metric} over {k} folds {mean:.4f} +/- {sd:.4f} (sd); "
+               f"refitted on the whole training split, test {metric} {_fmt(own)}.")
+    base = info.get("base")
+    theirs = metrics.get(base, {}).get(f"test_{metric}") if base else None
+    if own is not None and theirs is not None:
+        diff = (own - theirs) if higher else (theirs - own)
+        n_test = _n_test(details.get(f"select@{name}"))
+        samples = (f" ({round(abs(own - theirs) * n_test)} of {n_test} test samples)"
+                   if n_test and metric == "accuracy" else "")
+        if abs(diff) * scale < 0.5 * 10 ** -digits:
+            verdict = "the same as"
+        else:
+            verdict = (f"{abs(diff) * scale:.{digits}f}{' ' + unit if unit else ''} "
+                       f"{'better' if diff > 0 else 'worse'} than")
+        line = (f"Its test {metric} is {verdict} the hand-set base variant `{base}` "
+                f"({_fmt(theirs)}){samples}.")
+        tr_own = metrics.get(f"select@{name}", {}).get(f"train_{metric}")
+        tr_base = metrics.get(base, {}).get(f"train_{metric}")
+        if diff < 0 and tr_own is not None and tr_base is not None and (
+                (tr_own < tr_base) == higher):
+            line += (f" It also fits its training rows worse ({metric} {_fmt(tr_own)} against "
+                     f"{_fmt(tr_base)}): at these settings the configurations are undertrained.")
+        out.append(line)
+    return out
+
+
+def _n_test(details: dict[str, Any] | None) -> int | None:
+    cm = (details or {}).get("confusion_matrix")
+    return int(sum(sum(row) for row in cm)) if cm else None
+
+
+def selection_section(searches: dict[str, dict[str, Any]], metrics: dict[str, dict[str, float]],
+                      details: dict[str, Any]) -> str:
+    """Every named search: what it chose, in words, then every configuration's mean and spread
+    (rows: reports/selection/NAME.json, one per configuration and fold)."""
+    parts = []
+    for name, search in searches.items():
+        rows = search["rows"]
+        by_config: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_config.setdefault(r["config"], []).append(r)
+        metric = next((k.removeprefix("val_") for k in rows[0] if k.startswith("val_")), None)
+        axes = [k for k in rows[0] if "." in k]
+        lines = ["| config | " + " | ".join(axes) + f" | epochs | train {metric} | "
+                 f"val {metric} (mean +/- sd) |", "|" + "---|" * (len(axes) + 4)]
+        for cfg, folds in sorted(by_config.items()):
+            head = f"| {cfg} | " + " | ".join(str(folds[0][a]) for a in axes)
+            if folds[0].get("diverged"):
+                lines.append(head + " | diverged | diverged | diverged |")
+                continue
+            tr = np.array([f[f"train_{metric}"] for f in folds])
+            va = np.array([f[f"val_{metric}"] for f in folds])
+            sd = va.std(ddof=1) if len(va) > 1 else 0.0
+            lines.append(head + f" | {folds[0].get('epochs_chosen')} | {tr.mean():.4f} | "
+                         f"{va.mean():.4f} +/- {sd:.4f} |")
+        words = " ".join(search_sentences(name, search, metrics, details))
+        parts.append(f"### `select@{name}`\n\n{words}\n\n" + "\n".join(lines) + "\n")
+    if not parts:
         return ""
-    by_config: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_config.setdefault(r["config"], []).append(r)
-    metric = next((k.removeprefix("val_") for k in rows[0] if k.startswith("val_")), None)
-    axes = [k for k in rows[0] if "." in k]
-    lines = ["| config | " + " | ".join(axes) + f" | train {metric} | val {metric} (mean +/- sd) |",
-             "|" + "---|" * (len(axes) + 3)]
-    for cfg, folds in sorted(by_config.items()):
-        head = f"| {cfg} | " + " | ".join(str(folds[0][a]) for a in axes)
-        if folds[0].get("diverged"):
-            lines.append(head + " | diverged | diverged |")
-            continue
-        tr = np.array([f[f"train_{metric}"] for f in folds])
-        va = np.array([f[f"val_{metric}"] for f in folds])
-        sd = va.std(ddof=1) if len(va) > 1 else 0.0
-        lines.append(head + f" | {tr.mean():.4f} | {va.mean():.4f} +/- {sd:.4f} |")
-    test = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    chosen = (f"Chosen by mean validation {metric} (ties to the smaller model), refitted on the "
-              f"whole training split: test {metric} "
-              f"{_fmt(test.get(f'test_{metric}', float('nan')))}.")
-    return "## Model selection (K-fold grid search)\n\n" + "\n".join(lines) + "\n\n" + chosen + "\n"
+    return ("## Model selection (K-fold searches)\n\nEach configuration is chosen by its mean "
+            "validation score over the same folds (ties to the smaller model), then refitted on "
+            "the whole training split; the test split is scored once.\n\n" + "\n".join(parts))
 
 
 def difference_units(metric: str) -> tuple[float, str, int, bool]:
@@ -184,8 +243,8 @@ def figures_section(links: dict[str, str]) -> str:
 
 def render_markdown(
     params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None,
-    figure_links: dict[str, str] | None = None, selection: list[dict[str, Any]] | None = None,
-    details: dict[str, Any] | None = None,
+    figure_links: dict[str, str] | None = None,
+    searches: dict[str, dict[str, Any]] | None = None, details: dict[str, Any] | None = None,
 ) -> str:
     """The whole report.md."""
     parts = [
@@ -199,8 +258,8 @@ def render_markdown(
             parts.append(table)
     if series:
         parts.append(series_section(series))
-    if selection:
-        parts.append(selection_section(selection, metrics.get("select", {})))
+    if searches:
+        parts.append(selection_section(searches, metrics, details or {}))
     repeats = repeats_section(params, details or {})
     if repeats:
         parts.append(repeats)

@@ -1,4 +1,5 @@
-"""The `select` stage end to end: grid search, DVC outputs, MLflow parent and child runs."""
+"""A `select@NAME` stage end to end: one named K-fold search, its DVC outputs, one MLflow parent
+run with a nested run per configuration."""
 
 from __future__ import annotations
 
@@ -9,52 +10,75 @@ from dlbasics import tracking
 from dlbasics.config import Params
 from dlbasics.data import load_prepared
 from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
-from dlbasics.io import atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic
+from dlbasics.io import (
+    HISTORY, atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic,
+)
 from dlbasics.models import state_dict_bytes
 from dlbasics.runtime import configure
-from dlbasics.selection import grid_search
+from dlbasics.selection import describe, run_search
 
 
 def _label(values: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
 
 
-def select(params: Params, prepared_root: Path, model_dir: Path, table_path: Path) -> dict:
-    """Run params.select; write the refitted model and its evaluation (model_dir), the table of
-    every configuration and fold (table_path, DVC plots data); return the chosen
-    configuration's summary."""
-    import mlflow
+def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
+           table_path: Path) -> dict:
+    """Run the named search of params.select; write the refitted model and its evaluation
+    (model_dir), the table of every configuration and fold (table_path, DVC plots data); return
+    model.json's content (the chosen configuration, in values and in words)."""
+    import time
 
-    sel = params.select
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    sel = params.select.searches[search]
+    name = f"select@{search}"
     base = params.train[sel.base]
     device = configure(params.runtime)
     data = load_prepared(prepared_root / base.dataset)
-    tags = {"variant": "select", "dataset": base.dataset, "device": str(device),
+    tags = {"variant": name, "search": search, "dataset": base.dataset, "device": str(device),
             "task": data.task}
-    with tracking.run(params.tracking.experiment, "select", tags) as parent:
-        mlflow.log_params({"base": sel.base, "k": sel.k,
-                           **{f"grid.{k}": str(v) for k, v in sel.grid.items()}})
-
-        def child(record: dict[str, Any], spec) -> None:
+    with tracking.run(params.tracking.experiment, name, tags) as parent:
+        mlflow.log_params({"base": sel.base, "k": sel.k, "patience": str(sel.patience),
+                           "batched": sel.batched,
+                           **{f"grid.{k}": str(v) for k, v in sel.grid.items()},
+                           **{f"overrides.{k}": str(v) for k, v in sel.overrides.items()}})
+        t0 = time.perf_counter()
+        table, best, spec, model, history = run_search(params, search, data, device)
+        # Wall time goes to MLflow only: DVC outputs hold nothing that differs between runs.
+        mlflow.log_metric("search_seconds", time.perf_counter() - t0)
+        client = mlflow.MlflowClient()
+        origin, now = tracking.dvc_tags(), int(time.time() * 1000)
+        for record in table:
             # One nested run per configuration: the parallel-coordinates view compares them.
-            with mlflow.start_run(run_name=_label(record["values"]), nested=True,
-                                  experiment_id=parent.info.experiment_id,
-                                  tags={"variant": "select", "config": str(record["config"]),
-                                        "parent": parent.info.run_id}):
-                mlflow.log_params({k: str(v) for k, v in record["values"].items()})
-                if record["diverged"]:
-                    mlflow.set_tag("diverged_epoch", str(record["diverged_epoch"]))
-                    return
-                mlflow.log_metrics({k: v for k, v in record.items()
-                                    if k.endswith(("_mean", "_std"))})
-                for f in record["folds"]:
-                    mlflow.log_metrics({k: v for k, v in f.items() if k not in ("fold", "epochs")},
-                                       step=f["fold"])
-
-        table, best, spec, model, history = grid_search(params, data, device, on_config=child)
+            # Everything it holds goes in one batch (one database write, not one per value).
+            child = client.create_run(
+                parent.info.experiment_id, run_name=_label(record["values"]),
+                tags={"mlflow.parentRunId": parent.info.run_id, "variant": name,
+                      "config": str(record["config"]), "path": record["path"],
+                      "parent": parent.info.run_id, **origin})
+            params_ = [Param(k, str(v)) for k, v in record["values"].items()]
+            metrics: list[Metric] = []
+            child_tags = []
+            if record["diverged"]:
+                child_tags.append(RunTag("diverged_epoch", str(record["diverged_epoch"])))
+            else:
+                metrics += [Metric(k, float(v), now, 0) for k, v in record.items()
+                            if k.endswith(("_mean", "_std"))
+                            or k in ("epochs_chosen", "epochs_trained")]
+                metrics += [Metric(k, float(v), now, f["fold"]) for f in record["folds"]
+                            for k, v in f.items() if k not in ("fold", "epochs")]
+                metrics += [Metric("val_curve_mean", float(v), now, step)
+                            for step, v in enumerate(record["val_curve"], start=1)]
+            client.log_batch(child.info.run_id, metrics=metrics, params=params_, tags=child_tags)
+            client.set_terminated(child.info.run_id, "FINISHED")
         blob = state_dict_bytes(model)
+        paths = sorted({r["path"] for r in table})
         info = {
-            "variant": "select",
+            "variant": name,
+            "search": search,
+            "description": sel.description,
             "dataset": base.dataset,
             "dataset_sha256": data.digest,
             "n_features": data.manifest["n_features"],
@@ -63,23 +87,34 @@ def select(params: Params, prepared_root: Path, model_dir: Path, table_path: Pat
             "spec": spec.training_settings(),
             "model_sha256": sha256_bytes(blob),
             "final": history[-1],
-            "chosen": best,
+            "chosen": {k: v for k, v in best.items() if k != "val_curve"},
+            "chosen_words": describe(spec),
+            "base": sel.base,
+            "k": sel.k,
+            "patience": sel.patience,
+            "paths": {p: sum(r["path"] == p for r in table) for p in paths},
         }
         # The refitted model is evaluated before its directory is swapped in: weights and
         # evaluation land together or not at all.
         with atomic_directory(model_dir) as tmp:
             write_bytes_atomic(tmp / "model.pt", blob)
             write_json_atomic(tmp / "model.json", info)
-            ev = evaluate_model(params, "select", prepared_root, tmp)
+            write_json_atomic(tmp / HISTORY, history)
+            ev = evaluate_model(params, name, prepared_root, tmp)
             write_evaluation(tmp, ev)
         rows = []
         for r in table:
             for f in r.get("folds") or [{"fold": None}]:
                 rows.append({"config": r["config"], **{k: str(v) for k, v in r["values"].items()},
-                             "diverged": r["diverged"], "n_parameters": r["n_parameters"], **f})
+                             "diverged": r["diverged"], "n_parameters": r["n_parameters"],
+                             "path": r["path"], "epochs_max": r["epochs_max"],
+                             "epochs_chosen": r.get("epochs_chosen"),
+                             "epochs_trained": r.get("epochs_trained"), **f})
         write_json_atomic(table_path, rows)
         mlflow.log_params({f"chosen.{k}": str(v) for k, v in best["values"].items()})
+        mlflow.log_param("chosen.epochs", best["epochs_chosen"])
+        mlflow.set_tag("chosen", info["chosen_words"])
         mlflow.log_metrics({f"cv_{k}": v for k, v in best.items() if k.endswith(("_mean", "_std"))})
         mlflow.set_tag("model_sha256", info["model_sha256"])
-        log_evaluation(params, "select", parent.info.run_id, model_dir, prepared_root, ev)
+        log_evaluation(params, name, parent.info.run_id, model_dir, prepared_root, ev)
     return info

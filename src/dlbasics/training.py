@@ -113,6 +113,44 @@ def evaluate_split(
     return metrics
 
 
+def train_epoch(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    label: str = "train",
+    bar: bool = False,
+) -> float:
+    """One epoch of minibatch steps over X [N, F], y [N, ...] (on the model's device) in the
+    order of one torch.randperm(N, generator=generator); returns the mean minibatch loss
+    (penalty excluded), NaN or infinite when training diverged."""
+    model.train()
+    n = X.shape[0]
+    perm = torch.randperm(n, generator=generator).to(X.device)
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    steps = tqdm(range(0, n, batch_size), desc=label, leave=False, disable=not bar,
+                 unit="batch")
+    manual = getattr(model, "manual_backward", False)
+    for start in steps:
+        idx = perm[start : start + batch_size]
+        # index_select: the same rows as X[idx], in about half the time of advanced indexing.
+        xb, yb = X.index_select(0, idx), y.index_select(0, idx)
+        if manual:
+            loss = manual(xb, yb)  # sets p.grad itself, no autograd (scratch variants)
+        else:
+            loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad()
+            (loss + penalty() if penalty is not None else loss).backward()
+        optimizer.step()
+        total += loss.detach().double() * idx.shape[0]
+    return float(total) / n
+
+
 def fit(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -138,32 +176,13 @@ def fit(
     Raises DivergenceError at the first epoch whose training loss is not finite.
     """
     X, y = train.X, train.y  # already on the model's device
-    n = X.shape[0]
     lr = optimizer.lr if hasattr(optimizer, "lr") else optimizer.param_groups[0]["lr"]
     history: list[dict[str, float]] = []
     tty = sys.stderr.isatty()
     for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(n, generator=generator).to(X.device)
-        total = torch.zeros((), dtype=torch.float64, device=X.device)
-        bar = tqdm(
-            range(0, n, batch_size), desc=f"{label} epoch {epoch}/{epochs}", leave=False,
-            disable=not tty, unit="batch",
-        )
-        for start in bar:
-            idx = perm[start : start + batch_size]
-            # index_select: the same rows as X[idx], in about half the time of advanced indexing.
-            xb, yb = X.index_select(0, idx), y.index_select(0, idx)
-            manual = getattr(model, "manual_backward", False)
-            if manual:
-                loss = manual(xb, yb)  # sets p.grad itself, no autograd (scratch variants)
-            else:
-                loss = loss_fn(model(xb), yb)
-                optimizer.zero_grad()
-                (loss + penalty() if penalty is not None else loss).backward()
-            optimizer.step()
-            total += loss.detach().double() * idx.shape[0]
-        train_loss = float(total) / n
+        train_loss = train_epoch(model, loss_fn, optimizer, X, y, penalty=penalty,
+                                 batch_size=batch_size, generator=generator,
+                                 label=f"{label} epoch {epoch}/{epochs}", bar=tty)
         if not math.isfinite(train_loss):
             raise DivergenceError(epoch, train_loss, lr)
         record = {"epoch": epoch, "train_loss": train_loss}
