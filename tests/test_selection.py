@@ -100,7 +100,7 @@ def _scored_by_size(monkeypatch, scores: dict[int, float]) -> list[int]:
         size = n_parameters(runner.fits[0][0])
         seen.append(size)
         acc = scores[size]
-        return {0: selection._record([(0.1, acc, acc)] * k, 1, 1, [acc], metric, k)}
+        return {0: selection._record([(acc, acc)] * k, 1, 1, [acc], metric, k)}
 
     monkeypatch.setattr(selection, "_run", scored)
     return seen
@@ -194,9 +194,11 @@ def test_the_batched_runner_trains_each_fold_as_the_sequential_one_does(digits):
             for s in specs]
     for _ in range(6):
         scores_b = batched.epoch()
+        trains_b = batched.train_scores(range(len(specs)))
         for g, seq in enumerate(seqs):
             scores_s = seq.epoch()[0]
             np.testing.assert_allclose(scores_b[g], scores_s, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(trains_b[g], seq.train_scores([0])[0], rtol=0, atol=1e-6)
     for g, seq in enumerate(seqs):
         for fold, (model, *_rest) in enumerate(seq.fits):
             got = batched.trainers[fold].state_dict(g)
@@ -239,6 +241,24 @@ def test_the_lockstep_folds_equal_training_each_fold_with_fit(both_paths, digits
         train_fn(model, {"train": Split(X[tr_t], y[tr_t]), "val": empty, "test": empty})
         acc = float((predict(model, X[va_t]).argmax(1) == y[va_t]).double().mean())
         assert acc == rec["val_accuracy"]
+
+
+def test_parallel_workers_give_the_same_bits_as_one_process(digits):
+    # A batched group, and dropout configurations trained on their own (their masks come from
+    # the global generator, seeded per configuration): two worker processes reproduce one
+    # process to the bit.
+    got = {}
+    for workers in (1, 2):
+        raw = _params({"model.hidden": [[16]], "model.dropout": [0.0, 0.3],
+                       "optimizer.lr": [0.05, 0.3]},
+                      overrides={"epochs": 4, "batch_size": 64}, patience=2)
+        raw["runtime"]["workers"] = workers
+        got[workers] = grid_search(parse_params(raw), digits)
+    (t1, b1, s1, m1, h1), (t2, b2, s2, m2, h2) = got[1], got[2]
+    assert {r["path"] for r in t1} == {"batched", "sequential"}
+    assert t1 == t2 and b1 == b2 and s1 == s2 and h1 == h2
+    for v1, v2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(v1, v2)
 
 
 def test_without_patience_every_configuration_trains_its_epochs(digits):

@@ -36,6 +36,9 @@ class Runtime(Strict):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Annotated[int, Field(ge=1, le=512)] = 2
+    # Processes that train a search's configurations side by side (select stages, CPU only);
+    # each one computes exactly as one process would, so the results do not depend on it.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class Tracking(Strict):

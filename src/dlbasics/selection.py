@@ -156,19 +156,26 @@ class _Sequential:
                               torch_generator(params.seed, "batches", data.manifest["identity"])))
         self.alive = [0]
 
-    def epoch(self, score: bool = True) -> list[list[tuple[float, float, float]]]:
+    def epoch(self, score: bool = True) -> list[list[tuple[float, float]]]:
+        """One epoch of every fold: [[(mean batch loss, validation score) per fold]]."""
         from dlbasics.training import predict, train_epoch
 
         out = []
         for (model, opt, penalty, gen), (train, val) in zip(self.fits, self.folds.splits):
             loss = train_epoch(model, self.loss_fn, opt, train.X, train.y, penalty=penalty,
                                batch_size=self.spec.batch_size, generator=gen)
-            if not (score and math.isfinite(loss)):
-                out.append((loss, math.nan, math.nan))
-                continue
-            out.append((loss, _primary(self.task, predict(model, train.X), train.y),
-                        _primary(self.task, predict(model, val.X), val.y)))
+            ok = score and math.isfinite(loss)
+            out.append((loss, _primary(self.task, predict(model, val.X), val.y) if ok
+                        else math.nan))
         return [out]
+
+    def train_scores(self, positions) -> list[list[float]]:
+        """The training score of each fold now, for the configurations at `positions`."""
+        from dlbasics.training import predict
+
+        return [[_primary(self.task, predict(model, train.X), train.y)
+                 for (model, *_), (train, _) in zip(self.fits, self.folds.splits)]
+                for _ in positions]
 
     def keep(self, positions) -> None:
         self.alive = [self.alive[k] for k in positions]
@@ -200,20 +207,26 @@ class _Batched:
     def alive(self) -> list[int]:
         return self.trainers[0].alive
 
-    def epoch(self, score: bool = True) -> list[list[tuple[float, float, float]]]:
+    def epoch(self, score: bool = True) -> list[list[tuple[float, float]]]:
+        """One epoch of every fold: [alive][fold] of (mean batch loss, validation score)."""
         per_fold = []
-        for tr, (train, val) in zip(self.trainers, self.folds.splits):
+        for tr, (_, val) in zip(self.trainers, self.folds.splits):
             losses = tr.epoch()
             if not score:
-                per_fold.append([(loss, math.nan, math.nan) for loss in losses])
+                per_fold.append([(loss, math.nan) for loss in losses])
                 continue
-            out_tr, out_va = tr.outputs(train.X), tr.outputs(val.X)  # [G, N, out]
-            per_fold.append([
-                (loss, _primary(self.task, out_tr[g], train.y),
-                 _primary(self.task, out_va[g], val.y)) if math.isfinite(loss)
-                else (loss, math.nan, math.nan)
-                for g, loss in enumerate(losses)])
-        return [list(config) for config in zip(*per_fold)]  # [G][K]
+            out = tr.outputs(val.X)  # [G, N, out]
+            per_fold.append([(loss, _primary(self.task, out[g], val.y) if math.isfinite(loss)
+                              else math.nan) for g, loss in enumerate(losses)])
+        return [list(config) for config in zip(*per_fold)]
+
+    def train_scores(self, positions) -> list[list[float]]:
+        """The training score of each fold now, for the configurations at `positions`."""
+        per_fold = []
+        for tr, (train, _) in zip(self.trainers, self.folds.splits):
+            out = tr.outputs(train.X)  # [G, N, out]
+            per_fold.append([_primary(self.task, out[p], train.y) for p in positions])
+        return [list(config) for config in zip(*per_fold)]
 
     def keep(self, positions) -> None:
         for tr in self.trainers:
@@ -228,49 +241,131 @@ def _run(runner, max_epochs: int, patience: int | None, higher: bool, metric: st
     chosen and the trained epochs, the mean validation curve; or its divergence."""
     sign = 1.0 if higher else -1.0
     curves: dict[int, list[float]] = {g: [] for g in runner.alive}
-    best: dict[int, tuple[int, list[tuple[float, float, float]]]] = {}
+    # Per configuration: (best epoch, its mean validation score, per fold (train, val) there).
+    best: dict[int, tuple[int, float, list[tuple[float, float]]]] = {}
     done: dict[int, dict[str, Any]] = {}
     for epoch in range(1, max_epochs + 1):
         # Without early stopping only the last epoch is scored.
         scores = runner.epoch(score=patience is not None or epoch == max_epochs)
-        # [alive][K] of (loss, train score, val score)
-        keep = []
+        keep, improved, means = [], [], {}
         for pos, (g, folds) in enumerate(zip(runner.alive, scores)):
-            if not all(math.isfinite(f[0]) for f in folds):
+            if not all(math.isfinite(loss) for loss, _ in folds):
                 done[g] = {"diverged": True, "diverged_epoch": epoch}
                 continue
+            keep.append(pos)
             if patience is None and epoch < max_epochs:
-                keep.append(pos)
                 continue
-            mean = float(np.mean([f[2] for f in folds]))
-            curves[g].append(mean)
-            if g not in best or sign * mean > sign * float(np.mean([f[2] for f in best[g][1]])):
-                best[g] = (epoch, folds)
-            stop = patience is not None and epoch - best[g][0] >= patience
-            if stop or epoch == max_epochs:
-                chosen_epoch, at = best[g] if patience is not None else (epoch, folds)
-                done[g] = _record(at, chosen_epoch, epoch, curves[g], metric, k)
+            means[g] = float(np.mean([v for _, v in folds]))
+            curves[g].append(means[g])
+            if g not in best or sign * means[g] > sign * best[g][1]:
+                improved.append(pos)
+        # Training scores only where they will be reported: at a new best epoch.
+        for pos, trains in zip(improved, runner.train_scores(improved) if improved else []):
+            g = runner.alive[pos]
+            best[g] = (epoch, means[g], [(t, v) for t, (_, v) in zip(trains, scores[pos])])
+        still = []
+        for pos in keep:
+            g = runner.alive[pos]
+            if g in means and (epoch == max_epochs
+                               or (patience is not None and epoch - best[g][0] >= patience)):
+                done[g] = _record(best[g][2], best[g][0], epoch, curves[g], metric, k)
             else:
-                keep.append(pos)
-        runner.keep(keep)
+                still.append(pos)
+        runner.keep(still)
         if not runner.alive:
             break
     return done
 
 
-def _record(folds, epoch: int, trained: int, curve: list[float], metric: str,
-            k: int) -> dict[str, Any]:
+def _record(folds: list[tuple[float, float]], epoch: int, trained: int, curve: list[float],
+            metric: str, k: int) -> dict[str, Any]:
+    """A configuration's result: per fold (train, val) scores at its chosen epoch."""
     rec: dict[str, Any] = {
         "diverged": False,
         "folds": [{"fold": i, f"train_{metric}": tr, f"val_{metric}": va, "epochs": epoch}
-                  for i, (_, tr, va) in enumerate(folds)],
+                  for i, (tr, va) in enumerate(folds)],
         "epochs_chosen": epoch, "epochs_trained": trained, "val_curve": curve,
     }
-    for j, part in ((1, "train"), (2, "val")):
+    for j, part in ((0, "train"), (1, "val")):
         vals = np.array([f[j] for f in folds])
         rec[f"{part}_{metric}_mean"] = float(vals.mean())
         rec[f"{part}_{metric}_std"] = float(vals.std(ddof=1)) if k > 1 else 0.0
     return rec
+
+
+def _unique_settings(params, search: str):
+    """(grid configurations, settings JSON -> index into specs, unique specs in grid order).
+
+    A grid point that resolves to settings already listed (dropout of a 0-layer model) is
+    trained once."""
+    from dlbasics.config import grid_variants
+
+    configs = grid_variants(params, search)
+    unique: dict[str, int] = {}
+    specs = []
+    for _, spec in configs:
+        key = spec.model_dump_json()
+        if key not in unique:
+            unique[key] = len(specs)
+            specs.append(spec)
+    return configs, unique, specs
+
+
+def _jobs(specs, manifest: dict[str, Any], mode: str) -> list[tuple[str, list[int]]]:
+    """The units of work: ("batched", the configurations of one architecture) when the size rule
+    says batching is faster, else ("sequential", [one configuration]); largest first."""
+    from dlbasics.batched import batched_is_faster
+
+    groups: dict[str, list[int]] = {}
+    for u, spec in enumerate(specs):
+        groups.setdefault(_arch_key(spec) if _batchable(spec) else f"seq{u}", []).append(u)
+    jobs = []
+    for members in groups.values():
+        spec = specs[members[0]]
+        if mode == "auto" and _batchable(spec) and batched_is_faster(
+                spec.model, manifest["n_features"], manifest["n_outputs"], len(members)):
+            jobs.append(("batched", members))
+        else:
+            jobs += [("sequential", [u]) for u in members]
+
+    def cost(job) -> int:  # weights x epochs x configurations: a rough size, for the order
+        spec = specs[job[1][0]]
+        widths = [manifest["n_features"], *spec.model.hidden, manifest["n_outputs"]]
+        return sum(a * b for a, b in zip(widths, widths[1:])) * spec.epochs * len(job[1])
+
+    return sorted(jobs, key=lambda j: (-cost(j), j[1][0]))
+
+
+def _job(params, search: str, kind: str, members: list[int], data: Prepared,
+         device) -> dict[int, dict[str, Any]]:
+    """Train one job's configurations on the K folds: {index into the unique specs: record}."""
+    from dlbasics.rng import derive_seed
+
+    sel = params.select.searches[search]
+    metric = PRIMARY[data.task]
+    _, _, specs = _unique_settings(params, search)
+    folds = _Folds(data, sel.k, derive_seed(params.seed, "folds", data.manifest["identity"]),
+                   device)
+    if kind == "batched":
+        runner = _Batched(params, [specs[u] for u in members], data, folds, device)
+    else:
+        runner = _Sequential(params, specs[members[0]], f"select@{search}", data, folds, device)
+    done = _run(runner, specs[members[0]].epochs, sel.patience, metric != "rmse", metric, sel.k)
+    return {u: {**done[g], "path": kind} for g, u in enumerate(members)}
+
+
+def _job_in_worker(params, search: str, kind: str, members: list[int],
+                   data: Prepared) -> dict[int, dict[str, Any]]:
+    from dlbasics.runtime import configure
+
+    configure(params.runtime)  # the same threads as the stage process: the same bits
+    return _job(params, search, kind, members, data, torch.device("cpu"))
+
+
+def _job_line(name: str, kind: str, members: list[int]) -> str:
+    if kind == "batched":
+        return f"{name}: configurations {members} trained together, batched"
+    return f"{name}: configuration {members[0]} trained on its own"
 
 
 def run_search(params, search: str, data: Prepared, device: torch.device | None = None,
@@ -289,49 +384,38 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
     Returns (table of configurations in grid order, the chosen record, its spec as refitted,
     the refitted model, its history).
     """
-    from dlbasics.batched import batched_is_faster
-    from dlbasics.config import ConfigError, grid_variants
     from dlbasics.experiment import make_trainer
-    from dlbasics.rng import derive_seed
 
     sel = params.select.searches[search]
     device = device or torch.device("cpu")
-    mode = batched or sel.batched
     metric = PRIMARY[data.task]
     higher = metric != "rmse"
     name = f"select@{search}"
-    folds = _Folds(data, sel.k, derive_seed(params.seed, "folds", data.manifest["identity"]),
-                   device)
-    configs = grid_variants(params, search)
-    # A grid point that resolves to settings already listed (dropout of a 0-layer model) is
-    # trained once: unique settings in grid order, and each grid point's index into them.
-    unique: dict[str, int] = {}
-    specs = []
-    for _, spec in configs:
-        key = spec.model_dump_json()
-        if key not in unique:
-            unique[key] = len(specs)
-            specs.append(spec)
-    groups: dict[str, list[int]] = {}
-    for u, spec in enumerate(specs):
-        groups.setdefault(_arch_key(spec) if _batchable(spec) else f"seq{u}", []).append(u)
-    man = data.manifest
+    configs, unique, specs = _unique_settings(params, search)
+    jobs = _jobs(specs, data.manifest, batched or sel.batched)
     results: dict[int, dict[str, Any]] = {}
-    for members in groups.values():
-        spec = specs[members[0]]
-        if mode == "auto" and _batchable(spec) and batched_is_faster(
-                spec.model, man["n_features"], man["n_outputs"], len(members)):
-            runner = _Batched(params, [specs[u] for u in members], data, folds, device)
-            done = _run(runner, spec.epochs, sel.patience, higher, metric, sel.k)
-            for g, u in enumerate(members):
-                results[u] = {**done[g], "path": "batched"}
-            log(f"{name}: {len(members)} configurations of one architecture trained batched")
-        else:
-            for u in members:
-                runner = _Sequential(params, specs[u], name, data, folds, device)
-                done = _run(runner, specs[u].epochs, sel.patience, higher, metric, sel.k)
-                results[u] = {**done[0], "path": "sequential"}
-            log(f"{name}: {len(members)} configuration(s) trained one by one")
+    workers = min(params.runtime.workers, len(jobs)) if device.type == "cpu" else 1
+    if workers > 1:
+        # Jobs in parallel processes of runtime.threads threads each: the same arithmetic as in
+        # this process, so the same bits whatever the number of workers (tested).
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch.multiprocessing as torch_mp
+
+        with ProcessPoolExecutor(workers, mp_context=torch_mp.get_context("spawn")) as pool:
+            try:
+                futures = [pool.submit(_job_in_worker, params, search, kind, members, data)
+                           for kind, members in jobs]
+                for (kind, members), fut in zip(jobs, futures):
+                    results.update(fut.result())
+                    log(_job_line(name, kind, members))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    else:
+        for kind, members in jobs:
+            results.update(_job(params, search, kind, members, data, device))
+            log(_job_line(name, kind, members))
     table = []
     for i, (values, spec) in enumerate(configs):
         make_model, _ = make_trainer(params, spec, name, data, device)
@@ -339,9 +423,9 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
                       "epochs_max": spec.epochs, **results[unique[spec.model_dump_json()]]})
     alive = [r for r in table if not r["diverged"]]
     if not alive:
-        raise ConfigError(f"params.yaml: select.searches.{search}.grid: expected at least one "
-                          "configuration that trains, found every one diverged; lower the "
-                          "optimizer.lr values")
+        raise params.error(f"select.searches.{search}.grid",
+                           "expected at least one configuration that trains, found every one "
+                           "diverged; lower the optimizer.lr values")
     sign = -1.0 if higher else 1.0
     best = min(alive, key=lambda r: (sign * r[f"val_{metric}_mean"], r["n_parameters"],
                                      r["config"]))
