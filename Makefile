@@ -37,8 +37,8 @@ ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with 
 compare: pipeline  ## what CI says on a pull request: params, metrics beyond rounding and curves against BASE, the report
 	PYTHONPATH=src python scripts/compare.py --base $(BASE) --out compare.md $(if $(RTOL),--rtol $(RTOL)) $(if $(ATOL),--atol $(ATOL))
 
-bench: $(STAMP)  ## speed ratios measured in one run (see issue #6)
-	python -m dlbasics.bench --out reports/bench.json
+bench: $(STAMP)  ## speed figures measured in one run; rewrites the README's table from it
+	python -m dlbasics.bench --out reports/bench.json --readme README.md
 
 deps: $(STAMP)  ## declare in dvc.yaml exactly the project files each stage executes
 	python -m dlbasics.codedeps --write dvc.yaml

@@ -1,17 +1,22 @@
-"""Speed ratios measured side by side in one process and one sitting (`make bench`).
+"""Speed figures measured side by side in one process and one sitting (`make bench`).
 
 On random data of Fashion-MNIST shape (60000 x 784, batch 256):
   - one epoch of MLP 784-256-10 with the project's loop (training.fit) against the sources'
     data path (torchvision's FashionMNIST with ToTensor, a DataLoader with 4 workers) and a
     plain TensorDataset DataLoader;
-  - the project's epoch as a fraction of the float32 matmul throughput measured in this run;
+  - the project's epoch as a fraction of the float32 matmul throughput, the two timed in turns;
   - the 48-fit grid (16 configurations x 3 folds) batched (dlbasics.batched) against
     sequential, for softmax regression and for a digits-size MLP;
   - the size rule's evidence: batched / sequential for a few architectures, a few steps each;
-  - the default `dvc repro` from clean and a no-op `dvc repro`, in a temporary copy, then the
-    edit loop: `dvc exp run -S` of one hyper-parameter of `mlp_adam` and of `linreg`, 3 each.
+  - a named search of params.yaml (`tuned`) as the select stage runs it, batched path against
+    one configuration after another, with the two answers compared;
+  - the default `dvc repro` from clean (repeated, a fresh copy each) and a no-op `dvc repro`,
+    in a temporary copy, then the edit loop: `dvc exp run -S` of one hyper-parameter of
+    `mlp_adam` and of `linreg`, 3 each.
 
-Prints a table and writes the same numbers as JSON. Figures, not tests: nothing is asserted.
+Every timing is repeated: the median, the lowest and the highest run, and the load average.
+Prints a table, writes the same numbers as JSON and, with --readme, the README's table.
+Figures, not tests: nothing is asserted.
 """
 
 from __future__ import annotations
