@@ -82,9 +82,10 @@ def output_digests(model_dir: Path) -> dict[str, str] | None:
 class Evaluator:
     """Evaluation (dlbasics.evaluation.evaluate_model) in a second process, spawned when the
     first variant needs work: its imports (torch, scikit-learn, matplotlib: about 3.5 s of one
-    core) overlap this process's imports and training on the second core, and a variant's
-    figures are drawn while this process logs its model to MLflow. The results are the same
-    bytes as in process: the worker configures the same runtime (threads) before anything
+    core) overlap this process's imports and training on the second core. Jobs are done in the
+    order submitted; with a run id, the worker also logs the model, the metrics and the figures
+    to that MLflow run, so this process trains the next variant meanwhile. The results are the
+    same bytes as in process: the worker configures the same runtime (threads) before anything
     else."""
 
     def __init__(self, params: Params):
@@ -98,20 +99,30 @@ class Evaluator:
                                  name="dlbasics-evaluate")
         self._proc.start()
         child.close()
+        self.pending: list[str] = []  # names of the jobs submitted and not yet answered
 
-    def submit(self, params: Params, name: str, prepared_root: Path, model_dir: Path) -> None:
-        """Start evaluating the model in model_dir (into model_dir/eval/)."""
-        self._conn.send((params, name, prepared_root, model_dir))
+    def submit(self, params: Params, name: str, prepared_root: Path, model_dir: Path,
+               run_id: str | None = None) -> None:
+        """Start evaluating the model in model_dir (into model_dir/eval/); with `run_id`, log
+        the model and its evaluation to that MLflow run too."""
+        self._conn.send((params, name, prepared_root, model_dir, run_id))
+        self.pending.append(name)
 
-    def result(self) -> dict[str, Any]:
-        """evaluate_model's result for the job submitted last (waits for it)."""
+    def ready(self) -> bool:
+        """Whether the oldest pending job has its answer (never waits)."""
+        return bool(self.pending) and self._conn.poll()
+
+    def result(self) -> tuple[str, dict[str, Any]]:
+        """(name, evaluate_model's result) of the oldest pending job (waits for it); its
+        error, raised here, when it failed."""
         try:
             ok, value = self._conn.recv()
         except EOFError:
             raise RuntimeError(f"the evaluation process exited ({self._proc.exitcode})") from None
+        name = self.pending.pop(0)
         if not ok:
             raise value
-        return value
+        return name, value
 
     def close(self) -> None:
         """Stop the worker (idle, or abandoned after an error): nothing of it is waited for."""
@@ -131,17 +142,30 @@ def _worker(conn, params: Params) -> None:
     configure(params.runtime)
     import dlbasics.metrics  # noqa: F401 - scikit-learn, before the first job
     from dlbasics import figures
-    from dlbasics.evaluation import evaluate_model, write_evaluation
+    from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
 
     figures.pyplot()
+    tracked = False
     while True:
         try:
-            job_params, name, prepared_root, model_dir = conn.recv()
+            job_params, name, prepared_root, model_dir, run_id = conn.recv()
         except EOFError:
             return
         try:
             ev = evaluate_model(job_params, name, prepared_root, model_dir)
             write_evaluation(model_dir, ev)
+            if run_id is not None:
+                if not tracked:
+                    import mlflow
+
+                    from dlbasics import tracking
+
+                    # The stage's store and experiment: a model logged by run id alone would
+                    # otherwise be filed under the default experiment.
+                    mlflow.set_experiment(
+                        experiment_id=tracking.setup(job_params.tracking.experiment))
+                    tracked = True
+                log_evaluation(job_params, name, run_id, model_dir, prepared_root, ev)
             reply = (True, ev)
         except Exception as exc:  # noqa: BLE001 - handed to the stage process, which raises it
             try:
@@ -153,21 +177,20 @@ def _worker(conn, params: Params) -> None:
 
 
 def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
-                evaluator: Evaluator) -> None:
-    """Evaluate a trained variant again (new `evaluate` settings or evaluation code) and add
-    the result to the MLflow run that trained its weights."""
+                evaluator: Evaluator) -> str | None:
+    """Submit a trained variant's evaluation again (new `evaluate` settings or evaluation
+    code), to be added to the MLflow run that trained its weights; the run's id, or None (with
+    a line saying so) when no run holds them."""
     from dlbasics import tracking
-    from dlbasics.evaluation import log_evaluation, read_model_info
+    from dlbasics.evaluation import read_model_info
 
-    evaluator.submit(params, name, prepared_root, model_dir)
     sha = read_model_info(model_dir)["model_sha256"]
     run = tracking.find_run(params.tracking.experiment, {"variant": name, "model_sha256": sha})
-    ev = evaluator.result()
     if run is None:
         print(f"train {name}: no MLflow run holds its weights; its evaluation is only in "
               f"{model_dir}")
-        return
-    log_evaluation(params, name, run.info.run_id, model_dir, prepared_root, ev)
+    evaluator.submit(params, name, prepared_root, model_dir, run.info.run_id if run else None)
+    return run.info.run_id if run else None
 
 
 def train_all(
@@ -198,12 +221,34 @@ def train_all(
     record = _read_record(rec_path)
     status: dict[str, str] = {}
     evaluator: Evaluator | None = None  # started by the first variant with work to do
+    fps: dict[str, tuple[str, str]] = {}
+    run_ids: dict[str, str] = {}  # variant -> the MLflow run its evaluation goes to
+
+    def settle(wait: bool) -> None:
+        # Record each variant whose evaluation came back (oldest first): only then are its
+        # files complete. A failed evaluation raises here and stops the stage.
+        while evaluator is not None and evaluator.pending and (wait or evaluator.ready()):
+            oldest = evaluator.pending[0]
+            try:
+                done, _ = evaluator.result()
+            except Exception as exc:
+                _mark_failed(run_ids.get(oldest), exc)
+                raise
+            tfp, efp = fps[done]
+            record[done] = {"training": tfp, "evaluation": efp,
+                            "files": output_digests(models_root / done)}
+            write_json_atomic(rec_path, record)
+            print(f"train {done}: " + ("trained" if status[done] == "trained" else
+                                       "evaluated again (evaluation settings or code changed)"))
+
     try:
         for name in names:
+            settle(wait=False)
             spec = params.train[name]
             digest = load_prepared(prepared_root / spec.dataset, splits=()).digest  # manifest
             tfp = fingerprint(training_inputs(params, name, digest, training_code, versions))
             efp = fingerprint(evaluation_inputs(params, tfp, evaluation_code))
+            fps[name] = (tfp, efp)
             model_dir = models_root / name
             seen = record.get(name) if isinstance(record.get(name), dict) else {}
             files = output_digests(model_dir)
@@ -213,17 +258,23 @@ def train_all(
                     print(f"train {name}: up to date (same settings, data and code as its files)")
                     continue
                 evaluator = evaluator or Evaluator(params)
-                _reevaluate(params, name, prepared_root, model_dir, evaluator)
                 status[name] = "evaluated"
-                print(f"train {name}: evaluated again (evaluation settings or code changed)")
+                run_id = _reevaluate(params, name, prepared_root, model_dir, evaluator)
+                if run_id is not None:
+                    run_ids[name] = run_id
             else:
                 evaluator = evaluator or Evaluator(params)
-                _train_and_evaluate(params, name, prepared_root, model_dir, evaluator)
                 status[name] = "trained"
-                print(f"train {name}: trained")
-            record[name] = {"training": tfp, "evaluation": efp,
-                            "files": output_digests(model_dir)}
-            write_json_atomic(rec_path, record)
+                run_ids[name] = _train_and_evaluate(params, name, prepared_root, model_dir,
+                                                    evaluator)
+        settle(wait=True)
+    except Exception:
+        # What finished before the failure stays recorded (its evaluation is waited for).
+        try:
+            settle(wait=True)
+        except Exception:  # noqa: BLE001 - the first failure is the one reported
+            pass
+        raise
     finally:
         if evaluator is not None:
             evaluator.close()
@@ -238,16 +289,29 @@ def train_all(
 
 
 def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
-                        evaluator: Evaluator) -> None:
-    """Train variant `name` and evaluate it inside the same MLflow run, so the run holds its
-    curves, test metrics, model and figures, and its duration is the work it records."""
-    from dlbasics.evaluation import log_evaluation, log_model
+                        evaluator: Evaluator) -> str:
+    """Train variant `name` and hand its evaluation, and the logging of its model, metrics and
+    figures to its MLflow run, to the evaluation process (train_all records it once done).
+    Returns the run's id."""
     from dlbasics.experiment import train_variant
 
+    ids = []
+
     def finish(run_id: str) -> None:
-        evaluator.submit(params, name, prepared_root, model_dir)
-        log_model(params, name, run_id, model_dir, prepared_root)  # while the worker evaluates
-        log_evaluation(params, name, run_id, model_dir, prepared_root, evaluator.result())
+        evaluator.submit(params, name, prepared_root, model_dir, run_id)
+        ids.append(run_id)
 
     spec = params.train[name]
     train_variant(params, name, prepared_root / spec.dataset, model_dir, finish=finish)
+    return ids[0]
+
+
+def _mark_failed(run_id: str | None, exc: BaseException) -> None:
+    """A run whose evaluation failed after it ended ends FAILED, with the reason as a tag."""
+    if run_id is None:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "failure", f"evaluation: {type(exc).__name__}: {exc}"[:5000])
+    client.set_terminated(run_id, "FAILED")
