@@ -67,6 +67,11 @@ def linear_layers(spec: ModelSpec, n_in: int, n_out: int) -> list[str]:
 #        50,890          mlp 784-64-10        3.4x        4.4x
 #       101,770          mlp 784-128-10         -         4.5x
 #       203,530          mlp 784-256-10       1.4x        3.3x   (the issue: no gain, unloaded)
+# With ONE thread (the project's default since the searches run batched), the same bench on a
+# quiet machine gave: linear 784-10 3.9x, 64-256-10 0.97x, 784-64-10 1.8x, 784-256-10 1.1x
+# (batch 256; `make bench`, 2026-12-02), and the digits search of params.yaml (batch 32)
+# 1.1x with one worker process: one thread's small GEMMs are less lopsided against Python
+# overhead, so the threshold is kept as an upper bound, not as a promise of speed.
 # Batching removes per-step overhead (Python, autograd, one OpenMP fork-join per small op: the
 # cost that a loaded machine inflates); once a fit's own matmuls dominate, both paths are bound
 # by the same FLOPs, and stacking G copies multiplies activation memory by G. The threshold

@@ -131,7 +131,17 @@ def loader_epoch(model: nn.Module, loader, opt, loss_fn) -> None:
         opt.step()
 
 
-def bench_epochs(seed: int, repeats: int) -> dict[str, Any]:
+def bench_epochs(seed: int, repeats: int, threads: int) -> dict[str, Any]:
+    """The epoch paths (and the matmul limit) with `threads` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return {**_bench_epochs(seed, repeats), "threads": threads}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bench_epochs(seed: int, repeats: int) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (N, SIDE, SIDE), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, CLASSES, (N,), generator=g)
@@ -152,11 +162,11 @@ def bench_epochs(seed: int, repeats: int) -> dict[str, Any]:
 
     def sources():
         model, opt = fresh()
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=BATCH, shuffle=True, num_workers=4,
-            generator=torch.Generator().manual_seed(seed))
         with warnings.catch_warnings():  # "4 workers > 2 cores": the sources' setting, kept
             warnings.simplefilter("ignore", UserWarning)
+            loader = torch.utils.data.DataLoader(
+                data, batch_size=BATCH, shuffle=True, num_workers=4,
+                generator=torch.Generator().manual_seed(seed))
             loader_epoch(model, loader, opt, loss_fn)
 
     def tensor_dataset():
@@ -479,17 +489,21 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         for name in ("generate", "prepare", "train"):
             row(f"peak memory, {name} on 60000 x 784", m[f"{name}_peak_mib"], " MiB",
                 "< 2048 MiB" if name != "generate" else "", "1 run")
-    e = results.get("epoch")
-    if e is not None:
-        timed("epoch of MLP 784-256-10, project loop", e["project"])
-        row("epoch, the sources' data path (FashionMNIST+ToTensor, 4 workers)",
+    for key in ("epoch", "epoch_cores"):
+        e = results.get(key)
+        if e is None:
+            continue
+        t = f"{e['threads']} thread{'s' if e['threads'] != 1 else ''}"
+        timed(f"epoch of MLP 784-256-10, project loop, {t}", e["project"])
+        row(f"epoch, the sources' data path (FashionMNIST+ToTensor, 4 workers), {t}",
             e["sources_epoch_s"], " s", "", "1 run")
-        row("epoch, TensorDataset DataLoader", e["tensordataset_epoch_s"], " s", "", "1 run")
-        row("  speed-up vs the sources' path", e["vs_sources"], "x", ">= 6x")
-        row("  speed-up vs TensorDataset DataLoader", e["vs_tensordataset"], "x")
-        row("  project epoch GFLOP/s", e["project_gflops"])
-        row("  float32 matmul 2048^3 GFLOP/s", e["matmul_gflops"])
-        row("  project epoch / matmul limit", e["of_matmul"], "", ">= 0.75",
+        row(f"epoch, TensorDataset DataLoader, {t}", e["tensordataset_epoch_s"], " s", "",
+            "1 run")
+        row(f"  speed-up vs the sources' path, {t}", e["vs_sources"], "x", ">= 6x")
+        row(f"  speed-up vs TensorDataset DataLoader, {t}", e["vs_tensordataset"], "x")
+        row(f"  project epoch GFLOP/s, {t}", e["project_gflops"])
+        row(f"  float32 matmul 2048^3 GFLOP/s, {t}", e["matmul_gflops"])
+        row(f"  project epoch / matmul limit, {t}", e["of_matmul"], "", ">= 0.75",
             f"{e['of_matmul_min']:.2f}-{e['of_matmul_max']:.2f}, {e['project']['runs']} pairs")
     for key, name in (("grid_softmax", "softmax 784-10"), ("grid_mlp", "digits MLP 64-256-10")):
         if key not in results:
@@ -527,9 +541,9 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def table(results: dict[str, Any]) -> str:
     """The figures as plain text, one per line."""
-    lines = [f"{'measure':64s} {'median':>9s}  {'goal':>10s}  spread"]
+    lines = [f"{'measure':80s} {'median':>9s}  {'goal':>10s}  spread"]
     for name, value, rng, goal in _rows(results):
-        lines.append(f"{name[:64]:64s} {value:>9s}  {goal:>10s}  {rng}")
+        lines.append(f"{name:80s} {value:>9s}  {goal:>10s}  {rng}")
     return "\n".join(lines)
 
 
@@ -628,7 +642,13 @@ def main(argv: list[str] | None = None) -> int:
         section("memory", "peak memory", lambda: bench_memory(repo, seed))
     if args.only_memory:
         return finish()
-    section("epoch", "epoch paths", lambda: bench_epochs(seed, args.repeats))
+    # At the project's threads (what `dvc repro` runs with), then with one thread per core.
+    section("epoch", "epoch paths", lambda: bench_epochs(seed, args.repeats,
+                                                         params.runtime.threads))
+    cores = os.cpu_count() or 1
+    if cores != params.runtime.threads:
+        section("epoch_cores", f"epoch paths, {cores} threads",
+                lambda: bench_epochs(seed, args.repeats, cores))
     section("grid_softmax", "grid: softmax",
             lambda: bench_grid(ModelSpec(kind="linear"), N, FEATURES, BATCH, 1, seed,
                                repeats=args.grid_repeats))

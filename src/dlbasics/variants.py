@@ -145,7 +145,16 @@ def _worker(conn, params: Params) -> None:
     from dlbasics.evaluation import evaluate_model, log_evaluation, write_evaluation
 
     figures.pyplot()
-    tracked = False
+    # MLflow and the store too, before the first job: a one-variant edit waits for this
+    # process's logging, so its imports (about 2 s) overlap the stage process's training.
+    import mlflow
+    import mlflow.pytorch  # noqa: F401 - what log_model needs, imported now
+
+    from dlbasics import tracking
+
+    # The stage's store and experiment: a model logged by run id alone would otherwise be
+    # filed under the default experiment.
+    mlflow.set_experiment(experiment_id=tracking.setup(params.tracking.experiment))
     while True:
         try:
             job_params, name, prepared_root, model_dir, run_id = conn.recv()
@@ -155,16 +164,6 @@ def _worker(conn, params: Params) -> None:
             ev = evaluate_model(job_params, name, prepared_root, model_dir)
             write_evaluation(model_dir, ev)
             if run_id is not None:
-                if not tracked:
-                    import mlflow
-
-                    from dlbasics import tracking
-
-                    # The stage's store and experiment: a model logged by run id alone would
-                    # otherwise be filed under the default experiment.
-                    mlflow.set_experiment(
-                        experiment_id=tracking.setup(job_params.tracking.experiment))
-                    tracked = True
                 log_evaluation(job_params, name, run_id, model_dir, prepared_root, ev)
             reply = (True, ev)
         except Exception as exc:  # noqa: BLE001 - handed to the stage process, which raises it
