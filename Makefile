@@ -11,7 +11,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline test ui bench compare deps venv clean-venv
+.PHONY: pipeline test ui bench compare deps venv clean-venv services services-stop services-env
 
 venv: $(STAMP)
 
@@ -39,6 +39,17 @@ compare: pipeline  ## what CI says on a pull request: params, metrics beyond rou
 
 bench: $(STAMP)  ## speed figures measured in one run; rewrites the README's table from it
 	python -m dlbasics.bench --out reports/bench.json --readme README.md
+
+# The team stack on this machine (PostgreSQL, an S3 server, mlflow server with basic-auth), state in
+# .services/; ports from DLBASICS_PG_PORT, DLBASICS_S3_PORT, DLBASICS_MLFLOW_PORT.
+services: $(STAMP)  ## start the tracking server on PostgreSQL with S3 artifacts; print the env to export
+	python -m dlbasics.services up
+
+services-stop: $(STAMP)  ## stop the stack; its data directory (.services/) stays
+	python -m dlbasics.services down
+
+services-env: $(STAMP)  ## print the env to export for the running stack again
+	@python -m dlbasics.services env
 
 deps: $(STAMP)  ## declare in dvc.yaml exactly the project files each stage executes
 	python -m dlbasics.codedeps --write dvc.yaml
