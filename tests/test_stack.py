@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -32,8 +33,9 @@ def stack(tmp_path_factory):
     """The stack up in a temporary state directory on free ports; down at the end."""
     state = tmp_path_factory.mktemp("stack") / ".services"
     if os.geteuid() == 0:  # PostgreSQL runs as `postgres`: it must reach its data directory
-        for parent in state.parents:
-            if parent == Path(tmp_path_factory.getbasetemp()).parent.parent:
+        top = Path(tempfile.gettempdir()).resolve()
+        for parent in state.parents:  # pytest's temporary directories are private (0700)
+            if parent.resolve() == top:
                 break
             parent.chmod(parent.stat().st_mode | 0o011)
     ports = services.Ports(pg=free_port(), s3=free_port(), mlflow=free_port())

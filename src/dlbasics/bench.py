@@ -400,6 +400,61 @@ def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
             "repro_noop_s": noop, "repro_timed_out": False, "edit_loop_s": loops}
 
 
+def _clean_copy(repo: Path, dest: Path, sh: Callable[..., None]) -> None:
+    for rel in project_files(repo):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / rel, dest / rel)
+    sh("git", "init", "-q", "-b", "main", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-qm", "base", cwd=dest)
+
+
+def bench_stack(repo: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any]:
+    """Seconds of the default `dvc repro` from clean logging to the local sqlite store, and to
+    the team stack (dlbasics.services: PostgreSQL, S3, mlflow server with basic-auth) started
+    for the purpose on free ports, in turns, a fresh copy each time."""
+    from dlbasics import services
+
+    def free() -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    times: dict[str, list[float]] = {"sqlite": [], "stack": []}
+    with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
+        state = Path(tmp) / ".services"
+        if os.geteuid() == 0:
+            Path(tmp).chmod(0o711)  # PostgreSQL runs as `postgres`: it must reach its data
+        stack_env = services.up(state, services.Ports(pg=free(), s3=free(), mlflow=free()))
+        try:
+            for i in range(repeats):
+                for where in ("sqlite", "stack"):
+                    extra = ({k: v for k, v in stack_env.items() if k.startswith("MLFLOW_")}
+                             if where == "stack" else {})
+                    env = {**tool_env(), **extra}
+
+                    def sh(*cmd: str, cwd: Path) -> None:
+                        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
+                                              text=True, timeout=timeout_s)
+                        if proc.returncode != 0:
+                            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n"
+                                               f"{proc.stderr[-3000:]}")
+
+                    dest = Path(tmp) / f"{where}{i}"
+                    _clean_copy(repo, dest, sh)
+                    times[where] += timings(
+                        lambda: sh(str(Path(sys.executable).parent / "dvc"), "repro",
+                                   cwd=dest), 1)
+        finally:
+            services.down(state)
+    ratios = [b / a for a, b in zip(times["sqlite"], times["stack"])]
+    return {"sqlite": spread(times["sqlite"]), "stack": spread(times["stack"]),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios)}
+
+
 EDIT_LOOP_VARIANTS = ("mlp_adam", "linreg")
 
 
@@ -526,6 +581,12 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{r['speedup_min']:.2f}-{r['speedup_max']:.2f}x; same choice: "
             f"{'yes' if r['same_choice'] else 'NO'}, refit weights within "
             f"{r['max_abs_diff_refit_weights']:.1e}")
+    if "stack" in results:
+        r = results["stack"]
+        timed("dvc repro from clean, logging to sqlite", r["sqlite"])
+        timed("dvc repro from clean, logging to the team stack", r["stack"])
+        row("  stack / sqlite", r["ratio"], "x", "",
+            f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}x")
     if "repro" in results:
         r = results["repro"]
         if r.get("repro_timed_out"):
@@ -599,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs of the search on each path, in turns")
     ap.add_argument("--search", default="tuned", help="the search of params.yaml to time")
     ap.add_argument("--no-select", action="store_true", help="skip the select timings")
+    ap.add_argument("--stack", action="store_true",
+                    help="only: the clean dvc repro logging to sqlite against the team stack")
+    ap.add_argument("--stack-repeats", type=int, default=1,
+                    help="pairs of clean repros (sqlite, stack) for --stack")
     ap.add_argument("--readme", type=Path,
                     help="also write the table into this README's bench block")
     args = ap.parse_args(argv)
@@ -633,6 +698,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.readme}: bench table rewritten")
         return 0
 
+    if args.stack:
+        section("stack", "dvc repro from clean: sqlite, then the team stack",
+                lambda: bench_stack(repo, args.dvc_timeout, args.stack_repeats))
+        return finish()
     if args.only_dvc:
         section("repro", "dvc repro, then the edit loop",
                 lambda: bench_repro(repo, args.dvc_timeout, args.edit_repeats,
