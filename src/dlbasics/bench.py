@@ -379,12 +379,7 @@ def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
     for i in range(repeats):
         with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
             dest = Path(tmp) / "proj"
-            for rel in project_files(repo):
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(repo / rel, dest / rel)
-            sh("git", "init", "-q", "-b", "main", cwd=dest)
-            sh("git", "add", "-A", cwd=dest)
-            sh("git", "commit", "-qm", "base", cwd=dest)
+            _clean_copy(repo, dest, sh)
             try:
                 clean += timings(lambda: sh(dvc, "repro", cwd=dest), 1)
             except subprocess.TimeoutExpired:
@@ -401,6 +396,7 @@ def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
 
 
 def _clean_copy(repo: Path, dest: Path, sh: Callable[..., None]) -> None:
+    """The project's files (see project_files) copied to dest and committed there as `base`."""
     for rel in project_files(repo):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo / rel, dest / rel)
