@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import digest_tree, make_project, ran, run, shrink
+from conftest import digest_tree, make_project, ran, run
 
 pytestmark = pytest.mark.slow
 

@@ -619,6 +619,35 @@ def test_unreachable_tracking_server_fails_within_10_s_with_one_line(work, mains
     assert digest_tree(work) == before
 
 
+def test_a_server_that_stops_answering_is_told_apart_from_other_mlflow_errors(tmp_path,
+                                                                             monkeypatch):
+    """The real errors of a real client: a server gone (connection refused) is one line naming
+    it; an error of a store that answers (no such run) is not taken for a lost server."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from dlbasics.errors import tracking_lost
+
+    for key, value in tracking.HTTP_DEFAULTS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(MlflowException) as gone:
+        mlflow.MlflowClient(tracking_uri=uri).get_run("0" * 32)
+    try:  # raised while handling it, as a failing `set_tag` in an `except` block does
+        raise RuntimeError("while marking the run") from gone.value
+    except RuntimeError as chained:
+        for exc in (gone.value, chained):
+            line = tracking_lost(exc)
+            assert line and uri in line and "connection refused" in line, line
+            assert "\n" not in line
+    local = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    with pytest.raises(MlflowException) as missing:
+        local.get_run("0" * 32)
+    assert tracking_lost(missing.value) is None
+    assert tracking_lost(ValueError("Connection refused")) is None  # not a client's error
+
+
 def test_report_stage_with_an_unreachable_server_writes_nothing_and_says_one_line(
         work, mains, tmp_path, capsys, in_store, monkeypatch):
     """The report stage logs its run from a child process: the server is probed first, so the

@@ -20,7 +20,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, root_mean_squared_error
 
 from dlbasics.config import ConfigError, parse_params
-from dlbasics.data import generate_all, load_prepared, prepare_all
+from dlbasics.data import generate_all, prepare_all
 from dlbasics.evaluation import repeat_summary, repeated_scores
 from dlbasics.experiment import fit_variant, load_variant_data, train_variant
 from dlbasics.html_report import render_html

@@ -9,17 +9,20 @@ import base64
 import json
 import os
 import subprocess
+import signal
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import make_project, ran, run
+from conftest import make_project, ran, run, tool_env
 from dlbasics import services
-from test_reliability import free_port, tiny
+from test_reliability import _wait_for_line, free_port, tiny
 
 pytestmark = [
     pytest.mark.slow,
@@ -284,6 +287,96 @@ def test_a_postgres_restart_between_stages_loses_nothing(stack, pushed, tmp_path
     client = _client(env)
     exp = client.get_experiment_by_name("dlbasics")
     assert not client.search_runs([exp.experiment_id], filter_string="status = 'RUNNING'")
+
+
+def _clone(proj: Path, dest: Path, env: dict[str, str]) -> Path:
+    run(["git", "clone", "-q", str(proj), str(dest)], dest.parent)
+    run(["dvc", "pull"], dest, **{k: v for k, v in env.items() if k.startswith("AWS_")})
+    return dest
+
+
+def test_a_tracking_server_killed_mid_training_fails_the_stage_in_15_s(stack, pushed,
+                                                                       tmp_path):
+    state, ports, env = stack
+    proj, _ = pushed
+    clone = _clone(proj, tmp_path / "fault", env)
+    client_env = {k: v for k, v in env.items() if k.startswith(("MLFLOW_", "AWS_"))}
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["train"]["linreg"]["epochs"] = 3000
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=tool_env(**client_env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        seen = _wait_for_line(proc, r"train linreg epoch \d+/3000", timeout=240)
+        os.killpg(int((state / "mlflow.pid").read_text()), signal.SIGKILL)
+        killed = time.monotonic()
+        err = "".join(seen) + proc.communicate(timeout=120)[0]
+        took = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert took < 15, f"the stage noticed the dead server only after {took:.1f} s"
+    ours = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(ours) == 1 and "tracking server" in ours[0], err[-3000:]
+    assert "exited with 5" in err, err[-3000:]
+    assert "Traceback" not in err, err[-4000:]
+    # Back up: the same command completes, and no run is left RUNNING.
+    assert services.up(state, ports) == env
+    again = run(["dvc", "repro"], clone, **client_env)
+    assert "train" in ran(again)
+    client = _client(env)
+    exp = client.get_experiment_by_name("dlbasics")
+    assert not client.search_runs([exp.experiment_id], filter_string="status = 'RUNNING'")
+    assert any(r.data.params.get("epochs") == "3000" and r.info.status == "FINISHED"
+               for r in _linreg_runs(env))
+
+
+def test_s3_stopped_during_push_is_one_error_and_the_next_push_completes(stack, pushed,
+                                                                          tmp_path):
+    state, ports, env = stack
+    proj, _ = pushed
+    clone = _clone(proj, tmp_path / "s3fault", env)
+    aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
+    # Enough to push that the S3 server can be stopped while the upload is under way.
+    big = clone / "big"
+    big.mkdir()
+    rng = __import__("random").Random(14)
+    for i in range(40):
+        (big / f"{i:02d}.bin").write_bytes(rng.randbytes(2 << 20))
+    run(["dvc", "add", "big"], clone)
+    log = state / "s3.log"
+    offset = log.stat().st_size
+    proc = subprocess.Popen(["dvc", "push"], cwd=clone, env=tool_env(**aws), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while b"PUT /dlbasics/dvc/" not in log.read_bytes()[offset:]:
+            assert proc.poll() is None and time.monotonic() < deadline, "no upload began"
+            time.sleep(0.05)
+        os.killpg(int((state / "s3.pid").read_text()), signal.SIGKILL)
+        out = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, out[-3000:]
+    # DVC's own report: a line per file it could not send, naming the endpoint it could not
+    # reach, and a last line with the count.
+    errors = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert errors and "failed to push data to the cloud" in errors[-1], out[-3000:]
+    assert all(f"Could not connect to the endpoint URL: \"{env['DLBASICS_S3_ENDPOINT']}"
+               in ln for ln in errors[:-1]), out[-3000:]
+    assert "Traceback" not in out
+    # The S3 server back (moto keeps objects in memory: it comes back empty, so this push
+    # sends everything the clone has, the team's earlier outputs included).
+    assert services.up(state, ports) == env
+    run(["dvc", "push"], clone, **aws)
+    assert "in sync" in run(["dvc", "status", "-c"], clone, **aws).stdout
+    keys = {o["Key"] for o in _s3(env).list_objects_v2(Bucket=services.BUCKET,
+                                                        Prefix="dvc/").get("Contents", [])}
+    assert len(keys) >= 40
 
 
 def test_stop_keeps_the_runs_and_up_brings_them_back(stack):

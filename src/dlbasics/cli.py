@@ -6,7 +6,8 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from dlbasics.errors import ConfigError, DataError, DivergenceError, Terminated, TrackingError
+from dlbasics.errors import (ConfigError, DataError, DivergenceError, Terminated, TrackingError,
+                             tracking_lost)
 
 EXIT_CONFIG = 2  # bad params: nothing was written
 EXIT_DATA = 3  # missing, truncated or altered data files
@@ -41,6 +42,12 @@ def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] 
         return EXIT_DIVERGED
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TRACKING
+    except Exception as exc:
+        lost = tracking_lost(exc)
+        if lost is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
         return EXIT_TRACKING
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; outputs left as they were", file=sys.stderr)

@@ -373,7 +373,7 @@ def curves_table(base: list[dict] | None, new: list[dict] | None) -> str:
         _, ys = _series(hist, key)
         return (fmt(ys[0]), fmt(ys[-1])) if ys else ("—", "—")
 
-    lines = [f"| curve | base first | base last | new first | new last |",
+    lines = ["| curve | base first | base last | new first | new last |",
              "|---|---:|---:|---:|---:|"]
     for key in curve_keys(new, base):
         lines.append(f"| {key} | {' | '.join(ends(base, key))} | {' | '.join(ends(new, key))} |")

@@ -29,5 +29,36 @@ class TrackingError(Exception):
     """The tracking store cannot be used; the message is one line ready for the user."""
 
 
+_LOST = (("Connection refused", "connection refused"),
+         ("Failed to establish a new connection", "connection refused"),
+         ("timed out", "no answer in time"),
+         ("RemoteDisconnected", "connection dropped"),
+         ("Connection aborted", "connection dropped"),
+         ("Connection reset", "connection dropped"),
+         ("Max retries exceeded", "no answer"))
+
+
+def tracking_lost(exc: BaseException) -> str | None:
+    """One line for the user when `exc` (or an exception it was raised from or during) is a
+    remote tracking server that stopped answering, else None. Reads the message and the type's
+    name only, so that callers need not import mlflow."""
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        name, text = type(exc).__name__, str(exc)
+        if name in ("MlflowException", "ConnectionError", "ConnectTimeout", "ReadTimeout"):
+            reason = next((why for mark, why in _LOST if mark in text), None)
+            if reason is not None:
+                url = re.search(r"(https?://[^/\s]+)", text)
+                where = url.group(1) if url else "the tracking server"
+                return (f"the tracking server {where} stopped answering ({reason}); start it "
+                        "again (`make services` for the team stack) and rerun: the run it "
+                        "left RUNNING is marked KILLED then")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a runner or `dvc queue kill` stopping the stage), unwound like Ctrl-C."""

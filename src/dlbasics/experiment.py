@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -202,9 +201,11 @@ def train_variant(
             model, history, data, cv = fit_variant(
                 params, name, data_dir, device, on_epoch=lambda rec: buffer.add(rec, rec["epoch"])
             )
-        except BaseException:
-            # A diverged or interrupted run keeps the curves of the epochs it finished.
-            buffer.flush(quiet=True)
+        except BaseException as exc:
+            # A diverged or interrupted run keeps the curves of the epochs it finished (unless
+            # the server is what failed: sending to it would only wait through the retries).
+            if not tracking.tracking_lost(exc):
+                buffer.flush(quiet=True)
             raise
         buffer.flush()
         _log_dataset(data)

@@ -11,7 +11,8 @@ State lives in `.services/` (git-ignored): PostgreSQL's data directory, logs, pr
 `credentials.env` (mode 600), where the passwords are generated on the first `up` unless the
 environment gives them. Nothing of it goes to params.yaml, tracked files or MLflow.
 
-Ports: DLBASICS_PG_PORT (5433), DLBASICS_S3_PORT (5002), DLBASICS_MLFLOW_PORT (5005).
+Ports: DLBASICS_PG_PORT (5433), DLBASICS_S3_PORT (5002), DLBASICS_MLFLOW_PORT (5005); the
+tracking server's workers: DLBASICS_MLFLOW_WORKERS (2).
 Credentials: DLBASICS_DB_PASSWORD (PostgreSQL user `mlflow`), MLFLOW_AUTH_ADMIN_PASSWORD (the
 tracking server's `admin`), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the S3 server; moto
 accepts any), MLFLOW_FLASK_SERVER_SECRET_KEY.
@@ -41,6 +42,9 @@ SECRETS = ("DLBASICS_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "AWS_ACCESS_KEY
            "AWS_SECRET_ACCESS_KEY", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
+AUTH_CACHE_TTL_S = 60
+
+
 class ServiceError(RuntimeError):
     """One line: which service, what went wrong, what to do."""
 
@@ -63,6 +67,16 @@ class Ports:
                 raise ServiceError(f"{var}: expected a port number 1-65535, found {raw!r}")
             out[key] = int(raw)
         return cls(**out)
+
+
+def _workers(env: dict[str, str] | None = None) -> int:
+    """The tracking server's worker processes: DLBASICS_MLFLOW_WORKERS, default 2 (one worker
+    queues every client behind the slowest request; mlflow's own default of 4 costs about
+    300 MB each)."""
+    raw = (os.environ if env is None else env).get("DLBASICS_MLFLOW_WORKERS", "2")
+    if not raw.isdigit() or not 0 < int(raw) <= 64:
+        raise ServiceError(f"DLBASICS_MLFLOW_WORKERS: expected a number 1-64, found {raw!r}")
+    return int(raw)
 
 
 def _bin() -> Path:
@@ -240,7 +254,12 @@ def _start_mlflow(state: Path, ports: Ports, creds: dict[str, str]) -> None:
                         f"database_uri = sqlite:///{state / 'basic_auth.db'}\n"
                         "admin_username = admin\n"
                         "authorization_function = mlflow.server.auth:"
-                        "authenticate_request_basic_auth\n")
+                        "authenticate_request_basic_auth\n"
+                        # A verified login is remembered this long instead of hashing the
+                        # password (PBKDF2) again on every request: each request costs a
+                        # third as much (measured in the README). A changed password reaches
+                        # the other worker within this window.
+                        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")
     auth_ini.chmod(0o600)
     env = {**os.environ, **creds, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{ports.s3}",
@@ -251,7 +270,7 @@ def _start_mlflow(state: Path, ports: Ports, creds: dict[str, str]) -> None:
     # of this machine only, never into a file that is tracked or a run.
     proc = subprocess.Popen(
         [str(_bin() / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ports.mlflow),
-         "--workers", "1", "--app-name", "basic-auth", "--backend-store-uri", db,
+         "--workers", str(_workers()), "--app-name", "basic-auth", "--backend-store-uri", db,
          "--artifacts-destination", f"s3://{BUCKET}/mlflow"],
         cwd=state, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT,
         start_new_session=True)

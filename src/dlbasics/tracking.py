@@ -23,7 +23,7 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
-from dlbasics.errors import TrackingError  # noqa: F401 - re-exported: tracking.TrackingError
+from dlbasics.errors import TrackingError, tracking_lost  # noqa: F401 - TrackingError re-exported
 
 try:
     import fcntl
@@ -304,6 +304,18 @@ def mark_dead_runs(experiment_id: str, value: str, tag: str = "variant") -> list
     return marked
 
 
+def _forget_active_run() -> None:
+    """Drop the active run in this process without asking the server, which stopped
+    answering: ending it there would wait through the retries again (here, and once more in
+    mlflow's exit handler). The next run of the same variant marks it KILLED."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack:
+        stack.pop()
+    os.environ.pop("MLFLOW_RUN_ID", None)
+
+
 @contextmanager
 def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
     """An MLflow run that ends FINISHED, FAILED (reason in the `failure` tag) or KILLED.
@@ -332,6 +344,9 @@ def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
         mlflow.end_run(status="KILLED")
         raise
     except BaseException as exc:
+        if tracking_lost(exc):
+            _forget_active_run()
+            raise
         mlflow.set_tag("failure", f"{type(exc).__name__}: {exc}"[:5000])
         mlflow.end_run(status="FAILED")
         raise

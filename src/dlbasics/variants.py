@@ -153,14 +153,21 @@ def _worker(conn, params: Params) -> None:
     from dlbasics import tracking
 
     # The stage's store and experiment: a model logged by run id alone would otherwise be
-    # filed under the default experiment.
-    mlflow.set_experiment(experiment_id=tracking.setup(params.tracking.experiment))
+    # filed under the default experiment. A store that cannot be used is the answer to every
+    # job that logs (the stage process says it in one line), not a traceback here.
+    try:
+        mlflow.set_experiment(experiment_id=tracking.setup(params.tracking.experiment))
+        unusable = None
+    except Exception as exc:  # noqa: BLE001 - handed to the stage process with the first job
+        unusable = exc
     while True:
         try:
             job_params, name, prepared_root, model_dir, run_id = conn.recv()
         except EOFError:
             return
         try:
+            if unusable is not None and run_id is not None:
+                raise unusable
             ev = evaluate_model(job_params, name, prepared_root, model_dir)
             write_evaluation(model_dir, ev)
             if run_id is not None:
