@@ -67,6 +67,14 @@ def test_the_server_refuses_requests_without_credentials(stack):
     assert _get(url) == 401
     assert _get(url, ("admin", "not-the-password")) == 401
     assert _get(url, ("admin", env["MLFLOW_TRACKING_PASSWORD"])) == 200
+    # The logins live in the stack's PostgreSQL, beside the runs.
+    state, ports, _ = stack
+    users = subprocess.run(
+        [str(services.PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(ports.pg), "-U",
+         services.DB_USER, "-d", services.AUTH_DB, "-tAc", "select username from users"],
+        env={**os.environ, "PGPASSWORD": services.credentials(state)["DLBASICS_DB_PASSWORD"]},
+        capture_output=True, text=True, check=True)
+    assert users.stdout.split() == ["admin"]
 
 
 def test_up_again_is_harmless_and_a_taken_port_is_one_line(stack, tmp_path):
@@ -312,6 +320,7 @@ def test_a_tracking_server_killed_mid_training_fails_the_stage_in_15_s(stack, pu
         killed = time.monotonic()
         err = "".join(seen) + proc.communicate(timeout=120)[0]
         took = time.monotonic() - killed
+        print(f"the stage failed {took:.1f} s after the server was killed")
     finally:
         if proc.poll() is None:
             proc.kill()

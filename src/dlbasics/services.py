@@ -36,7 +36,8 @@ from pathlib import Path
 
 PG_BIN = Path(os.environ.get("DLBASICS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 BUCKET = "dlbasics"
-DB = "mlflow"
+DB = "mlflow"  # the tracking server's runs
+AUTH_DB = "mlflow_auth"  # its users and permissions (the basic-auth app)
 DB_USER = "mlflow"
 SECRETS = ("DLBASICS_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "AWS_ACCESS_KEY_ID",
            "AWS_SECRET_ACCESS_KEY", "MLFLOW_FLASK_SERVER_SECRET_KEY")
@@ -213,11 +214,12 @@ def _start_postgres(state: Path, ports: Ports, creds: dict[str, str]) -> None:
     _wait("postgres", lambda: subprocess.run([*psql, "select 1"], env=env,
                                              capture_output=True).returncode == 0,
           None, log, 60)
-    have = subprocess.run([*psql, f"select 1 from pg_database where datname = '{DB}'"],
-                          env=env, capture_output=True, text=True).stdout.strip()
-    if have != "1":
-        subprocess.run([*psql, f"create database {DB}"], env=env, check=True,
-                       capture_output=True)
+    for name in (DB, AUTH_DB):
+        have = subprocess.run([*psql, f"select 1 from pg_database where datname = '{name}'"],
+                              env=env, capture_output=True, text=True).stdout.strip()
+        if have != "1":
+            subprocess.run([*psql, f"create database {name}"], env=env, check=True,
+                           capture_output=True)
 
 
 def _start_s3(state: Path, ports: Ports, creds: dict[str, str]) -> None:
@@ -248,10 +250,15 @@ def _start_mlflow(state: Path, ports: Ports, creds: dict[str, str]) -> None:
     if not _port_free(ports.mlflow):
         raise ServiceError(f"mlflow: port {ports.mlflow} on 127.0.0.1 is taken; set "
                            "DLBASICS_MLFLOW_PORT to a free port")
-    db = (f"postgresql+psycopg2://{DB_USER}:{creds['DLBASICS_DB_PASSWORD']}@127.0.0.1:{ports.pg}/{DB}")
+    pg = f"postgresql+psycopg2://{DB_USER}:{creds['DLBASICS_DB_PASSWORD']}@127.0.0.1:{ports.pg}"
+    db = f"{pg}/{DB}"
+    # The users live in PostgreSQL too: one database to back up, and every worker sees a new
+    # password at once. The file holds the database password: mode 600, in .services only.
     auth_ini = state / "basic_auth.ini"
+    auth_ini.touch(mode=0o600)
+    auth_ini.chmod(0o600)
     auth_ini.write_text("[mlflow]\ndefault_permission = READ\n"
-                        f"database_uri = sqlite:///{state / 'basic_auth.db'}\n"
+                        f"database_uri = {pg}/{AUTH_DB}\n"
                         "admin_username = admin\n"
                         "authorization_function = mlflow.server.auth:"
                         "authenticate_request_basic_auth\n"
@@ -260,7 +267,6 @@ def _start_mlflow(state: Path, ports: Ports, creds: dict[str, str]) -> None:
                         # third as much (measured in the README). A changed password reaches
                         # the other worker within this window.
                         f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")
-    auth_ini.chmod(0o600)
     env = {**os.environ, **creds, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{ports.s3}",
            "MLFLOW_DISABLE_TELEMETRY": "true"}
