@@ -270,6 +270,20 @@ def test_eight_concurrent_loggers_complete_without_errors(stack, tmp_path):
             (tmp_path / "blob.txt").read_text() == "x" * 10000)
 
 
+def test_the_bench_s_request_figures_come_from_finished_runs(stack):
+    from dlbasics.bench import stack_requests
+
+    _, _, env = stack
+    got = stack_requests(env, n=5, loggers=3, steps=4)
+    assert got["runs_finished"] == got["runs"] == 4
+    assert 0 < got["median_s"] <= got["p90_s"] < got["loggers_wall_s"] * 10
+    client = _client(env)
+    exp = client.get_experiment_by_name("bench-requests")
+    histories = [client.get_metric_history(r.info.run_id, "a")
+                 for r in client.search_runs([exp.experiment_id])]
+    assert sorted(len(h) for h in histories) == [4, 4, 4, 5]
+
+
 def test_a_postgres_restart_between_stages_loses_nothing(stack, pushed, tmp_path):
     state, ports, env = stack
     proj, _ = pushed

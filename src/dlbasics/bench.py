@@ -405,6 +405,52 @@ def _clean_copy(repo: Path, dest: Path, sh: Callable[..., None]) -> None:
     sh("git", "commit", "-qm", "base", cwd=dest)
 
 
+def stack_requests(env: dict[str, str], n: int = 60, loggers: int = 8,
+                   steps: int = 30) -> dict[str, Any]:
+    """The stack's tracking server under its clients: seconds per `log_metric` sent one after
+    another (median and 90th percentile of `n`), and the wall seconds of `loggers` threads each
+    logging `steps` metrics to its own run at once (none may fail)."""
+    import mlflow
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys})
+    try:
+        client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+        exp = client.create_experiment("bench-requests")
+        run_id = client.create_run(exp).info.run_id
+        one_by_one = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            client.log_metric(run_id, "a", float(i), step=i)
+            one_by_one.append(time.perf_counter() - t0)
+        client.set_terminated(run_id)
+
+        def logger(k: int) -> None:
+            rid = client.create_run(exp).info.run_id
+            for i in range(steps):
+                client.log_metric(rid, "a", float(i), step=i)
+            client.set_terminated(rid)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(loggers) as pool:
+            list(pool.map(logger, range(loggers)))
+        wall = time.perf_counter() - t0
+        done = [r for r in client.search_runs([exp], max_results=100)
+                if r.info.status == "FINISHED"]
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    ordered = sorted(one_by_one)
+    return {"requests": n, "median_s": statistics.median(ordered),
+            "p90_s": ordered[int(0.9 * n) - 1], "loggers": loggers, "steps": steps,
+            "loggers_wall_s": wall, "runs_finished": len(done), "runs": loggers + 1}
+
+
 def bench_stack(repo: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any]:
     """Seconds of the default `dvc repro` from clean logging to the local sqlite store, and to
     the team stack (dlbasics.services: PostgreSQL, S3, mlflow server with basic-auth) started
@@ -443,12 +489,15 @@ def bench_stack(repo: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any
                     times[where] += timings(
                         lambda: sh(str(Path(sys.executable).parent / "dvc"), "repro",
                                    cwd=dest), 1)
+            requests = stack_requests(stack_env)
         finally:
             services.down(state)
     ratios = [b / a for a, b in zip(times["sqlite"], times["stack"])]
     return {"sqlite": spread(times["sqlite"]), "stack": spread(times["stack"]),
             "ratio": statistics.median(ratios), "ratio_min": min(ratios),
-            "ratio_max": max(ratios)}
+            "ratio_max": max(ratios), "requests": requests,
+            "server_workers": services._workers(),
+            "auth_cache_ttl_s": services.AUTH_CACHE_TTL_S}
 
 
 EDIT_LOOP_VARIANTS = ("mlp_adam", "linreg")
@@ -583,6 +632,12 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         timed("dvc repro from clean, logging to the team stack", r["stack"])
         row("  stack / sqlite", r["ratio"], "x", "",
             f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}x")
+        q = r["requests"]
+        row(f"stack: one log_metric ({r['server_workers']} server workers, login cached "
+            f"{r['auth_cache_ttl_s']} s)", q["median_s"], " s", "",
+            f"90th percentile {q['p90_s']:.3g} s, {q['requests']} requests")
+        row(f"stack: {q['loggers']} loggers at once, {q['steps']} metrics each",
+            q["loggers_wall_s"], " s", "", f"{q['runs_finished']}/{q['runs']} runs FINISHED")
     if "repro" in results:
         r = results["repro"]
         if r.get("repro_timed_out"):
