@@ -12,7 +12,8 @@ State lives in `.services/` (git-ignored): PostgreSQL's data directory, logs, pr
 environment gives them. Nothing of it goes to params.yaml, tracked files or MLflow.
 
 Ports: DLBASICS_PG_PORT (5433), DLBASICS_S3_PORT (5002), DLBASICS_MLFLOW_PORT (5005); the
-tracking server's workers: DLBASICS_MLFLOW_WORKERS (2).
+tracking server's workers: DLBASICS_MLFLOW_WORKERS (2); how long it remembers a verified login:
+DLBASICS_MLFLOW_AUTH_CACHE_S (60).
 Credentials: DLBASICS_DB_PASSWORD (PostgreSQL user `mlflow`), MLFLOW_AUTH_ADMIN_PASSWORD (the
 tracking server's `admin`), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the S3 server; moto
 accepts any), MLFLOW_FLASK_SERVER_SECRET_KEY.
@@ -43,7 +44,6 @@ SECRETS = ("DLBASICS_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD", "AWS_ACCESS_KEY
            "AWS_SECRET_ACCESS_KEY", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
-AUTH_CACHE_TTL_S = 60
 
 
 class ServiceError(RuntimeError):
@@ -68,6 +68,16 @@ class Ports:
                 raise ServiceError(f"{var}: expected a port number 1-65535, found {raw!r}")
             out[key] = int(raw)
         return cls(**out)
+
+
+def _auth_cache_s(env: dict[str, str] | None = None) -> int:
+    """Seconds the server remembers a verified login: DLBASICS_MLFLOW_AUTH_CACHE_S, default 60
+    (0: hash the password again on every request, the basic-auth app's own default)."""
+    raw = (os.environ if env is None else env).get("DLBASICS_MLFLOW_AUTH_CACHE_S", "60")
+    if not raw.isdigit() or int(raw) > 86400:
+        raise ServiceError("DLBASICS_MLFLOW_AUTH_CACHE_S: expected seconds 0-86400, found "
+                           f"{raw!r}")
+    return int(raw)
 
 
 def _workers(env: dict[str, str] | None = None) -> int:
@@ -266,7 +276,7 @@ def _start_mlflow(state: Path, ports: Ports, creds: dict[str, str]) -> None:
                         # password (PBKDF2) again on every request: each request costs a
                         # third as much (measured in the README). A changed password reaches
                         # the other worker within this window.
-                        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n")
+                        f"auth_cache_ttl_seconds = {_auth_cache_s()}\n")
     env = {**os.environ, **creds, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{ports.s3}",
            "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -289,6 +299,7 @@ def up(state: Path, ports: Ports | None = None) -> dict[str, str]:
     """Start PostgreSQL, the S3 server and the tracking server unless running; wait until each
     answers; return the client environment."""
     ports = ports or Ports.from_env()
+    _workers(), _auth_cache_s()  # a bad setting stops here, before anything starts
     state.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         state.chmod(0o711)  # postgres (the user) must reach its data directory inside
