@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.ray-installed
 # Stage commands call plain `python`, `dvc` and `mlflow`: make them the venv's.
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
@@ -11,7 +12,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline test ui bench compare deps venv clean-venv services services-stop services-env
+.PHONY: pipeline test ui bench compare deps venv clean-venv services services-stop services-env ray
 
 venv: $(STAMP)
 
@@ -21,12 +22,19 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --editable .
 	@touch $(STAMP)
 
+# Ray is optional: runtime.executor: local (the default) never imports it.
+ray: $(RAY_STAMP)  ## install the ray extra (runtime.executor: ray); the tests need it
+
+$(RAY_STAMP): requirements-ray.lock $(STAMP)
+	$(BIN)/python -m pip install --quiet --requirement requirements-ray.lock
+	@touch $(RAY_STAMP)
+
 pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
 	dvc repro
 
 # Two workers, one test module each at a time (module fixtures stay in one process): the
 # suite mostly waits on dvc and stage subprocesses: 2 cores take it in 9 to 11 minutes.
-test: $(STAMP)  ## the default test suite (offline; includes real end-to-end dvc repros)
+test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real end-to-end dvc repros)
 	python -m pytest -q -n 2 --dist loadscope
 
 ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker

@@ -332,6 +332,50 @@ def bench_select(params_path: Path, search: str, repeats: int) -> dict[str, Any]
             "max_abs_diff_refit_weights": weights, "max_abs_diff_fold_scores": scores}
 
 
+def bench_ray(params_path: Path, search: str, repeats: int) -> dict[str, Any]:
+    """The named search run by selection.run_search with the local executor (runtime.workers
+    processes) and on Ray, in turns: on a private instance started for each run (what a stage
+    pays with no address), and on one already running (what it pays on a cluster). The three
+    answers compared byte for byte (table and refitted weights)."""
+    import io
+
+    from dlbasics import cluster
+    from dlbasics.data import generate_all, load_prepared, prepare_all
+    from dlbasics.selection import run_search
+
+    params = load_params(params_path)
+    dataset = params.train[params.select.searches[search].base].dataset
+    only = params.model_copy(update={"data": {dataset: params.data[dataset]},
+                                     "prepare": {dataset: params.prepare[dataset]}})
+    on_ray = params.model_copy(update={"runtime": params.runtime.model_copy(
+        update={"executor": "ray"})})
+    got: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
+        generate_all(only, Path(tmp) / "raw")
+        prepare_all(only, Path(tmp) / "raw", Path(tmp) / "prep")
+        data = load_prepared(Path(tmp) / "prep" / dataset)
+
+        def run(key: str, p, ray=None) -> None:
+            with quiet():
+                table, _, _, model, _ = run_search(p, search, data, log=lambda line: None,
+                                                   ray=ray)
+            buf = io.BytesIO()
+            torch.save(model.state_dict(), buf)
+            got[key] = json.dumps(table, sort_keys=True).encode() + buf.getvalue()
+
+        times = alternated({"local": lambda: run("local", params),
+                            "ray_private": lambda: run("ray_private", on_ray)}, repeats)
+        with cluster.connected(on_ray.runtime.ray, on_ray.runtime.threads) as ray:
+            run("ray_running", on_ray, ray)  # its workers started: what a warm cluster has
+            times["ray_running"] = timings(lambda: run("ray_running", on_ray, ray), repeats)
+    ratios = {k: statistics.median(t) / statistics.median(times["local"])
+              for k, t in times.items() if k != "local"}
+    return {"search": search, "workers": params.runtime.workers,
+            **{k: spread(t) for k, t in times.items()},
+            "ratio_private": ratios["ray_private"], "ratio_running": ratios["ray_running"],
+            "same_bytes": got["local"] == got["ray_private"] == got["ray_running"]}
+
+
 # ----------------------------------------------------------------------------- dvc repro
 
 def project_files(repo: Path) -> list[str]:
@@ -627,6 +671,15 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{r['speedup_min']:.2f}-{r['speedup_max']:.2f}x; same choice: "
             f"{'yes' if r['same_choice'] else 'NO'}, refit weights within "
             f"{r['max_abs_diff_refit_weights']:.1e}")
+    if "ray" in results:
+        r = results["ray"]
+        what = f"select@{r['search']}"
+        timed(f"{what}, local ({r['workers']} worker processes)", r["local"])
+        timed(f"{what}, Ray: a private instance started for the run", r["ray_private"])
+        timed(f"{what}, Ray: an instance already running", r["ray_running"])
+        row("  Ray private / local", r["ratio_private"], "x", "",
+            f"same bytes: {'yes' if r['same_bytes'] else 'NO'}")
+        row("  Ray running / local", r["ratio_running"], "x")
     if "stack" in results:
         r = results["stack"]
         if "ratio" in r:
@@ -718,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stack-repeats", type=int, default=1,
                     help="pairs of clean repros (sqlite, stack) for --stack; 0: only the "
                          "server's request figures")
+    ap.add_argument("--ray", action="store_true",
+                    help="only: the search (--search) with the local executor against Ray")
     ap.add_argument("--readme", type=Path,
                     help="also write the table into this README's bench block")
     args = ap.parse_args(argv)
@@ -752,6 +807,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.readme}: bench table rewritten")
         return 0
 
+    if args.ray:
+        section("ray", f"select@{args.search}: local, then on Ray",
+                lambda: bench_ray(args.params, args.search, args.select_repeats))
+        return finish()
     if args.stack:
         section("stack", "dvc repro from clean: sqlite, then the team stack",
                 lambda: bench_stack(repo, args.dvc_timeout, args.stack_repeats))

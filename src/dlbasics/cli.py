@@ -6,13 +6,14 @@ import signal
 import sys
 from typing import Callable, Sequence
 
-from dlbasics.errors import (ConfigError, DataError, DivergenceError, Terminated, TrackingError,
-                             tracking_lost)
+from dlbasics.errors import (ClusterError, ConfigError, DataError, DivergenceError, Terminated,
+                             TrackingError, tracking_lost)
 
 EXIT_CONFIG = 2  # bad params: nothing was written
 EXIT_DATA = 3  # missing, truncated or altered data files
 EXIT_DIVERGED = 4  # training loss became NaN or infinite
 EXIT_TRACKING = 5  # the MLflow store or server cannot be used
+EXIT_CLUSTER = 6  # the Ray cluster cannot be used
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -43,6 +44,9 @@ def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] 
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_TRACKING
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
     except Exception as exc:
         lost = tracking_lost(exc)
         if lost is None:

@@ -31,6 +31,20 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 # ----------------------------------------------------------------------------- runtime / tracking
 
 
+class RaySettings(Strict):
+    """Where and how the select stages run their jobs when runtime.executor is ray."""
+
+    # host:port of the head's GCS, ray://host:port (Ray Client) or auto; RAY_ADDRESS wins.
+    # None (and no RAY_ADDRESS): a private Ray instance on 127.0.0.1 for the stage's duration.
+    address: str | None = None
+    # CPUs a task declares (default: runtime.threads, the threads it computes with).
+    cpus_per_task: Annotated[int, Field(ge=1, le=512)] | None = None
+    # GPUs a task declares; above 0 the task trains on CUDA (not bit-identical to CPU).
+    gpus_per_task: Annotated[float, Field(ge=0, le=16)] = 0.0
+    # Times a task is run again when its worker process or node dies.
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+
+
 class Runtime(Strict):
     """How to run, not what to compute: not a DVC dependency of any trained stage."""
 
@@ -39,6 +53,10 @@ class Runtime(Strict):
     # Processes that train a search's configurations side by side (select stages, CPU only);
     # each one computes exactly as one process would, so the results do not depend on it.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # Who runs a select stage's jobs: local processes (runtime.workers) or a Ray cluster
+    # (runtime.ray). The same bits either way on CPU (tested).
+    executor: Literal["local", "ray"] = "local"
+    ray: RaySettings = RaySettings()
 
 
 class Tracking(Strict):

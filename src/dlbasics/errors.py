@@ -60,5 +60,9 @@ def tracking_lost(exc: BaseException) -> str | None:
     return None
 
 
+class ClusterError(Exception):
+    """The Ray cluster cannot be used (not installed, unreachable); one line for the user."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a runner or `dvc queue kill` stopping the stage), unwound like Ctrl-C."""

@@ -22,6 +22,17 @@ def _label(values: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
 
 
+def _executor(params: Params):
+    """A connected Ray for runtime.executor ray (dlbasics.cluster), else nothing."""
+    from contextlib import nullcontext
+
+    if params.runtime.executor != "ray":
+        return nullcontext(None)
+    from dlbasics import cluster
+
+    return cluster.connected(params.runtime.ray, params.runtime.threads)
+
+
 def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
            table_path: Path) -> dict:
     """Run the named search of params.select; write the refitted model and its evaluation
@@ -38,14 +49,16 @@ def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
     device = configure(params.runtime)
     data = load_prepared(prepared_root / base.dataset)
     tags = {"variant": name, "search": search, "dataset": base.dataset, "device": str(device),
-            "task": data.task}
-    with tracking.run(params.tracking.experiment, name, tags) as parent:
+            "task": data.task, "executor": params.runtime.executor}
+    # The cluster first: one that cannot be used stops the stage before any run or file.
+    with _executor(params) as ray, \
+            tracking.run(params.tracking.experiment, name, tags) as parent:
         mlflow.log_params({"base": sel.base, "k": sel.k, "patience": str(sel.patience),
                            "batched": sel.batched,
                            **{f"grid.{k}": str(v) for k, v in sel.grid.items()},
                            **{f"overrides.{k}": str(v) for k, v in sel.overrides.items()}})
         t0 = time.perf_counter()
-        table, best, spec, model, history = run_search(params, search, data, device)
+        table, best, spec, model, history = run_search(params, search, data, device, ray=ray)
         # Wall time goes to MLflow only: DVC outputs hold nothing that differs between runs.
         mlflow.log_metric("search_seconds", time.perf_counter() - t0)
         client = mlflow.MlflowClient()

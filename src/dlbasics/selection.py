@@ -355,11 +355,12 @@ def _job(params, search: str, kind: str, members: list[int], data: Prepared,
 
 
 def _job_in_worker(params, search: str, kind: str, members: list[int],
-                   data: Prepared) -> dict[int, dict[str, Any]]:
+                   data: Prepared, device: str = "cpu") -> dict[int, dict[str, Any]]:
+    """A job in a process of its own (a local worker or a Ray task)."""
     from dlbasics.runtime import configure
 
     configure(params.runtime)  # the same threads as the stage process: the same bits
-    return _job(params, search, kind, members, data, torch.device("cpu"))
+    return _job(params, search, kind, members, data, torch.device(device))
 
 
 def _job_line(name: str, kind: str, members: list[int]) -> str:
@@ -369,7 +370,7 @@ def _job_line(name: str, kind: str, members: list[int]) -> str:
 
 
 def run_search(params, search: str, data: Prepared, device: torch.device | None = None,
-               batched: str | None = None, log=print):
+               batched: str | None = None, log=print, ray=None):
     """K-fold cross-validation of every configuration of the named search, then the best one
     (by mean validation score; ties to the smaller model) refitted on the whole training split.
 
@@ -380,7 +381,8 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
     the refit trains that many epochs. Configurations that share an architecture train as one
     batched model when `batched` (default: the search's setting) is auto and the size rule says
     it is faster. A configuration whose loss becomes NaN or infinite in any fold is recorded as
-    diverged (with the epoch) and excluded.
+    diverged (with the epoch) and excluded. With runtime.executor ray the jobs are Ray tasks
+    (dlbasics.cluster), on `ray` when given connected, else on a connection made here.
     Returns (table of configurations in grid order, the chosen record, its spec as refitted,
     the refitted model, its history).
     """
@@ -395,7 +397,17 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
     jobs = _jobs(specs, data.manifest, batched or sel.batched)
     results: dict[int, dict[str, Any]] = {}
     workers = min(params.runtime.workers, len(jobs)) if device.type == "cpu" else 1
-    if workers > 1:
+    if params.runtime.executor == "ray":
+        from contextlib import nullcontext
+
+        from dlbasics import cluster
+
+        with (nullcontext(ray) if ray is not None
+              else cluster.connected(params.runtime.ray, params.runtime.threads)) as conn:
+            results = cluster.run_jobs(
+                conn, params, search, jobs, data, _job_in_worker,
+                lambda kind, members: log(_job_line(name, kind, members) + ", on Ray"))
+    elif workers > 1:
         # Jobs in parallel processes of runtime.threads threads each: the same arithmetic as in
         # this process, so the same bits whatever the number of workers (tested).
         from concurrent.futures import ProcessPoolExecutor
