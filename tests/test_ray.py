@@ -6,6 +6,7 @@ killed mid-grid is retried; an unreachable head is one line within 15 s, nothing
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.slow
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 SEARCHES = {
-    # Two learning rates x two batch sizes of one architecture: one batched job where the size
-    # rule says so.
+    # Three learning rates (the last one diverges: recorded and excluded) x two batch sizes of
+    # one architecture: one batched job where the size rule says so.
     "grid": {"base": "base", "k": 2, "overrides": {"epochs": 20},
-             "grid": {"optimizer.lr": [0.01, 0.03], "batch_size": [10, 50]}},
+             "grid": {"optimizer.lr": [0.01, 0.03, 50.0], "batch_size": [10, 50]}},
     # Three configurations one by one: three tasks, long enough to kill one mid-way.
     "seq": {"base": "base", "k": 2, "overrides": {"epochs": 150}, "batched": "never",
             "grid": {"optimizer.lr": [0.01, 0.02, 0.03]}},
@@ -68,6 +69,9 @@ def local(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("ray") / "proj", _params)
     assert "select@seq" in ran(run(["dvc", "repro"], proj))
     answers = {s: _answer(proj, s) for s in SEARCHES}
+    rows = json.loads((proj / "reports/selection/grid.json").read_text())  # a row per fold
+    assert len({r["config"] for r in rows if r["diverged"]}) == 2  # lr 50, both batch sizes
+    assert {r["path"] for r in rows} == {"batched"}  # the batched path, within one task on Ray
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["runtime"]["executor"] = "ray"
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
