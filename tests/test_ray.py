@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from conftest import digest_tree, make_project, ran, run, tool_env
-from test_reliability import free_port, tiny
+from test_reliability import free_port, runs, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -80,13 +80,9 @@ def local(tmp_path_factory):
 
 
 def _select_runs(proj: Path, search: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{proj / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("dlbasics")
-    return client.search_runs([exp.experiment_id],
-                              filter_string=f"tags.variant = 'select@{search}'",
-                              order_by=["attributes.start_time DESC"], max_results=1000)
+    """The runs of select@search in the project's store, newest first."""
+    return sorted(runs(f"sqlite:///{proj / 'mlflow.db'}", variant=f"select@{search}"),
+                  key=lambda r: r.info.start_time, reverse=True)
 
 
 def test_on_a_two_node_cluster_the_answer_is_the_same_bytes(cluster, local):

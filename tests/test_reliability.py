@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from conftest import BIN, REPO, make_project, run, tool_env, tracked_files
 from dlbasics import tracking
 from dlbasics.cli import run_stage
+from dlbasics.services import free_port  # noqa: F401 - also the other test modules' helper
 
 # The exit codes are the contract with DVC and users: restated here, not imported.
 EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
@@ -59,13 +60,6 @@ def digest_tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not str(p.relative_to(root)).startswith(skip)
     }
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, read, released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny(params: dict) -> dict:

@@ -177,13 +177,19 @@ def test_every_run_is_in_postgres_and_its_files_in_s3(stack, pushed, tmp_path):
     assert ".dvc/config.local" not in tracked  # ... and git does not track it
 
 
+def _clone(proj: Path, dest: Path, env: dict[str, str]) -> Path:
+    """A teammate's clone of `proj` with its outputs pulled (the S3 keys from the environment,
+    not .dvc/config.local)."""
+    run(["git", "clone", "-q", str(proj), str(dest)], dest.parent)
+    run(["dvc", "pull"], dest, **{k: v for k, v in env.items() if k.startswith("AWS_")})
+    return dest
+
+
 def test_a_fresh_clone_pulls_everything_and_has_nothing_to_reproduce(stack, pushed, tmp_path):
     _, _, env = stack
     proj, _ = pushed
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(proj), str(clone)], tmp_path)
+    clone = _clone(proj, tmp_path / "clone", env)
     creds = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    run(["dvc", "pull"], clone, **creds)  # credentials from the environment this time
     status = json.loads(run(["dvc", "status", "--json"], clone).stdout or "{}")
     assert status == {}
     again = run(["dvc", "repro"], clone, **{k: v for k, v in env.items()
@@ -216,8 +222,7 @@ def test_two_teammates_experiment_at_once_and_nothing_is_lost(stack, pushed, tmp
     def teammate(who: str) -> None:
         clone = tmp_path / who
         try:
-            run(["git", "clone", "-q", str(proj), str(clone)], tmp_path)
-            run(["dvc", "pull"], clone, **client_env)
+            _clone(proj, clone, env)
             for lr in rates[who]:
                 run(["dvc", "exp", "run", "-S", f"train.linreg.optimizer.lr={lr}"], clone,
                     **client_env)
@@ -287,10 +292,8 @@ def test_the_bench_s_request_figures_come_from_finished_runs(stack):
 def test_a_postgres_restart_between_stages_loses_nothing(stack, pushed, tmp_path):
     state, ports, env = stack
     proj, _ = pushed
-    clone = tmp_path / "restart"
+    clone = _clone(proj, tmp_path / "restart", env)
     client_env = {k: v for k, v in env.items() if k.startswith(("MLFLOW_", "AWS_"))}
-    run(["git", "clone", "-q", str(proj), str(clone)], tmp_path)
-    run(["dvc", "pull"], clone, **client_env)
     run(["dvc", "exp", "run", "--set-param", "train.linreg.optimizer.lr=0.031", "train"], clone,
         **client_env)
     logged = {r.info.run_id: r.data.metrics for r in _linreg_runs(env)}
@@ -309,12 +312,6 @@ def test_a_postgres_restart_between_stages_loses_nothing(stack, pushed, tmp_path
     client = _client(env)
     exp = client.get_experiment_by_name("dlbasics")
     assert not client.search_runs([exp.experiment_id], filter_string="status = 'RUNNING'")
-
-
-def _clone(proj: Path, dest: Path, env: dict[str, str]) -> Path:
-    run(["git", "clone", "-q", str(proj), str(dest)], dest.parent)
-    run(["dvc", "pull"], dest, **{k: v for k, v in env.items() if k.startswith("AWS_")})
-    return dest
 
 
 def test_a_tracking_server_killed_mid_training_fails_the_stage_in_15_s(stack, pushed,

@@ -295,22 +295,28 @@ def bench_size_rule(seed: int, steps: int) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- the select stage
 
+def _search_data(params, search: str, tmp: Path):
+    """The prepared dataset of a search's base variant, generated and prepared under tmp."""
+    from dlbasics.data import generate_all, load_prepared, prepare_all
+
+    dataset = params.train[params.select.searches[search].base].dataset
+    only = params.model_copy(update={"data": {dataset: params.data[dataset]},
+                                     "prepare": {dataset: params.prepare[dataset]}})
+    generate_all(only, tmp / "raw")
+    prepare_all(only, tmp / "raw", tmp / "prep")
+    return load_prepared(tmp / "prep" / dataset)
+
+
 def bench_select(params_path: Path, search: str, repeats: int) -> dict[str, Any]:
     """The named search of params.yaml as the select stage runs it (selection.run_search, the
     refit included), on its batched path and one configuration after another, in turns; the
     two answers compared (same choice, scores and refitted weights within 1e-6)."""
-    from dlbasics.data import generate_all, load_prepared, prepare_all
     from dlbasics.selection import run_search
 
     params = load_params(params_path)
-    dataset = params.train[params.select.searches[search].base].dataset
-    only = params.model_copy(update={"data": {dataset: params.data[dataset]},
-                                     "prepare": {dataset: params.prepare[dataset]}})
     got: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
-        generate_all(only, Path(tmp) / "raw")
-        prepare_all(only, Path(tmp) / "raw", Path(tmp) / "prep")
-        data = load_prepared(Path(tmp) / "prep" / dataset)
+        data = _search_data(params, search, Path(tmp))
 
         def run(mode: str) -> None:
             with quiet():
@@ -340,20 +346,14 @@ def bench_ray(params_path: Path, search: str, repeats: int) -> dict[str, Any]:
     import io
 
     from dlbasics import cluster
-    from dlbasics.data import generate_all, load_prepared, prepare_all
     from dlbasics.selection import run_search
 
     params = load_params(params_path)
-    dataset = params.train[params.select.searches[search].base].dataset
-    only = params.model_copy(update={"data": {dataset: params.data[dataset]},
-                                     "prepare": {dataset: params.prepare[dataset]}})
     on_ray = params.model_copy(update={"runtime": params.runtime.model_copy(
         update={"executor": "ray"})})
     got: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
-        generate_all(only, Path(tmp) / "raw")
-        prepare_all(only, Path(tmp) / "raw", Path(tmp) / "prep")
-        data = load_prepared(Path(tmp) / "prep" / dataset)
+        data = _search_data(params, search, Path(tmp))
 
         def run(key: str, p, ray=None) -> None:
             with quiet():
@@ -397,14 +397,9 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
-                repeats: int = 1) -> dict[str, Any]:
-    """Seconds of `dvc repro` from a clean copy (`repeats` times, a fresh copy each), then of a
-    second (no-op) `dvc repro`, then of the edit loop of each of EDIT_LOOP_VARIANTS (see
-    edit_loop). A run past `timeout_s` is stopped and reported as such (the clean run's figure
-    is then a lower bound)."""
-    env = tool_env()
-    dvc = str(Path(sys.executable).parent / "dvc")
+def _shell(env: dict[str, str], timeout_s: float) -> Callable[..., None]:
+    """sh(*cmd, cwd=...): run a command in `env`, raise with its stderr's end when it fails, and
+    stop it after `timeout_s` (TimeoutExpired)."""
 
     def sh(*cmd: str, cwd: Path) -> None:
         # Its own process group, so that a stopped run takes its stage processes with it.
@@ -418,6 +413,18 @@ def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
             raise
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-3000:]}")
+
+    return sh
+
+
+def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
+                repeats: int = 1) -> dict[str, Any]:
+    """Seconds of `dvc repro` from a clean copy (`repeats` times, a fresh copy each), then of a
+    second (no-op) `dvc repro`, then of the edit loop of each of EDIT_LOOP_VARIANTS (see
+    edit_loop). A run past `timeout_s` is stopped and reported as such (the clean run's figure
+    is then a lower bound)."""
+    dvc = str(Path(sys.executable).parent / "dvc")
+    sh = _shell(tool_env(), timeout_s)
 
     clean: list[float] = []
     for i in range(repeats):
@@ -501,13 +508,7 @@ def bench_stack(repo: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any
     for the purpose on free ports, in turns, a fresh copy each time."""
     from dlbasics import services
 
-    def free() -> int:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-
+    free = services.free_port
     times: dict[str, list[float]] = {"sqlite": [], "stack": []}
     with tempfile.TemporaryDirectory(prefix="dlbasics-bench-") as tmp:
         state = Path(tmp) / ".services"
@@ -519,15 +520,7 @@ def bench_stack(repo: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any
                 for where in ("sqlite", "stack"):
                     extra = ({k: v for k, v in stack_env.items() if k.startswith("MLFLOW_")}
                              if where == "stack" else {})
-                    env = {**tool_env(), **extra}
-
-                    def sh(*cmd: str, cwd: Path) -> None:
-                        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True,
-                                              text=True, timeout=timeout_s)
-                        if proc.returncode != 0:
-                            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n"
-                                               f"{proc.stderr[-3000:]}")
-
+                    sh = _shell({**tool_env(), **extra}, timeout_s)
                     dest = Path(tmp) / f"{where}{i}"
                     _clean_copy(repo, dest, sh)
                     times[where] += timings(

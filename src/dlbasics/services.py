@@ -50,6 +50,16 @@ class ServiceError(RuntimeError):
     """One line: which service, what went wrong, what to do."""
 
 
+def _env_int(var: str, default: int, low: int, high: int, what: str,
+             env: dict[str, str] | None = None) -> int:
+    """The whole number in environment variable `var` (else `default`), within low-high; else
+    one line naming the variable."""
+    raw = (os.environ if env is None else env).get(var, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ServiceError(f"{var}: expected {what} {low}-{high}, found {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Ports:
     pg: int
@@ -58,36 +68,23 @@ class Ports:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Ports:
-        env = os.environ if env is None else env
-        out = {}
-        for key, var, default in (("pg", "DLBASICS_PG_PORT", 5433),
-                                  ("s3", "DLBASICS_S3_PORT", 5002),
-                                  ("mlflow", "DLBASICS_MLFLOW_PORT", 5005)):
-            raw = env.get(var, str(default))
-            if not raw.isdigit() or not 0 < int(raw) < 65536:
-                raise ServiceError(f"{var}: expected a port number 1-65535, found {raw!r}")
-            out[key] = int(raw)
-        return cls(**out)
+        return cls(**{key: _env_int(var, default, 1, 65535, "a port number", env)
+                      for key, var, default in (("pg", "DLBASICS_PG_PORT", 5433),
+                                                ("s3", "DLBASICS_S3_PORT", 5002),
+                                                ("mlflow", "DLBASICS_MLFLOW_PORT", 5005))})
 
 
 def _auth_cache_s(env: dict[str, str] | None = None) -> int:
     """Seconds the server remembers a verified login: DLBASICS_MLFLOW_AUTH_CACHE_S, default 60
     (0: hash the password again on every request, the basic-auth app's own default)."""
-    raw = (os.environ if env is None else env).get("DLBASICS_MLFLOW_AUTH_CACHE_S", "60")
-    if not raw.isdigit() or int(raw) > 86400:
-        raise ServiceError("DLBASICS_MLFLOW_AUTH_CACHE_S: expected seconds 0-86400, found "
-                           f"{raw!r}")
-    return int(raw)
+    return _env_int("DLBASICS_MLFLOW_AUTH_CACHE_S", 60, 0, 86400, "seconds", env)
 
 
 def _workers(env: dict[str, str] | None = None) -> int:
     """The tracking server's worker processes: DLBASICS_MLFLOW_WORKERS, default 2 (one worker
     queues every client behind the slowest request; mlflow's own default of 4 costs about
     300 MB each)."""
-    raw = (os.environ if env is None else env).get("DLBASICS_MLFLOW_WORKERS", "2")
-    if not raw.isdigit() or not 0 < int(raw) <= 64:
-        raise ServiceError(f"DLBASICS_MLFLOW_WORKERS: expected a number 1-64, found {raw!r}")
-    return int(raw)
+    return _env_int("DLBASICS_MLFLOW_WORKERS", 2, 1, 64, "a number", env)
 
 
 def _bin() -> Path:
@@ -130,6 +127,13 @@ def client_env(ports: Ports, creds: dict[str, str]) -> dict[str, str]:
         "DLBASICS_S3_ENDPOINT": f"http://127.0.0.1:{ports.s3}",
         "DLBASICS_DVC_REMOTE": f"s3://{BUCKET}/dvc",
     }
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
