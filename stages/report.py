@@ -37,6 +37,8 @@ def main(argv=None) -> None:
                          "(written)")
     ap.add_argument("--history", type=Path, required=True,
                     help="per-epoch histories, one JSON per variant, for plots (written)")
+    ap.add_argument("--lessons", type=Path, required=True,
+                    help="the lessons stage's directory (lessons.json and figures)")
     ap.add_argument("--html", type=Path, required=True, help="self-contained HTML report")
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
@@ -67,8 +69,11 @@ def render(args, params) -> None:
                        "rows": read_json(args.selection / f"{name}.json")}
                 for name in search_names(params)}
     details = json.loads(args.details.read_text()) if args.details.exists() else {}
+    lessons = read_json(args.lessons / "lessons.json")
+    lesson_pngs = {p.name: p.read_bytes() for p in sorted(args.lessons.glob("*.png"))}
+    lesson_links = {f: os.path.relpath(args.lessons / f, args.out.parent) for f in lesson_pngs}
     write_text_atomic(args.out, render_markdown(params, metrics, series, links, searches,
-                                                details))
+                                                details, lessons, lesson_links))
     histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}
     pngs = {p.name: p.read_bytes() for p in sorted(args.figures.glob("*.png"))}
     manifests = {p.parent.name: json.loads(p.read_text())
@@ -82,7 +87,8 @@ def render(args, params) -> None:
     write_text_atomic(args.html, render_html(params, metrics, series, searches, details,
                                              histories, pngs, environment, manifests=manifests,
                                              curves=drawn["curves"],
-                                             confusions=drawn["confusion"]))
+                                             confusions=drawn["confusion"], lessons=lessons,
+                                             lesson_pngs=lesson_pngs))
 
 
 if __name__ == "__main__":

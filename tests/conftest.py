@@ -85,6 +85,15 @@ def shrink(params: dict) -> dict:
     params["select"] = {"searches": {"tiny": {
         "base": "mlp", "k": 2, "overrides": {"epochs": 1},
         "grid": {"optimizer.lr": [0.05, 0.1]}}}}
+    # Every lesson still runs, on small settings (what each shows is tested in-process).
+    params["lessons"].update({
+        "accuracy_signal": {"dataset": "images", "epochs": 1, "probes": 20},
+        "numerical_training": {"dataset": "images", "hidden": 8, "rows": 40, "batch_size": 10,
+                               "steps": 2},
+        "stacked_linear": {"dataset": "images", "hidden": [32], "epochs": 2},
+        "symmetry": {"dataset": "images", "hidden": 16, "epochs": 2},
+        "gradient_flow": {"dataset": "images", "depth": 6, "width": 16, "batch": 64},
+    })
     for spec in params["train"].values():
         spec["epochs"] = min(spec["epochs"], 3)
         if spec["model"].get("hidden"):

@@ -171,7 +171,7 @@ def test_code_edits_rerun_what_executes_them(proj):
     # The stage entry points' shared module: every stage is out of date.
     _append(proj, "src/dlbasics/cli.py")
     status = json.loads(run(["dvc", "status", "--json"], proj).stdout)
-    assert set(status) == {"generate", "prepare", "train", "select@tiny", "report"}
+    assert set(status) == {"generate", "prepare", "train", "select@tiny", "lessons", "report"}
     run(["git", "checkout", "--", "src/dlbasics/cli.py"], proj)
     # A module that evaluation executes (figures): re-evaluated, not retrained.
     _append(proj, "src/dlbasics/figures.py")

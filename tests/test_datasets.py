@@ -59,6 +59,8 @@ def only(params: dict, data: dict, prepare: dict, variants: dict) -> dict:
     params["data"], params["prepare"], params["train"] = data, prepare, variants
     notes = params.get("report", {}).get("notes", {})
     params["report"] = {"notes": {k: v for k, v in notes.items() if k in variants}}
+    if "images" not in data:
+        params["lessons"] = {}  # several train on the images (dvc.yaml tracks the key)
     if any(s["base"] not in variants for s in params.get("select", {}).get("searches", {}).values()):
         params.pop("select", None)  # the grid search is optional, and about another variant
     return params

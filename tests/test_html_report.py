@@ -229,8 +229,12 @@ def test_the_activation_formulas_equal_autograd_of_the_models_modules():
     grid = torch.cat([torch.linspace(-6.0, 6.0, 241, dtype=torch.float64),
                       torch.tensor([0.0, -1e-300, 1e-300], dtype=torch.float64)])
     x = grid.requires_grad_()
+    from dlbasics.config import ModelSpec
+
     for name, make in ACTIVATIONS.items():
-        y = make()(x)
+        # The slope the shipped mlp_leaky_relu uses (the book's); PReLU at its initial slope.
+        y = make(ModelSpec(kind="mlp", hidden=[1], activation=name, negative_slope=0.2)
+                 ).double()(x)
         (grad,) = torch.autograd.grad(y.sum(), x)  # elementwise: f'(x_i)
         f, df = ACTIVATION_FORMULAS[name]
         xs = x.detach().numpy()

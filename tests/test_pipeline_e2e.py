@@ -18,11 +18,12 @@ import yaml
 from sklearn.metrics import accuracy_score
 
 from conftest import digest_tree, make_project, ran, run
+from dlbasics.config import load_params
 
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("linreg", "softmax", "mlp")
-ALL_STAGES = ("generate", "prepare", "train", "select@tiny", "report")
+ALL_STAGES = ("generate", "prepare", "train", "select@tiny", "lessons", "report")
 
 
 # What must be byte-identical between two runs from clean with the same params.
@@ -76,6 +77,15 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
     assert {r["config"] for r in rows} == {0, 1} and {r["path"] for r in rows} == {"batched"}
     html = (proj / "reports/report.html").read_text()
     assert 'id="overview"' in html and "https://" not in html and "http://" not in html
+    # Every lesson of params.yaml ran, in params order, with its verdict in both reports.
+    lessons = json.loads((proj / "reports/lessons/lessons.json").read_text())
+    params = load_params(proj / "params.yaml")
+    enabled = [k for k in type(params.lessons).model_fields if getattr(params.lessons, k)]
+    keys = [e["id"].split(".")[0] for e in lessons]  # preliminaries.1, .2, ...: one entry
+    assert set(keys) == set(enabled) and keys == sorted(keys, key=enabled.index)
+    for e in lessons:
+        assert f"### {e['title']}" in report and html.count(f"<code>{e['id']}</code>") == 1
+        assert all((proj / "reports/lessons" / f).stat().st_size > 0 for f in e["figures"])
 
 
 def test_metrics_json_matches_an_independent_evaluation(repro):

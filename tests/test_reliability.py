@@ -39,7 +39,7 @@ from dlbasics.services import free_port  # noqa: F401 - also the other test modu
 
 # The exit codes are the contract with DVC and users: restated here, not imported.
 EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
-STAGES = ("generate", "prepare", "train", "select", "report")  # of dvc.yaml
+STAGES = ("generate", "prepare", "train", "select", "lessons", "report")  # of dvc.yaml
 # The repository's params.yaml, with its YAML aliases unshared (a JSON round trip), so that
 # mutating one variant never mutates the variants merged from it.
 BASE = json.loads(json.dumps(yaml.safe_load((REPO / "params.yaml").read_text())))
@@ -70,6 +70,7 @@ def tiny(params: dict) -> dict:
     params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}
     params["prepare"] = {"synthetic_linear": params["prepare"]["synthetic_linear"]}
     params["report"] = {"notes": {}}
+    params["lessons"] = {}  # they need the images (the key stays: dvc.yaml tracks it)
     params["select"] = {"searches": {"tiny": {"base": "base", "k": 2, "overrides": {"epochs": 1},
                                               "grid": {"optimizer.lr": [0.03]}}}}
     return params
@@ -301,9 +302,10 @@ def bad_params(draw) -> Bad:
         node[name] = 1
         what, key = f"unknown key {_name((*parent, name))}", _name((*parent, name))
     elif kind == "missing":
+        # (Inside a profile or a lesson every key is optional: a profile sets what it lists.)
         sites = [p for p, _ in SITES if isinstance(p[-1], str)
                  and (p[-1] in REQUIRED or (len(p) == 2 and p[0] in ("data", "prepare")))
-                 and not _in_series(p)]
+                 and not _in_series(p) and p[0] not in ("profiles", "lessons")]
         path = draw(st.sampled_from(sites))
         _delete(params, path)
         what = f"no {_name(path)}"
@@ -376,6 +378,9 @@ EXPLICIT = {
     # A compared pair (report.compare) must not hide its variant's own bad key (hypothesis).
     "unknown dataset, compared variant": _edited(train__house_mlp__dataset="nosuch"),
     "zero batch": _edited(train__mlp__batch_size=0),
+    "lesson with no hidden units": _edited(lessons__symmetry__hidden=0),
+    "lesson on a regression set": _edited(lessons__gradient_flow__dataset="synthetic_linear"),
+    "unknown profile": _edited(profile="fullsize"),
     "negative lr": _edited(train__mlp__optimizer__lr=-0.1),
 }
 

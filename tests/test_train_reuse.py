@@ -30,6 +30,7 @@ def small() -> dict:
     params["data"] = {"synthetic_linear": params["data"]["synthetic_linear"]}
     params["prepare"] = {"synthetic_linear": params["prepare"]["synthetic_linear"]}
     params.pop("select", None)
+    params["lessons"] = {}  # several train on the images (dvc.yaml tracks the key)
     params["report"] = {"notes": {}}
     return params
 

@@ -288,7 +288,12 @@ def test_classification_history_has_val_accuracy():
     history = fit(model, loss_fn, opt, train, val, epochs=4, batch_size=32, generator=_gen(1),
                   task="classification")
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
-    assert all(set(r) == {"epoch", "train_loss", "val_loss", "val_accuracy"} for r in history)
+    assert all(set(r) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"}
+               for r in history)
+    with torch.no_grad():
+        train_out = model.eval()(train.X)
+    assert history[-1]["train_accuracy"] == pytest.approx(
+        (train_out.argmax(1) == train.y).float().mean().item())
     # The last record is the trained model's accuracy and loss on val, computed here directly.
     with torch.no_grad():
         out = model.eval()(val.X)

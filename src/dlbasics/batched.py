@@ -43,7 +43,9 @@ def supports(
     spec: ModelSpec, optimizer: OptimizerSpec | None = None, loss: str | None = None
 ) -> bool:
     """Whether this architecture (and optimiser and loss) can be trained by fit_batched."""
-    arch = spec.kind in ("linear", "mlp") and not any(p > 0 for p in spec.dropout)
+    # (PReLU's slope is a parameter outside the stacked linear layers.)
+    arch = (spec.kind in ("linear", "mlp") and not any(p > 0 for p in spec.dropout)
+            and spec.activation != "prelu")
     opt = optimizer is None or optimizer.name == "sgd"
     return arch and opt and (loss is None or loss in LOSSES)
 
@@ -201,7 +203,7 @@ class BatchedTrainer:
         device, dtype = X.device, X.dtype
         self.stack = _Stack(linear_layers(spec, n_in, n_out),
                             [{k: v.to(dtype) for k, v in s.items()} for s in init_states], device)
-        self.act = ACTIVATIONS[spec.activation]() if spec.hidden else None
+        self.act = ACTIVATIONS[spec.activation](spec) if spec.hidden else None
 
         def hyper(name: str) -> torch.Tensor:  # [G]
             return torch.tensor([getattr(o, name) for o in optimizers], dtype=dtype,

@@ -610,6 +610,80 @@ def bench_memory(repo: Path, seed: int) -> dict[str, Any]:
     return out
 
 
+def structured_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n Fashion-MNIST-shaped images [n, 28, 28] uint8 and labels [n] with something to learn:
+    each class is a template of three Gaussian blobs; a sample is its class's template shifted
+    by up to 2 pixels, scaled by 0.6-1.4 and blurred by N(0, 50^2) pixel noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIDE, 0:SIDE]
+    templates = np.zeros((CLASSES, SIDE, SIDE))
+    for c in range(CLASSES):
+        for cy, cx, r in zip(rng.uniform(6, 22, 3), rng.uniform(6, 22, 3), rng.uniform(2, 6, 3)):
+            templates[c] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    templates = 255 * templates / templates.max(axis=(1, 2), keepdims=True)
+    labels = rng.integers(0, CLASSES, n)
+    images = np.empty((n, SIDE, SIDE), dtype=np.uint8)
+    for start in range(0, n, 10_000):  # in chunks: float64 copies of 60000 images are 380 MB
+        y = labels[start:start + 10_000]
+        shift = rng.integers(-2, 3, (len(y), 2))
+        x = np.stack([np.roll(templates[c], tuple(s), axis=(0, 1)) for c, s in zip(y, shift)])
+        x = x * rng.uniform(0.6, 1.4, (len(y), 1, 1)) + rng.normal(0, 50, x.shape)
+        images[start:start + len(y)] = np.clip(x, 0, 255).astype(np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def bench_full_size(repo: Path, timeout_s: float, seed: int) -> dict[str, Any]:
+    """The whole pipeline under `profile: full_size` on a Fashion-MNIST-shaped set (60000 +
+    10000 structured_images as IDX files), in a clean temporary copy: seconds per stage (each
+    `dvc repro STAGE` in DAG order) and the image variants' test accuracy."""
+    import yaml
+
+    from dlbasics.idx import FILES, OFFICIAL_SIZES, write_idx
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    sh = _shell(tool_env(), timeout_s)
+    with tempfile.TemporaryDirectory(prefix="dlbasics-full-") as tmp:
+        root = Path(tmp)
+        for i, (split, n) in enumerate(zip(("train", "test"), OFFICIAL_SIZES)):
+            images, labels = structured_images(n, seed + i)
+            write_idx(root / "idx" / FILES[f"X_{split}"], images)
+            write_idx(root / "idx" / FILES[f"y_{split}"], labels)
+        dest = root / "proj"
+        _clean_copy(repo, dest, sh)
+        params = yaml.safe_load((dest / "params.yaml").read_text())
+        params["profile"] = "full_size"
+        params["data"]["images"] = {"kind": "fashion_mnist", "source": "local",
+                                    "path": str(root / "idx"), "verify_checksums": False}
+        params["prepare"]["images"].pop("test_fraction", None)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        stages = ["generate", "prepare", "train",
+                  *(f"select@{s}" for s in (params.get("select") or {}).get("searches", {})),
+                  "lessons", "report"]
+        seconds: dict[str, float] = {}
+        for stage in stages:
+            try:
+                seconds[stage] = timings(lambda: sh(dvc, "repro", "--single-item", stage,
+                                                    cwd=dest), 1)[0]
+            except subprocess.TimeoutExpired:
+                seconds[stage] = timeout_s
+                return {"stages_s": seconds, "total_s": sum(seconds.values()), "timed_out": stage}
+        metrics = json.loads((dest / "reports" / "metrics.json").read_text())
+    image = [n for n, v in params["train"].items() if v["dataset"] == "images"]
+    image += [f"select@{s}" for s in (params.get("select") or {}).get("searches", {})]
+    return {"stages_s": seconds, "total_s": sum(seconds.values()), "timed_out": None,
+            "test_accuracy": {n: metrics.get(n, {}).get("test_accuracy") for n in image}}
+
+
+def _vectorisation(params) -> dict[str, Any]:
+    """The vectorisation lesson's timings (its DVC output holds no wall clock): best of its
+    `repeats` runs of each way, at its `n`."""
+    from dlbasics.lessons.preliminaries import vectorisation_times
+
+    spec = params.lessons.vectorisation
+    n, repeats = (spec.n, spec.repeats) if spec is not None else (10_000, 3)
+    return {"n": n, "repeats": repeats, **vectorisation_times(n, repeats)}
+
+
 def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(measure, median or value, spread, goal) of every figure measured."""
     rows: list[tuple[str, str, str, str]] = []
@@ -673,6 +747,23 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         row("  Ray private / local", r["ratio_private"], "x", "",
             f"same bytes: {'yes' if r['same_bytes'] else 'NO'}")
         row("  Ray running / local", r["ratio_running"], "x")
+    if "vectorisation" in results:
+        r = results["vectorisation"]
+        row(f"add of {r['n']} elements: Python loop", r["loop_s"], " s", "",
+            f"best of {r['repeats']}")
+        row(f"add of {r['n']} elements: one vectorised add", r["vectorised_s"], " s", "",
+            f"best of {r['repeats']}")
+        row("  vectorised speed-up (lesson)", r["ratio"], "x")
+    if "full_size" in results:
+        r = results["full_size"]
+        for stage, sec in r["stages_s"].items():
+            row(f"full size (profile full_size, 60000 x 784): {stage}", sec, " s", "", "1 run")
+        row("full size: whole pipeline" + (f" (stopped in {r['timed_out']})"
+                                           if r.get("timed_out") else ""),
+            r["total_s"], " s", "<= 900 s", "1 run")
+        for name, acc in (r.get("test_accuracy") or {}).items():
+            if acc is not None:
+                row(f"full size: {name} test accuracy (synthetic images)", acc)
     if "stack" in results:
         r = results["stack"]
         if "ratio" in r:
@@ -766,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
                          "server's request figures")
     ap.add_argument("--ray", action="store_true",
                     help="only: the search (--search) with the local executor against Ray")
+    ap.add_argument("--full-size", action="store_true",
+                    help="only: the whole pipeline under profile full_size on 60000 + 10000 "
+                         "Fashion-MNIST-shaped images")
     ap.add_argument("--readme", type=Path,
                     help="also write the table into this README's bench block")
     args = ap.parse_args(argv)
@@ -800,6 +894,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.readme}: bench table rewritten")
         return 0
 
+    if args.full_size:
+        section("full_size", "dvc repro, profile full_size, 60000 x 784",
+                lambda: bench_full_size(repo, args.dvc_timeout, seed))
+        return finish()
     if args.ray:
         section("ray", f"select@{args.search}: local, then on Ray",
                 lambda: bench_ray(args.params, args.search, args.select_repeats))
@@ -817,6 +915,8 @@ def main(argv: list[str] | None = None) -> int:
         section("memory", "peak memory", lambda: bench_memory(repo, seed))
     if args.only_memory:
         return finish()
+    section("vectorisation", "a Python loop against one vectorised add (lesson)",
+            lambda: _vectorisation(params))
     # At the project's threads (what `dvc repro` runs with), then with one thread per core.
     section("epoch", "epoch paths", lambda: bench_epochs(seed, args.repeats,
                                                          params.runtime.threads))

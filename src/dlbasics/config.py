@@ -131,6 +131,22 @@ class Trapezoid(Strict):
     high: float = 1.5
 
 
+class Sine(Strict):
+    """y = sin(x) + N(0, noise_sd^2), x ~ U(x_low, x_high) (file 004, 3.10.1: 12 noisy points)."""
+
+    kind: Literal["sine"]
+    n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 112
+    noise_sd: Annotated[float, Field(ge=0)] = 0.2
+    x_low: float = -3.0
+    x_high: float = 3.0
+
+    @model_validator(mode="after")
+    def _range(self) -> Sine:
+        if not self.x_low < self.x_high:
+            raise _KeyProblem(("x_high",), f"a value > x_low ({self.x_low})", self.x_high)
+        return self
+
+
 class Digits(Strict):
     """scikit-learn's bundled 8x8 digits (1797 x 64), the embedded image set."""
 
@@ -196,20 +212,20 @@ class Multilabel(Strict):
 
 
 DatasetSpec = Annotated[
-    Union[SyntheticLinear, Polynomial, Trapezoid, Digits, ImageDataset, HousePrices, BreastCancer,
-          Multilabel],
+    Union[SyntheticLinear, Polynomial, Trapezoid, Sine, Digits, ImageDataset, HousePrices,
+          BreastCancer, Multilabel],
     Field(discriminator="kind"),
 ]
 DATASET_MODELS = {
     "synthetic_linear": SyntheticLinear, "polynomial": Polynomial, "trapezoid": Trapezoid,
-    "digits": Digits, "mnist": ImageDataset, "fashion_mnist": ImageDataset,
+    "sine": Sine, "digits": Digits, "mnist": ImageDataset, "fashion_mnist": ImageDataset,
     "house_prices": HousePrices, "breast_cancer": BreastCancer, "multilabel": Multilabel,
 }
 DATASET_KINDS = tuple(DATASET_MODELS)
 # What each kind of dataset asks of a model: its task decides the losses that fit.
 DATASET_TASKS = {
     "synthetic_linear": "regression", "polynomial": "regression", "trapezoid": "regression",
-    "house_prices": "regression", "digits": "classification", "mnist": "classification",
+    "sine": "regression", "house_prices": "regression", "digits": "classification", "mnist": "classification",
     "fashion_mnist": "classification", "breast_cancer": "binary", "multilabel": "multilabel",
 }
 # Kinds that come with their own test set: prepare keeps it and splits only validation.
@@ -252,7 +268,8 @@ class PrepareSpec(Strict):
 
 # ----------------------------------------------------------------------------- models and training
 
-Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu"]
+# prelu: LeakyReLU whose slope is learned (torch.nn.PReLU, one slope per layer, from 0.25).
+Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu", "prelu"]
 
 
 MODEL_KINDS = ("linear", "mlp", "linear_scratch", "softmax_scratch", "mlp_scratch", "mlp_manual")
@@ -267,10 +284,15 @@ class ModelSpec(Strict):
     bias: bool = True
     hidden: list[PositiveInt] = []
     activation: Activation = "relu"
+    # LeakyReLU's slope for x < 0 (the book uses 0.2; torch's default is 0.01).
+    negative_slope: Annotated[float, Field(gt=0, lt=1)] = 0.01
     # One dropout probability per hidden layer, or one number for all of them.
     dropout: list[Annotated[float, Field(ge=0, lt=1)]] = []
     init: Literal["default", "normal", "xavier"] = "default"
     init_std: PositiveFloat = 0.01
+    # mlp_manual only: a linear output trained on the half squared loss, or a softmax output
+    # trained on cross-entropy (its output error is a - y).
+    output: Literal["linear", "softmax"] = "linear"
 
     @model_validator(mode="before")
     @classmethod
@@ -290,10 +312,17 @@ class ModelSpec(Strict):
                               self.init)
         if not self.bias and self.kind != "linear":
             raise _KeyProblem(("bias",), "true (only kind linear can drop its bias)", self.bias)
-        if self.kind == "mlp_manual" and (len(self.hidden) != 1 or self.activation != "sigmoid"
-                                          or self.dropout):
-            raise _KeyProblem(("hidden",), "one sigmoid hidden layer, no dropout, for mlp_manual",
-                              self.hidden)
+        if self.kind == "mlp_manual" and self.dropout:
+            raise _KeyProblem(("dropout",), "no dropout for mlp_manual", self.dropout)
+        if self.kind == "mlp_manual" and self.activation == "prelu":
+            raise _KeyProblem(("activation",), "relu, sigmoid, tanh or leaky_relu for mlp_manual",
+                              self.activation)
+        if self.output != "linear" and self.kind != "mlp_manual":
+            raise _KeyProblem(("output",), "linear (only kind mlp_manual has a softmax output "
+                              "of its own)", self.output)
+        if self.activation == "prelu" and self.kind != "mlp":
+            raise _KeyProblem(("activation",), "one of relu, sigmoid, tanh, leaky_relu (prelu is "
+                              "torch.nn.PReLU: kind mlp only)", self.activation)
         if linear and self.hidden:
             raise _KeyProblem(("hidden",), "a linear model has no hidden layers (use kind: mlp)",
                               self.hidden)
@@ -333,6 +362,9 @@ LOSS_TASKS = {
     "squared_loss_scratch": ("regression",),
     "cross_entropy": ("classification",),
     "cross_entropy_scratch": ("classification",),
+    # K binary logistic regressions, one per class (sigmoid + BCE on the one-hot column), summed;
+    # predicted by argmax (file 004, 3.5.4).
+    "one_vs_all": ("classification",),
     "bce_with_logits": ("binary",),
     "multilabel_soft_margin": ("multilabel",),
     "multilabel_softmax": ("multilabel",),
@@ -340,11 +372,13 @@ LOSS_TASKS = {
 
 
 class PenaltySpec(Strict):
-    """An explicit penalty added to the loss by hand: strength * l2 (sum w^2 / 2) or l1 (sum |w|),
-    over the weights only (never the biases)."""
+    """An explicit penalty added to the loss by hand, over the weights only (never the biases):
+    strength * l2 (sum w^2 / 2), l1 (sum |w|), or elastic_net
+    (l1_ratio * sum |w| + (1 - l1_ratio) * sum w^2 / 2, scikit-learn's mixing convention)."""
 
-    kind: Literal["l1", "l2"]
+    kind: Literal["l1", "l2", "elastic_net"]
     strength: Annotated[float, Field(ge=0)]
+    l1_ratio: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
 class SeriesSpec(Strict):
@@ -367,6 +401,9 @@ class VariantSpec(Strict):
     solver: Literal["gradient", "lstsq"] = "gradient"
     # Use only the first `features` input columns (the polynomial degree), all if None.
     features: Annotated[int, Field(ge=1)] | None = None
+    # Hand-built features: every monomial of the inputs up to this degree (scikit-learn's
+    # PolynomialFeatures, no constant column), e.g. x1, x2, x1^2, x1 x2, x2^2 for degree 2.
+    poly_features: Annotated[int, Field(ge=2, le=20)] | None = None
     penalty: PenaltySpec | None = None
     series: SeriesSpec | None = None
     # K-fold cross-validation on the training rows before the final fit (the sources' house
@@ -397,9 +434,14 @@ class VariantSpec(Strict):
             raise _KeyProblem(("optimizer", "name"),
                               "sgd_scratch (mlp_manual sets its own gradients)",
                               self.optimizer.name)
-        if self.model.kind == "mlp_manual" and self.loss != "squared_loss_scratch":
-            raise _KeyProblem(("loss",), "squared_loss_scratch (the loss mlp_manual "
-                              "differentiates by hand)", self.loss)
+        if self.model.kind == "mlp_manual" and self.penalty is not None:
+            raise _KeyProblem(("penalty",), "no penalty (mlp_manual's hand-written gradients "
+                              "are of the loss alone; use optimizer.weight_decay)", _Shown("one"))
+        manual_loss = {"linear": "squared_loss_scratch", "softmax": "cross_entropy_scratch"}
+        if self.model.kind == "mlp_manual" and self.loss != manual_loss[self.model.output]:
+            raise _KeyProblem(("loss",), f"{manual_loss[self.model.output]} (the loss mlp_manual "
+                              f"with a {self.model.output} output differentiates by hand)",
+                              self.loss)
         return self
 
 
@@ -430,6 +472,9 @@ class SearchSpec(Strict):
     # auto: configurations that share an architecture train as one batched model when the size
     # rule (dlbasics.batched.batched_is_faster) expects that to be faster; never: one by one.
     batched: Literal["auto", "never"] = "auto"
+    # Cross-validate on at most this many training rows (a seeded, stratified subset); the
+    # chosen configuration is still refitted on the whole training split. None: every row.
+    max_rows: Annotated[int, Field(ge=20)] | None = None
     # One line for the report: what this search is for.
     description: str = ""
 
@@ -477,6 +522,284 @@ def grid_variants(params: Params, search: str) -> list[tuple[dict[str, Any], Var
     return out
 
 
+# ----------------------------------------------------------------------------- lessons
+
+Point2 = Annotated[list[float], Field(min_length=2, max_length=2)]
+Rate = Annotated[float, Field(gt=0, le=100)]
+
+
+class DataLesson(Strict):
+    """A lesson that trains something small on a prepared dataset (a key under data)."""
+
+    dataset: Annotated[str, Field(min_length=1)] = "images"
+
+
+class RoundingLesson(Strict):
+    """Numerical differentiation of 0.01 x^2 + 0.1 x: a tiny step against a central difference."""
+
+    x: Annotated[list[float], Field(min_length=1)] = [5.0, 10.0]
+    h_tiny: PositiveFloat = 1e-50
+    h: PositiveFloat = 1e-4
+
+
+class GradientDescent2dLesson(Strict):
+    """Gradient descent on x0^2 + x1^2 with numerical gradients, at several learning rates."""
+
+    start: Point2 = [-3.0, 4.0]
+    lrs: Annotated[list[Rate], Field(min_length=1)] = [0.1, 10.0, 1e-10]
+    steps: Annotated[int, Field(ge=1, le=100_000)] = 100
+    h: PositiveFloat = 1e-4  # the numerical gradient's step
+
+
+class LearningRatesLesson(Strict):
+    """The book's worked gradient-descent example and its learning-rate demos."""
+
+    start: Point2 = [-2.0, 3.0]
+    steps: Annotated[int, Field(ge=1, le=100_000)] = 20
+    lrs: Annotated[dict[str, Rate], Field(min_length=1)] = {
+        "too small": 0.01, "right": 0.1, "oscillating": 0.95, "diverging": 1.05}
+
+
+class AccuracySignalLesson(DataLesson):
+    """Central differences of accuracy and of loss w.r.t. a trained softmax model's weights."""
+
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
+    batch_size: PositiveInt = 100
+    lr: Rate = 0.1
+    probes: Annotated[int, Field(ge=1, le=100_000)] = 200
+    h: PositiveFloat = 1e-4
+
+
+class NumericalTrainingLesson(DataLesson):
+    """The two-layer net trained by numerical gradients, against backpropagation."""
+
+    hidden: PositiveInt = 50
+    rows: Annotated[int, Field(ge=2)] = 200
+    batch_size: PositiveInt = 20
+    steps: Annotated[int, Field(ge=1, le=100_000)] = 20
+    lr: Rate = 0.1
+    h: PositiveFloat = 1e-4
+
+
+class StackedLinearLesson(DataLesson):
+    """Linear layers stacked without activations, against one linear layer."""
+
+    hidden: Annotated[list[PositiveInt], Field(min_length=1)] = [256]
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
+    batch_size: PositiveInt = 32
+    lr: Rate = 0.1
+
+
+class SymmetryLesson(DataLesson):
+    """Constant against random initialisation of a hidden layer."""
+
+    hidden: PositiveInt = 256
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
+    batch_size: PositiveInt = 32
+    lr: Rate = 0.5
+    constant: float = 0.1
+
+
+class GradientFlowLesson(DataLesson):
+    """Per-layer gradient norms of deep sigmoid and ReLU networks."""
+
+    depth: Annotated[int, Field(ge=2, le=200)] = 20
+    width: PositiveInt = 32
+    batch: PositiveInt = 256
+
+
+class ActivationsLesson(Strict):
+    """LeakyReLU (the book's slope) and PReLU values and derivatives."""
+
+    negative_slope: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    x: Annotated[list[float], Field(min_length=1)] = [-2.0, -0.5845, -0.0888, 0.0, 0.703,
+                                                      1.1864, 2.0]
+
+
+class VectorisationLesson(Strict):
+    """A Python loop against one vectorised add (the ratio goes to MLflow and the bench)."""
+
+    n: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    repeats: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class CrossEntropyLesson(Strict):
+    """Cross-entropy against the negative log-likelihood on a random batch."""
+
+    n: PositiveInt = 256
+    classes: Annotated[int, Field(ge=2)] = 10
+
+
+class LessonsSpec(Strict):
+    """The lessons that demonstrate a mechanism by computing them (the `lessons` stage): those
+    listed run (null or absent: not run)."""
+
+    rounding: RoundingLesson | None = None
+    gradient_descent_2d: GradientDescent2dLesson | None = None
+    learning_rates: LearningRatesLesson | None = None
+    accuracy_signal: AccuracySignalLesson | None = None
+    numerical_training: NumericalTrainingLesson | None = None
+    stacked_linear: StackedLinearLesson | None = None
+    symmetry: SymmetryLesson | None = None
+    gradient_flow: GradientFlowLesson | None = None
+    activations: ActivationsLesson | None = None
+    vectorisation: VectorisationLesson | None = None
+    cross_entropy_is_nll: CrossEntropyLesson | None = None
+    # The d2l preliminaries (broadcasting, indexing, NumPy, reductions, autograd, the y_hat pick
+    # and the accuracy-0.5 example): no settings, on or off.
+    preliminaries: bool = False
+
+
+# Dataset kinds whose variants a profile's `variants` / `prepare` / `searches` settings reach.
+IMAGE_KINDS = ("digits", "mnist", "fashion_mnist")
+
+
+class ProfileSpec(Strict):
+    """Settings laid over the file when `profile` names this entry: a switch for a whole kind
+    of run (e.g. a full-size image set) that leaves every entry's own settings in place for
+    the default. Applied before validation, so DVC, the train stage's skipping and MLflow all
+    see each variant's settings as resolved."""
+
+    description: str = ""
+    # Keys set in prepare.<name> of every image dataset (kind digits, mnist, fashion_mnist).
+    prepare: dict[str, Any] = {}
+    # Key paths (e.g. batch_size, optimizer.lr) set in every variant trained on an image dataset.
+    variants: dict[str, Any] = {}
+    # Keys set in every search whose base variant trains on an image dataset (e.g. max_rows).
+    searches: dict[str, Any] = {}
+    # lesson name -> keys set in that entry of `lessons`.
+    lessons: dict[str, dict[str, Any]] = {}
+
+
+def apply_profile(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` params with the profile named by its `profile` key laid over it (a new mapping;
+    `raw` itself is not changed). No profile, or profile null: `raw` as it is."""
+    name = raw.get("profile")
+    if name is None:
+        return raw
+    profiles = raw.get("profiles") if isinstance(raw.get("profiles"), dict) else {}
+    if not isinstance(name, str) or name not in profiles:
+        raise _ProfileError(f"profile: expected null or one of the names under profiles "
+                            f"{sorted(profiles)}, found {name!r}")
+    try:
+        prof = ProfileSpec.model_validate(profiles[name])
+    except ValidationError:
+        return raw  # reported with its key path when the whole file is validated
+    out = dict(raw)
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    images = {n for n, d in data.items() if isinstance(d, dict) and d.get("kind") in IMAGE_KINDS}
+    if prof.prepare and isinstance(raw.get("prepare"), dict):
+        out["prepare"] = {n: ({**p, **prof.prepare} if n in images and isinstance(p, dict) else p)
+                          for n, p in raw["prepare"].items()}
+    if isinstance(raw.get("train"), dict):
+        train = {}
+        for vname, v in raw["train"].items():
+            if isinstance(v, dict) and v.get("dataset") in images:
+                for path, value in prof.variants.items():
+                    v = set_path(v, path, value)
+            train[vname] = v
+        out["train"] = train
+        select = raw.get("select")
+        if prof.searches and isinstance(select, dict) and isinstance(select.get("searches"), dict):
+            searches = {}
+            for sname, sp in select["searches"].items():
+                base = train.get(sp.get("base")) if isinstance(sp, dict) else None
+                if isinstance(base, dict) and base.get("dataset") in images:
+                    sp = {**sp, **prof.searches}
+                searches[sname] = sp
+            out["select"] = {**select, "searches": searches}
+    lessons = raw.get("lessons", {})
+    if prof.lessons and isinstance(lessons, dict):
+        out["lessons"] = dict(lessons)
+        for lname, keys in prof.lessons.items():
+            if lname not in LessonsSpec.model_fields:
+                raise _ProfileError(f"profiles.{name}.lessons.{lname}: expected one of the "
+                                    f"lessons ({', '.join(LessonsSpec.model_fields)}), found "
+                                    "an unknown key (a typo?)")
+            entry = lessons.get(lname)  # absent or null: the lesson does not run
+            if isinstance(entry, dict):
+                out["lessons"][lname] = {**entry, **keys}
+    return out
+
+
+class _ProfileError(ValueError):
+    pass
+
+
+def check_profiles(raw: dict[str, Any]) -> None:
+    """Every profile of `raw`, selected or not, must make valid settings where it applies: a
+    bad value is reported at its own key (profiles.NAME.variants.batch_size), not at the entry
+    it would land in, and before any work starts rather than when someone selects it."""
+    profiles = raw.get("profiles")
+    if not isinstance(profiles, dict):
+        return
+    images = {n for n, d in _mapping(raw.get("data")).items()
+              if isinstance(d, dict) and d.get("kind") in IMAGE_KINDS}
+
+    def targets(section: str):
+        """(where, the entry's raw settings, its model, profile keys set, how to set them)."""
+        prof = profiles[name]
+        if section == "variants":
+            for v, spec in _mapping(raw.get("train")).items():
+                if isinstance(spec, dict) and spec.get("dataset") in images:
+                    yield f"train.{v}", spec, VariantSpec, prof.variants, set_path
+        elif section == "prepare":
+            for d, spec in _mapping(raw.get("prepare")).items():
+                if d in images and isinstance(spec, dict):
+                    yield f"prepare.{d}", spec, PrepareSpec, prof.prepare, _set_key
+        elif section == "searches":
+            for sname, spec in _mapping(_mapping(raw.get("select")).get("searches")).items():
+                if not isinstance(spec, dict):
+                    continue
+                yield f"select.searches.{sname}", spec, SearchSpec, prof.searches, _set_key
+        else:
+            for lname, keys in prof.lessons.items():
+                field = LessonsSpec.model_fields.get(lname)
+                kinds = [a for a in getattr(field.annotation, "__args__", ())
+                         if hasattr(a, "model_fields")] if field else []
+                entry = _mapping(raw.get("lessons")).get(lname)
+                if kinds:
+                    yield (f"lessons.{lname}", entry if isinstance(entry, dict) else {},
+                           kinds[0], {f"{lname}.{k}": v for k, v in keys.items()},
+                           lambda tree, path, value: _set_key(tree, path.split(".", 1)[1], value))
+
+    for name in list(profiles):
+        try:
+            profiles[name] = ProfileSpec.model_validate(profiles[name])
+        except ValidationError:
+            return  # reported with its key path when the whole file is validated
+        for section in ("variants", "prepare", "searches", "lessons"):
+            for where, spec, model, keys, put in targets(section):
+                try:
+                    model.model_validate(spec)
+                except ValidationError:
+                    continue  # the entry's own problem: reported at the entry
+                for path, value in keys.items():
+                    try:
+                        model.model_validate(put(dict(spec), path, value))
+                    except ValidationError as exc:
+                        # The entry was valid: this profile key made it invalid.
+                        err = exc.errors()[0]
+                        ctx_exc = (err.get("ctx") or {}).get("error")
+                        if isinstance(ctx_exc, _KeyProblem):
+                            expected = ctx_exc.what
+                            found = (ctx_exc.found if isinstance(ctx_exc.found, _Shown)
+                                     else repr(ctx_exc.found))
+                        else:
+                            expected, found = _describe(err, {})
+                        raise _ProfileError(
+                                f"profiles.{name}.{section}.{path}: expected {expected}, found "
+                                f"{found} (where it applies, {where})") from None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _set_key(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    return {**tree, key: value}
+
+
 class ReportSpec(Strict):
     # variant -> one line saying what it shows; kept out of `train` so editing prose
     # never re-runs training.
@@ -489,6 +812,9 @@ class ReportSpec(Strict):
 
 class Params(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**31)]
+    # The entry of `profiles` laid over this file (see ProfileSpec), or null for none.
+    profile: str | None = None
+    profiles: dict[str, ProfileSpec] = {}
     runtime: Runtime = Runtime()
     tracking: Tracking = Tracking()
     data: dict[str, DatasetSpec]
@@ -496,6 +822,7 @@ class Params(Strict):
     train: Annotated[dict[str, VariantSpec], Field(min_length=1)]
     evaluate: EvaluateSpec = EvaluateSpec()
     select: SelectSpec | None = None
+    lessons: LessonsSpec = LessonsSpec()
     report: ReportSpec = ReportSpec()
     _source: str = PrivateAttr(default="params.yaml")  # the file it was read from, for messages
 
@@ -562,6 +889,19 @@ class Params(Strict):
                 raise _KeyProblem(("select", "searches", sname, "base"),
                                   f"a variant under train {sorted(self.train)}", search.base)
             grid_variants(self, sname)  # every configuration must be a valid variant
+        for lname in LessonsSpec.model_fields:
+            lesson = getattr(self.lessons, lname)
+            if isinstance(lesson, DataLesson) and lesson.dataset not in self.data:
+                raise _KeyProblem(("lessons", lname, "dataset"),
+                                  f"one of the datasets under data {sorted(self.data)}",
+                                  lesson.dataset)
+            if isinstance(lesson, DataLesson) and (
+                    DATASET_TASKS[self.data[lesson.dataset].kind] != "classification"):
+                classifiers = sorted(n for n, d in self.data.items()
+                                     if DATASET_TASKS[d.kind] == "classification")
+                raise _KeyProblem(("lessons", lname, "dataset"),
+                                  f"a classification dataset: one of {classifiers}",
+                                  lesson.dataset)
         for vname in self.report.notes:
             if vname not in self.train:
                 raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
@@ -658,8 +998,16 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
     """Key path -> allowed keys, to list them next to an unknown key."""
     out: dict[str, list[str]] = {"<top level>": list(Params.model_fields)}
     for section, model in (("runtime", Runtime), ("tracking", Tracking),
-                           ("evaluate", EvaluateSpec), ("report", ReportSpec)):
+                           ("evaluate", EvaluateSpec), ("report", ReportSpec),
+                           ("lessons", LessonsSpec)):
         out[section] = list(model.model_fields)
+    for lname, field in LessonsSpec.model_fields.items():
+        kinds = [a for a in getattr(field.annotation, "__args__", ()) if hasattr(a, "model_fields")]
+        if kinds:
+            out[f"lessons.{lname}"] = list(kinds[0].model_fields)
+    profiles = params.get("profiles")
+    for name in profiles if isinstance(profiles, dict) else []:
+        out[f"profiles.{name}"] = list(ProfileSpec.model_fields)
     for name, spec in (params.get("data") or {}).items() if isinstance(params.get("data"), dict) else []:
         kind = spec.get("kind") if isinstance(spec, dict) else None
         model = DATASET_MODELS.get(kind) if isinstance(kind, str) else None
@@ -689,7 +1037,13 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         kind = "empty" if raw is None else f"a {type(raw).__name__}, not a mapping of sections"
         raise ConfigError(f"{source}: <top level>: expected a mapping of sections, found {kind}")
     try:
-        params = Params.model_validate(raw)
+        check_profiles({**raw, "profiles": dict(raw.get("profiles") or {})}
+                       if isinstance(raw.get("profiles"), dict) else raw)
+        resolved = apply_profile(raw)
+    except _ProfileError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    try:
+        params = Params.model_validate(resolved)
         params._source = source
         return params
     except ValidationError as exc:

@@ -25,6 +25,7 @@ from dlbasics.config import (
     Multilabel,
     Polynomial,
     PrepareSpec,
+    Sine,
     SyntheticLinear,
     Trapezoid,
 )
@@ -79,6 +80,14 @@ def generate_trapezoid(name: str, spec: Trapezoid, seed: int, stream: str | None
     rng = numpy_rng(seed, "data", stream or name)
     X = rng.uniform(spec.low, spec.high, (spec.n_samples, 2))
     y = 0.5 * (X[:, 0] + X[:, 1]) * X[:, 0]
+    return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": {"task": "regression"}}
+
+
+def generate_sine(name: str, spec: Sine, seed: int, stream: str | None = None) -> dict[str, Any]:
+    """x ~ U(x_low, x_high) [N, 1]; y = sin(x) + N(0, noise_sd^2) [N]."""
+    rng = numpy_rng(seed, "data", stream or name)
+    X = rng.uniform(spec.x_low, spec.x_high, (spec.n_samples, 1))
+    y = np.sin(X[:, 0]) + rng.normal(0.0, spec.noise_sd, spec.n_samples)
     return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": {"task": "regression"}}
 
 
@@ -172,6 +181,7 @@ GENERATORS = {
     "synthetic_linear": generate_synthetic_linear,
     "polynomial": generate_polynomial,
     "trapezoid": generate_trapezoid,
+    "sine": generate_sine,
     "digits": generate_digits,
     "mnist": generate_images,
     "fashion_mnist": generate_images,
@@ -458,6 +468,26 @@ def take_features(data: Prepared, k: int | None, key: str = "features") -> Prepa
         )
     splits = {name: Split(s.X[:, :k].contiguous(), s.y) for name, s in data.splits.items()}
     return Prepared({**data.manifest, "n_features": k}, splits)
+
+
+def poly_features(data: Prepared, degree: int | None) -> Prepared:
+    """The same data with every monomial of its inputs up to `degree` as the features
+    (scikit-learn's PolynomialFeatures without the constant column; computed in float64)."""
+    if degree is None:
+        return data
+    from sklearn.preprocessing import PolynomialFeatures
+
+    expand = PolynomialFeatures(degree=degree, include_bias=False)
+    expand.fit(np.zeros((1, data.manifest["n_features"])))
+    names = [str(n) for n in expand.get_feature_names_out()]
+
+    def grow(X: torch.Tensor) -> torch.Tensor:  # [N, F] -> [N, len(names)]
+        if X.shape[0] == 0:  # an empty split (no validation rows): scikit-learn refuses it
+            return X.new_zeros((0, len(names)))
+        return torch.from_numpy(expand.transform(X.double().numpy())).to(X.dtype)
+
+    splits = {name: Split(grow(s.X), s.y) for name, s in data.splits.items()}
+    return Prepared({**data.manifest, "n_features": len(names), "feature_names": names}, splits)
 
 
 def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepared:

@@ -10,7 +10,7 @@ from torch import nn
 
 from dlbasics import tracking
 from dlbasics.config import Params, VariantSpec
-from dlbasics.data import Prepared, Split, load_prepared, take_features
+from dlbasics.data import Prepared, Split, load_prepared, poly_features, take_features
 from dlbasics.io import (
     HISTORY, atomic_directory, sha256_bytes, write_bytes_atomic, write_json_atomic,
 )
@@ -28,10 +28,12 @@ def variant_params(params: Params, name: str) -> dict[str, Any]:
 
 def load_variant_data(params: Params, name: str, data_dir: Path, splits,
                       spec: VariantSpec | None = None) -> Prepared:
-    """The prepared dataset of variant `name` (or of `spec`), restricted to its `features`."""
+    """The prepared dataset of variant `name` (or of `spec`), restricted to its `features`, then
+    expanded to its `poly_features`."""
     spec = spec or params.train[name]
     data = load_prepared(data_dir, splits=splits)
-    return take_features(data, spec.features, key=f"train.{name}.features")
+    data = take_features(data, spec.features, key=f"train.{name}.features")
+    return poly_features(data, spec.poly_features)
 
 
 def _to(split: Split, device: torch.device) -> Split:

@@ -89,7 +89,8 @@ def prediction_grid(X: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
 
 _SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
 
-_LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default negative slope
+_LEAKY_SLOPE = 0.2  # the book's slope, which the shipped mlp_leaky_relu uses
+_PRELU_START = 0.25  # nn.PReLU's initial (then learned) slope
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -97,13 +98,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 # The hidden-unit functions of models.ACTIVATIONS as numpy formulas: name -> (f, f'). At 0 the
-# derivatives take torch autograd's values (relu 0, leaky_relu the slope).
+# derivatives take torch autograd's values (relu 0, leaky_relu the slope); prelu at its start.
 ACTIVATION_FORMULAS = {
     "relu": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float)),
     "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * (1.0 - _sigmoid(x))),
     "tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
     "leaky_relu": (lambda x: np.where(x > 0, x, _LEAKY_SLOPE * x),
                    lambda x: np.where(x > 0, 1.0, _LEAKY_SLOPE)),
+    "prelu": (lambda x: np.where(x > 0, x, _PRELU_START * x),
+              lambda x: np.where(x > 0, 1.0, _PRELU_START)),
 }
 
 

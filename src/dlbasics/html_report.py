@@ -26,7 +26,7 @@ from dlbasics.stats import describe_difference, paired_difference
 
 # Variant groups compared side by side (the names shipped in params.yaml).
 DROPOUT = ("dropout", "dropout_off")
-ACTIVATIONS = ("mlp", "mlp_sigmoid", "mlp_tanh", "mlp_leaky_relu")
+ACTIVATIONS = ("mlp", "mlp_sigmoid", "mlp_tanh", "mlp_leaky_relu", "mlp_prelu")
 OPTIMISERS = ("mlp", "mlp_momentum", "mlp_rmsprop", "mlp_adam")
 INITS = ("mlp", "mlp_xavier", "mlp_default_init")
 # The headline metric of each task: (metric name, higher is better).
@@ -49,6 +49,7 @@ SECTIONS = {
     "multilabel": "Multi-label metrics",
     "selection": "Model selection (K-fold searches)",
     "repeats": "Repeated runs and paired comparisons",
+    "lessons": "Lessons: mechanisms computed",
     "figures": "Image grids",
     "provenance": "Dataset provenance",
     "environment": "Environment",
@@ -195,7 +196,8 @@ def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str
 
 
 def activations_png() -> bytes:
-    """relu, sigmoid, tanh and leaky_relu and their derivatives on x in [-6, 6], from
+    """relu, sigmoid, tanh, leaky_relu (slope 0.2) and prelu (at its initial slope 0.25) and
+    their derivatives on x in [-6, 6], from
     figures.ACTIVATION_FORMULAS (checked against torch autograd of the models' own modules by
     tests/test_html_report.py; numpy here keeps torch out of the report stage)."""
     import numpy as np
@@ -260,6 +262,20 @@ def _learning_curves(params: Params, histories, curves: Mapping[str, bytes]) -> 
                     "test dashed.")
 
 
+def _capacity(params: Params, metrics) -> str:
+    """R^2 on the training points and on new points along the `capacity` series (sin(x))."""
+    names = sorted((n for n, s in params.train.items()
+                    if s.series is not None and s.series.name == "capacity" and n in metrics),
+                   key=lambda n: params.train[n].series.x)
+    if len(names) < 2:
+        return ""
+    rows = [[n, params.train[n].series.x, metrics[n].get("train_r2"), metrics[n].get("test_r2"),
+             metrics[n].get("test_mse")] for n in names]
+    return ("<p>Growing capacity on a few noisy points of sin(x) (file 004, 3.10.1): the training "
+            "R<sup>2</sup> only rises, the R<sup>2</sup> on new points does not.</p>"
+            + _table(["variant", "degree", "train R2", "test R2", "test mse"], rows))
+
+
 def _fitting(params: Params, metrics, histories) -> str:
     # One polynomial variant is enough: its own train-test gap is the point.
     names = [n for n in params.train if n.startswith("poly") and histories.get(n)]
@@ -273,7 +289,8 @@ def _fitting(params: Params, metrics, histories) -> str:
         ratio = te / tr if tr and te is not None else None
         rows.append([n, _hyper(params, n)[0], _hyper(params, n)[1], tr, te, ratio])
     table = _table(["variant", "model", "fit", "train mse", "test mse", "test/train"], rows, 3)
-    return _section("fitting", _figure(png, "train (solid) and test (dashed) loss") + table,
+    return _section("fitting", _figure(png, "train (solid) and test (dashed) loss") + table
+                    + _capacity(params, metrics),
                     "Train and test loss of the polynomial variants on a log scale: a test loss "
                     "far above the training loss is over-fitting, both high is under-fitting.")
 
@@ -494,6 +511,27 @@ def _repeats(params: Params, details: Mapping[str, Mapping[str, Any]]) -> str:
                     "t interval of the mean difference.")
 
 
+def _lessons(lessons: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes]) -> str:
+    """Each lesson: claim, verdict, what was measured, its tables and figures (embedded)."""
+    if not lessons:
+        return ""
+    held = sum(bool(e["holds"]) for e in lessons)
+    body = []
+    for e in lessons:
+        lid = e["id"]
+        verdict = "holds" if e["holds"] else "does not hold as stated"
+        tables = "".join(f"<p>{_text(t['title'])}</p>" + _table(t["columns"], t["rows"])
+                         for t in e.get("tables", []))
+        figs = "".join(_figure(pngs[f], e["title"]) for f in e.get("figures", []) if f in pngs)
+        body.append(f"<h3>{_text(e['title'])}</h3><p><em>{_text(e['source'])}</em> "
+                    f"(<code>{_text(lid)}</code>). Claim: {_text(e['claim'])} "
+                    f"<strong>{verdict}</strong>: {_text(e['measured'])}</p>{tables}{figs}")
+    intro = (f"{len(lessons)} lessons computed by the <code>lessons</code> stage; {held} hold as "
+             "their source states them. Wall-clock figures go to the MLflow run "
+             "<code>lessons</code> and <code>make bench</code>, never into this page.")
+    return _section("lessons", "".join(body), intro)
+
+
 def _figures(figures: Mapping[str, bytes]) -> str:
     if not figures:
         return ""
@@ -571,6 +609,8 @@ def render_html(
     manifests: Mapping[str, Mapping[str, Any]] | None = None,
     curves: Mapping[str, bytes] | None = None,
     confusions: Mapping[str, bytes] | None = None,
+    lessons: Sequence[Mapping[str, Any]] | None = None,
+    lesson_pngs: Mapping[str, bytes] | None = None,
 ) -> str:
     """The whole report as one HTML page (str), deterministic for the same inputs.
 
@@ -587,7 +627,7 @@ def render_html(
     # Variants of params.yaml only: a persisted history of a removed variant is stale.
     histories = {n: h for n, h in (histories or {}).items() if n in params.train}
     act_png = activations_png() if sum(bool(histories.get(n)) for n in ACTIVATIONS) >= 2 else b""
-    act_intro = _figure(act_png, "the four activations and their derivatives") if act_png else ""
+    act_intro = _figure(act_png, "the activations and their derivatives") if act_png else ""
     parts = [
         _overview(params, metrics, histories),
         _learning_curves(params, histories, curves or {}),
@@ -597,7 +637,7 @@ def render_html(
         _overlay_section("dropout", DROPOUT, metrics, histories,
                          "The same network with and without dropout; train solid, test dashed."),
         _overlay_section("activations", ACTIVATIONS, metrics, histories,
-                         "The four hidden-unit functions and their derivatives (analytic, equal to "
+                         "The hidden-unit functions and their derivatives (analytic, equal to "
                          "torch autograd's), "
                          "then the same MLP trained with each.", extra=act_intro),
         _overlay_section("optimisers", OPTIMISERS, metrics, histories,
@@ -609,6 +649,7 @@ def render_html(
         _multilabel(params, metrics),
         _selection(searches, metrics, details),
         _repeats(params, details),
+        _lessons(lessons or [], lesson_pngs or {}),
         _figures(figures),
         _provenance(manifests),
         _environment(environment),

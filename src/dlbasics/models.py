@@ -16,11 +16,12 @@ from torch import nn
 from dlbasics import scratch
 from dlbasics.config import ModelSpec
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
+ACTIVATIONS: dict[str, Callable[[ModelSpec], nn.Module]] = {
+    "relu": lambda s: nn.ReLU(),
+    "sigmoid": lambda s: nn.Sigmoid(),
+    "tanh": lambda s: nn.Tanh(),
+    "leaky_relu": lambda s: nn.LeakyReLU(s.negative_slope),
+    "prelu": lambda s: nn.PReLU(),  # one learned slope per layer, starting at 0.25
 }
 
 
@@ -32,7 +33,7 @@ def _mlp(spec: ModelSpec, n_in: int, n_out: int) -> nn.Module:
     layers: list[nn.Module] = []
     width = n_in
     for i, h in enumerate(spec.hidden):
-        layers += [nn.Linear(width, h), ACTIVATIONS[spec.activation]()]
+        layers += [nn.Linear(width, h), ACTIVATIONS[spec.activation](spec)]
         if spec.dropout and spec.dropout[i] > 0:
             layers.append(nn.Dropout(spec.dropout[i]))
         width = h
@@ -53,10 +54,14 @@ SCRATCH_BUILDERS: dict[str, Callable[[ModelSpec, int, int, torch.Generator], nn.
     ),
     "mlp_scratch": lambda s, i, o, g: scratch.ScratchMLP(
         i, s.hidden, o, activation=s.activation, dropout=s.dropout or None,
-        init_std=s.init_std, generator=g,
+        init_std=s.init_std, negative_slope=s.negative_slope, generator=g,
     ),
-    "mlp_manual": lambda s, i, o, g: scratch.ManualSigmoidMLP(
-        i, s.hidden[0], o, init_std=s.init_std, generator=g
+    # Biases as each book recipe draws them: N(0, init_std^2) for the trapezoid's linear output
+    # (3.4), zero for the softmax classifier (3.7).
+    "mlp_manual": lambda s, i, o, g: scratch.ManualMLP(
+        i, s.hidden, o, activation=s.activation, output=s.output,
+        negative_slope=s.negative_slope, init_std=s.init_std, init_bias=s.output == "linear",
+        generator=g,
     ),
 }
 
@@ -70,6 +75,8 @@ def init_parameters(model: nn.Module, spec: ModelSpec, generator: torch.Generato
     xavier:  W ~ U(+-sqrt(6 / (fan_in + fan_out))), b = 0.
     """
     for m in model.modules():
+        if isinstance(m, nn.PReLU):
+            m.reset_parameters()  # its slope back to 0.25 (to_empty left it unset); no draw
         if not isinstance(m, nn.Linear):
             continue
         fan_in = m.weight.shape[1]

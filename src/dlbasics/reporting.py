@@ -76,7 +76,8 @@ def series_section(series: dict[str, list[dict[str, Any]]]) -> str:
     """One table per named series (for example the weight-decay lambda sweep)."""
     out = []
     for name, rows in series.items():
-        cols = [c for c in ("train_mse", "test_mse", "w_norm", "n_near_zero", "test_accuracy")
+        cols = [c for c in ("train_mse", "test_mse", "train_r2", "test_r2", "w_norm",
+                            "n_near_zero", "test_accuracy")
                 if any(c in r for r in rows)]
         lines = ["| x | variant | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
         for r in rows:
@@ -109,7 +110,8 @@ def search_sentences(name: str, search: dict[str, Any], metrics: dict[str, dict[
     out.append(f"Chosen from {len({r['config'] for r in search['rows']})} configurations "
                f"({paths}): configuration {chosen['config']}, {info['chosen_words']} "
                f"({epochs}).")
-    out.append(f"Mean validation {metric} over {k} folds {mean:.4f} +/- {sd:.4f} (sd); "
+    rows = (f" of a {info['max_rows']}-row subset" if info.get("max_rows") else "")
+    out.append(f"Mean validation {metric} over {k} folds{rows} {mean:.4f} +/- {sd:.4f} (sd); "
                f"refitted on the whole training split, test {metric} {_fmt(own)}.")
     base = info.get("base")
     theirs = metrics.get(base, {}).get(f"test_{metric}") if base else None
@@ -241,10 +243,41 @@ def figures_section(links: dict[str, str]) -> str:
     return "## Image grids\n\n" + "\n".join(items) + "\n"
 
 
+def _cell(text: Any) -> str:
+    """Text for a Markdown table cell: a literal | (as in |x|) must not end the cell."""
+    return str(text).replace("|", "\\|")
+
+
+def lessons_section(lessons: list[dict[str, Any]], links: dict[str, str] | None = None) -> str:
+    """The lessons (reports/lessons/lessons.json): each one's claim, what was measured, whether
+    the claim held as stated, its tables and links to its figures (name -> relative path)."""
+    if not lessons:
+        return ""
+    links = links or {}
+    held = sum(bool(e["holds"]) for e in lessons)
+    out = [f"## Lessons\n\n{len(lessons)} lessons computed by the `lessons` stage; {held} hold "
+           "as their source states them. Wall-clock figures (the vectorisation speed-up) are "
+           "logged to the MLflow run `lessons` and measured by `make bench`, never written "
+           "here: this file is byte-identical between runs.\n"]
+    for e in lessons:
+        verdict = "holds" if e["holds"] else "does not hold as stated"
+        part = [f"### {e['title']}\n",
+                f"*{e['source']}* (`{e['id']}`). Claim: {e['claim']} **{verdict}**: {e['measured']}\n"]
+        for t in e.get("tables", []):
+            head = t["columns"]
+            rows = ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+            rows += ["| " + " | ".join(_cell(_fmt(v)) for v in r) + " |" for r in t["rows"]]
+            part.append(f"{t['title']}\n\n" + "\n".join(rows) + "\n")
+        part += [f"![{f}]({links[f]})\n" for f in e.get("figures", []) if f in links]
+        out.append("\n".join(part))
+    return "\n".join(out)
+
+
 def render_markdown(
     params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None,
     figure_links: dict[str, str] | None = None,
     searches: dict[str, dict[str, Any]] | None = None, details: dict[str, Any] | None = None,
+    lessons: list[dict[str, Any]] | None = None, lesson_links: dict[str, str] | None = None,
 ) -> str:
     """The whole report.md."""
     parts = [
@@ -263,6 +296,8 @@ def render_markdown(
     repeats = repeats_section(params, details or {})
     if repeats:
         parts.append(repeats)
+    if lessons:
+        parts.append(lessons_section(lessons, lesson_links))
     if figure_links:
         parts.append(figures_section(figure_links))
     return "\n".join(parts)

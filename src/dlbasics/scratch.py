@@ -12,6 +12,7 @@ in the textbooks), so copying into ``nn.Linear`` needs ``weight.T``.
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 __all__ = [
     "ACTIVATIONS",
     "InvertedDropout",
+    "ManualMLP",
     "ManualSigmoidMLP",
     "ScratchLinear",
     "ScratchMLP",
@@ -398,6 +400,171 @@ class ManualSigmoidMLP(nn.Module):
             for name, g in grads.items():
                 getattr(self, name).grad = g.detach().clone()
         return loss.detach()
+
+
+class ManualMLP(nn.Module):
+    """Hand-backprop MLP: X [N, ...] (flattened to [N, in]) -> hidden layers -> output [N, out].
+
+    Each hidden layer is z = a W + b then a = f(z) with ``activation`` f in ``ACTIVATIONS``
+    (``negative_slope`` for leaky_relu); the output layer is z^L = a W + b with no activation.
+    ``output`` chooses the loss J that ``loss`` and ``manual_backward`` compute:
+
+    * ``"softmax"`` (book section 3.7): J = mean over the batch of the cross-entropy of
+      softmax(z^L) against integer labels y [N]; ``forward`` returns the logits z^L, so
+      argmax and ``scratch_cross_entropy`` apply to it directly.
+    * ``"linear"``: the book's half squared loss J = ``squared_loss(z^L, y)`` (eq. 3-40), as in
+      ``ManualSigmoidMLP``.
+
+    Weights W^l [in, out] ~ N(0, init_std^2) from ``generator``; biases start at 0, or at
+    N(0, init_std^2) with ``init_bias=True`` (drawn in the order W^1, b^1, W^2, b^2, ... like
+    ``ManualSigmoidMLP``, so both give the same numbers for the same seed). Layer l is a
+    ``ScratchLinear`` used as a container: ``state_dict`` keys are ``layers.l.weight`` and
+    ``layers.l.bias`` (l = 0 for the first layer), the same as ``ScratchMLP``'s.
+    """
+
+    OUTPUTS = ("softmax", "linear")
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        *,
+        activation: str = "relu",
+        output: str = "softmax",
+        negative_slope: float = 0.01,
+        init_std: float = 0.01,
+        init_bias: bool = False,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        if isinstance(hidden, (int, str)) or not isinstance(hidden, Iterable):
+            msg = f"hidden must be a sequence of layer sizes, got {hidden!r}"
+            raise ValueError(msg)  # noqa: TRY004 - the project reports bad arguments as ValueError
+        hidden = list(hidden)
+        sizes = [in_features, *hidden, out_features]
+        if not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes
+        ):
+            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        sizes = [int(s) for s in sizes]
+        in_features, hidden, out_features = sizes[0], sizes[1:-1], sizes[-1]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if output not in self.OUTPUTS:
+            raise ValueError(f"output must be one of {list(self.OUTPUTS)}, got {output!r}")
+        if output == "softmax" and out_features < 2:
+            raise ValueError(f"a softmax output needs >= 2 classes, got {out_features}")
+        if not (float(init_std) >= 0 and float(init_std) < float("inf")):  # also rejects NaN
+            raise ValueError(f"init_std must be finite and >= 0, got {init_std}")
+        if not abs(float(negative_slope)) < float("inf"):  # also rejects NaN
+            raise ValueError(f"negative_slope must be finite, got {negative_slope}")
+        self.in_features, self.hidden, self.out_features = in_features, hidden, out_features
+        self.activation, self.output = activation, output
+        self.negative_slope = float(negative_slope)
+        layers = []
+        for a, b in itertools.pairwise(sizes):
+            layer = ScratchLinear(a, b, init_std=init_std, generator=generator, dtype=dtype)
+            if init_bias:  # drawn right after this layer's W, as in ManualSigmoidMLP
+                layer.bias = nn.Parameter(_normal((b,), init_std, generator, dtype))
+            layers.append(layer)
+        self.layers = nn.ModuleList(layers)
+
+    def _act(self, z: Tensor) -> Tensor:
+        if self.activation == "leaky_relu":
+            return leaky_relu(z, self.negative_slope)
+        return ACTIVATIONS[self.activation](z)
+
+    def _act_derivative(self, z: Tensor, a: Tensor) -> Tensor:
+        """f'(z) from the stored pre-activation z and activation a = f(z), same shape."""
+        if self.activation == "sigmoid":
+            return a * (1 - a)  # s'(z) = s(z)(1 - s(z)), with s(z) = a (not s(a))
+        if self.activation == "tanh":
+            return 1 - a * a  # tanh'(z) = 1 - tanh(z)^2
+        if self.activation == "relu":
+            return (z > 0).to(z.dtype)  # 0 at z = 0, like relu's autograd
+        return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, self.negative_slope))
+
+    def _forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Pre-activations zs = [z^1 .. z^L] and activations acts = [x, a^1 .. a^{L-1}]."""
+        a = x.reshape(x.shape[0], -1)
+        zs, acts = [], [a]
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            z = layer(a)
+            zs.append(z)
+            if i < last:
+                a = self._act(z)
+                acts.append(a)
+        return zs, acts
+
+    def forward(self, x: Tensor) -> Tensor:
+        """X [N, ...] -> raw outputs [N, out] (logits for output='softmax')."""
+        return self._forward(x)[0][-1]
+
+    def _labels(self, y: Tensor, n: int) -> Tensor:
+        """Integer class labels [N] -> [N, 1] int64, for gather/scatter."""
+        if y.numel() != n:
+            raise ValueError(
+                f"output='softmax' needs one integer class label per sample: {n} samples, "
+                f"labels of shape {tuple(y.shape)}"
+            )
+        return y.reshape(-1, 1).long()
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """J for X [N, ...] and y (labels [N] for softmax; [N] or [N, out] for linear) -> scalar.
+
+        Built from differentiable ops only, so ``loss(x, y).backward()`` is the autograd oracle
+        for ``manual_backward``.
+        """
+        out = self.forward(x)
+        if self.output == "softmax":
+            return scratch_cross_entropy(out, self._labels(y, out.shape[0]))
+        return squared_loss(out, y)
+
+    def manual_backward(self, x: Tensor, y: Tensor) -> Tensor:
+        """J for X [N, ...], y; writes every p.grad by hand (overwriting); returns J (detached).
+
+        Output error delta^L = dJ/dz^L:
+            softmax: (softmax(z^L) - onehot(y)) / N     (eq. 3-64, a^L - y, per-sample mean)
+            linear:  (z^L - y) / numel                  (the 1/2 of J cancels the square's 2)
+        then, for l = L, ..., 1 (eqs. 3-65..3-67):
+            dJ/dW^l = (a^{l-1})^T delta^l,   dJ/db^l = sum_rows delta^l
+            delta^{l-1} = (delta^l (W^l)^T) * f'(z^{l-1})
+        with f' evaluated at the pre-activation: a(1-a) for sigmoid and 1-a^2 for tanh (a is
+        the stored activation), z > 0 for relu, 1 or negative_slope for leaky_relu.
+        """
+        with torch.no_grad():
+            zs, acts = self._forward(x)
+            out = zs[-1]
+            if self.output == "softmax":
+                labels = self._labels(y, out.shape[0])
+                log_probs = stable_log_softmax(out, dim=1)
+                loss = -log_probs.gather(1, labels).mean()
+                onehot = torch.zeros_like(out).scatter_(1, labels, 1.0)
+                delta = (torch.exp(log_probs) - onehot) / out.shape[0]
+            else:
+                y = y.reshape(out.shape).to(out.dtype)
+                loss = ((out - y) ** 2 / 2).mean()
+                delta = (out - y) / out.numel()
+            grads: list[tuple[Tensor, Tensor]] = []
+            for i in range(len(self.layers) - 1, -1, -1):  # acts[i] feeds layer i, gives zs[i]
+                grads.append((acts[i].T @ delta, delta.sum(dim=0)))
+                if i > 0:  # error of the hidden layer below
+                    f_prime = self._act_derivative(zs[i - 1], acts[i])
+                    delta = (delta @ self.layers[i].weight.T) * f_prime
+            for (gw, gb), layer in zip(reversed(grads), self.layers):
+                layer.weight.grad = gw.detach().clone()
+                layer.bias.grad = gb.detach().clone()
+        return loss.detach()
+
+    def extra_repr(self) -> str:
+        sizes = [self.in_features, *self.hidden, self.out_features]
+        act = self.activation
+        if act == "leaky_relu":
+            act += f"({self.negative_slope})"
+        return f"sizes={sizes}, activation={act}, output={self.output}"
 
 
 # ----------------------------------------------------------------------------- numerical gradient

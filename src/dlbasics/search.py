@@ -105,6 +105,7 @@ def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
             "base": sel.base,
             "k": sel.k,
             "patience": sel.patience,
+            "max_rows": sel.max_rows,
             "paths": {p: sum(r["path"] == p for r in table) for p in paths},
         }
         # The refitted model is evaluated before its directory is swapped in: weights and

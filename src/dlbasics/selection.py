@@ -118,16 +118,26 @@ def _batchable(spec) -> bool:
     from dlbasics.batched import supports
 
     return (spec.solver == "gradient" and spec.penalty is None and spec.features is None
+            and spec.poly_features is None
             and supports(spec.model, spec.optimizer, spec.loss))
 
 
 class _Folds:
     """The K folds of the training split, on the device: [(train Split, val Split)]."""
 
-    def __init__(self, data: Prepared, k: int, seed: int, device: torch.device):
+    def __init__(self, data: Prepared, k: int, seed: int, device: torch.device,
+                 max_rows: int | None = None):
         X, y = data.splits["train"].X, data.splits["train"].y
-        folds = fold_indices(y.numpy(), k, seed,
-                             stratify=data.task in ("classification", "binary"))
+        stratify = data.task in ("classification", "binary")
+        if max_rows is not None and max_rows < len(y):
+            # A seeded subset (stratified for classifiers) keeps a large set's search affordable.
+            from sklearn.model_selection import train_test_split
+
+            rows, _ = train_test_split(np.arange(len(y)), train_size=max_rows, random_state=seed,
+                                       stratify=y.numpy() if stratify else None)
+            rows_t = torch.from_numpy(np.sort(rows))
+            X, y = X[rows_t], y[rows_t]
+        folds = fold_indices(y.numpy(), k, seed, stratify=stratify)
         self.splits = []
         for tr, va in folds:
             tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
@@ -345,7 +355,7 @@ def _job(params, search: str, kind: str, members: list[int], data: Prepared,
     metric = PRIMARY[data.task]
     _, _, specs = _unique_settings(params, search)
     folds = _Folds(data, sel.k, derive_seed(params.seed, "folds", data.manifest["identity"]),
-                   device)
+                   device, max_rows=sel.max_rows)
     if kind == "batched":
         runner = _Batched(params, [specs[u] for u in members], data, folds, device)
     else:

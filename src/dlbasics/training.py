@@ -26,6 +26,19 @@ def _bce_with_logits() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return lambda out, y: bce(out.reshape(-1), y.to(out.dtype))
 
 
+def _one_vs_all() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # Logits [N, K] against labels [N]: column k is a binary logistic regression "class k or
+        # not". Summed over the K classifiers (K times the mean over all N x K entries), so each
+        # one gets exactly the gradient it would get trained alone.
+        onehot = nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+        return bce(out, onehot) * out.shape[1]
+
+    return loss
+
+
 def _multilabel_softmax() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     from dlbasics.metrics import multilabel_softmax_cross_entropy
 
@@ -37,6 +50,7 @@ LOSSES: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], torch.Tens
     "squared_loss_scratch": lambda: scratch.squared_loss,
     "cross_entropy": nn.CrossEntropyLoss,
     "cross_entropy_scratch": lambda: scratch.scratch_cross_entropy,
+    "one_vs_all": _one_vs_all,
     "bce_with_logits": _bce_with_logits,
     "multilabel_soft_margin": nn.MultiLabelSoftMarginLoss,
     "multilabel_softmax": _multilabel_softmax,
@@ -56,11 +70,16 @@ def weights_of(model: nn.Module) -> list[torch.Tensor]:
 def build_penalty(
     spec: PenaltySpec | None, model: nn.Module
 ) -> Callable[[], torch.Tensor] | None:
-    """strength * l2 (sum w^2 / 2) or l1 (sum |w|) of the weights, written by hand; or None."""
+    """strength * l2 (sum w^2 / 2), l1 (sum |w|) or their elastic-net mix of the weights,
+    written by hand; or None."""
     if spec is None or spec.strength == 0:
         return None
-    fn = scratch.l2_penalty if spec.kind == "l2" else scratch.l1_penalty
     weights = weights_of(model)
+    if spec.kind == "elastic_net":
+        r = spec.l1_ratio
+        return lambda: spec.strength * (r * scratch.l1_penalty(weights)
+                                         + (1 - r) * scratch.l2_penalty(weights))
+    fn = scratch.l2_penalty if spec.kind == "l2" else scratch.l1_penalty
     return lambda: spec.strength * fn(weights)
 
 
@@ -168,7 +187,8 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Minibatch training; returns one record per epoch: train_loss (the mean minibatch loss,
-    penalty excluded), then val_* and test_* (loss, accuracy) measured at the epoch's end. The
+    penalty excluded), train_accuracy (classifiers: the whole training split, scored at the
+    epoch's end), then val_* and test_* (loss, accuracy) measured at the epoch's end. The
     test curve is for plots only: nothing is chosen by it.
 
     `generator` (CPU) draws the batch order, so shuffling never depends on the device.
@@ -186,6 +206,10 @@ def fit(
         if not math.isfinite(train_loss):
             raise DivergenceError(epoch, train_loss, lr)
         record = {"epoch": epoch, "train_loss": train_loss}
+        if task != "regression":
+            # The whole training split scored by the end-of-epoch model (file 003's train acc),
+            # not a running mean over batches drawn while the weights moved.
+            record["train_accuracy"] = evaluate_split(model, loss_fn, train, task)["accuracy"]
         for prefix, split in (("val", val), ("test", test)):
             if split is not None and split.X.shape[0] > 0:
                 for k, v in evaluate_split(model, loss_fn, split, task).items():

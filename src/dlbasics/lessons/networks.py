@@ -1,0 +1,526 @@
+"""Lessons on what makes a network more than a linear model, and on how gradients travel.
+
+stacked_linear: linear layers without activations collapse to one affine map (book 3.1.6-3.1.8,
+                d2l 4.1.1).
+symmetry:       constant initialisation keeps every hidden unit identical (d2l 4.8.1).
+gradient_flow:  vanishing and exploding gradients through deep MLPs (book 3.3.7, d2l 4.8.1).
+activations:    LeakyReLU and PReLU, values and derivatives against their formulas (book 3.12.4).
+
+Every lesson is deterministic on CPU for fixed arguments: all random draws (initialisation,
+batch order, sampled rows) come from generators derived from `seed` by purpose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dlbasics.data import Prepared
+from dlbasics.lessons.base import LessonResult, Table
+from dlbasics.rng import torch_generator
+
+# Keyword arguments of each lesson other than `data` / `seed`; `activations` takes the book's
+# slope 0.2 and the book's printed LeakyReLU inputs plus a few round points (0 for the kink).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "stacked_linear": {"hidden": [256], "epochs": 10, "batch_size": 32, "lr": 0.1},
+    # d2l's 256 hidden units and 10 epochs; batch 32 because the digits' ~1300 training rows
+    # give batch 256 only 6 steps an epoch, and lr 0.5 because sigmoid's slope is at most 1/4.
+    "symmetry": {"hidden": 256, "epochs": 10, "batch_size": 32, "lr": 0.5, "constant": 0.1},
+    # No source setting: narrow and deep enough that sigmoid's vanishing shows clearly (wider
+    # sigmoid layers multiply the backward signal by ~sqrt(width), which offsets saturation).
+    "gradient_flow": {"depth": 20, "width": 32, "batch": 256},
+    "activations": {"negative_slope": 0.2,
+                    "x": [-2.0, -0.5845, -0.0888, 0.0, 0.703, 1.1864, 2.0]},
+}
+
+# The book's printed LeakyReLU(0.2) example (3.12.4): inputs and outputs to four decimals.
+BOOK_LEAKY_IN = [-0.0888, -0.5845, -0.8447, -0.9255, 1.1864,
+                 0.7030, -0.2215, -0.7323, 1.4960, 0.7068]
+BOOK_LEAKY_OUT = [-0.0178, -0.1169, -0.1689, -0.1851, 1.1864,
+                  0.7030, -0.0443, -0.1465, 1.4960, 0.7068]
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _classification(data: Prepared) -> tuple[int, int]:
+    """(n_features, n_classes) of a prepared classification set, with a clear error otherwise."""
+    if data.manifest.get("task") != "classification":
+        raise ValueError(f"{data.manifest.get('name', 'dataset')}: these lessons need a "
+                         f"classification set, found task {data.manifest.get('task')!r}")
+    n_features = int(data.splits["train"].X.shape[1])
+    n_classes = int(data.manifest.get("n_outputs") or data.manifest.get("n_classes") or 0)
+    if n_classes <= 0:  # a manifest without the count: the labels say it
+        n_classes = int(max(int(s.y.max()) for s in data.splits.values() if len(s.y)) + 1)
+    return n_features, n_classes
+
+
+@torch.no_grad()
+def _torch_default_init(layer: nn.Linear, generator: torch.Generator) -> None:
+    """PyTorch's own nn.Linear scheme (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))),
+    drawn from `generator` instead of the global RNG (as dlbasics.models does)."""
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    bound = 1.0 / math.sqrt(layer.in_features)
+    nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+def _train_sgd(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int, batch_size: int,
+               lr: float, generator: torch.Generator) -> None:
+    """Mini-batch SGD on cross-entropy; the batch order comes only from `generator`, so two
+    models trained with equally seeded generators see exactly the same batches."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(y)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            opt.zero_grad()
+            loss_fn(model(X[rows]), y[rows]).backward()
+            opt.step()
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, X: Tensor, y: Tensor) -> int:
+    """Number of rows whose argmax prediction equals the label."""
+    return int((model(X).argmax(dim=1) == y).sum())
+
+
+# ----------------------------------------------------------------------------- stacked linear
+
+
+@torch.no_grad()
+def collapse_linear_stack(layers: list[nn.Linear]) -> tuple[Tensor, Tensor]:
+    """One affine map (W [out, in], b [out]) equal to the chain layers[-1](...layers[0](x)).
+
+    x -> W_k(...(W_1 x + b_1)...) + b_k = (W_k...W_1) x + (W_k...W_2 b_1 + ... + b_k).
+    """
+    W = layers[0].weight.detach().clone()
+    b = layers[0].bias.detach().clone()
+    for layer in layers[1:]:
+        W = layer.weight @ W
+        b = layer.weight @ b + layer.bias
+    return W, b
+
+
+def stacked_linear(*, data: Prepared, seed: int, hidden: list[int], epochs: int,
+                   batch_size: int, lr: float) -> LessonResult:
+    """Linear layers stacked without activations against one linear layer (softmax
+    regression), trained alike; the stack collapsed into one affine map [C, F]."""
+    n_features, n_classes = _classification(data)
+    train, test = data.splits["train"], data.splits["test"]
+    widths = [n_features, *hidden, n_classes]
+
+    init = torch_generator(seed, "lesson", "stacked_linear", "init")
+    stack_layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
+    for layer in stack_layers:
+        _torch_default_init(layer, init)
+    stack = nn.Sequential(*stack_layers)
+    single = nn.Linear(n_features, n_classes)
+    _torch_default_init(single, torch_generator(seed, "lesson", "stacked_linear", "init_single"))
+
+    # The same batch stream for both: any difference is the parametrisation, not the data order.
+    for model in (stack, single):
+        _train_sgd(model, train.X, train.y, epochs=epochs, batch_size=batch_size, lr=lr,
+                   generator=torch_generator(seed, "lesson", "stacked_linear", "batches"))
+
+    W, b = collapse_linear_stack(stack_layers)
+    with torch.no_grad():
+        diffs = [float((stack(s.X) - (s.X @ W.T + b)).abs().max()) for s in (train, test)]
+        scale = max(float(stack(s.X).abs().max()) for s in (train, test))
+    max_diff = max(diffs)
+    stack_train, stack_test = _correct(stack, train.X, train.y), _correct(stack, test.X, test.y)
+    single_train, single_test = (_correct(single, train.X, train.y),
+                                 _correct(single, test.X, test.y))
+    n_train, n_test = len(train.y), len(test.y)
+    gain = stack_test - single_test  # in test samples; > 0 means the stack did better
+    # float32 products of two trained matrices: 1e-4 relative to the logits' size is exact.
+    collapses = max_diff <= 1e-4 * max(1.0, scale)
+    holds = collapses and gain <= 0
+
+    verdict = ("not better than" if gain <= 0 else f"better by {gain} test samples than")
+    measured = (
+        f"The trained stack {' -> '.join(map(str, widths))} equals its collapsed affine map "
+        f"W [{n_classes}, {n_features}] to {max_diff:.1e} (max abs logit difference, logits "
+        f"up to {scale:.1f}). Its test accuracy {stack_test / n_test:.4f} is {verdict} the "
+        f"single layer's {single_test / n_test:.4f} ({stack_test} against {single_test} of "
+        f"{n_test} correct; train {stack_train / n_train:.4f} against "
+        f"{single_train / n_train:.4f})."
+    )
+    if gain > 0:
+        measured += (" What holds is the collapse: the stack is one affine map, and its edge "
+                     "comes from fitting the training set faster in the same epochs (another "
+                     "path through the same function class), not from more capacity.")
+    return LessonResult(
+        title="Stacked linear layers without activations collapse to one",
+        source="file 004, 3.1.6-3.1.8 and 3.12 (stacking layers); file 002, 4.1.1",
+        claim=("Linear layers stacked without an activation compute one affine map of the "
+               "input, so the stack adds no expressive power: trained alike it is no more "
+               "accurate than a single linear layer (softmax regression)."),
+        measured=measured,
+        holds=bool(holds),
+        values={
+            "collapse_max_abs_diff": max_diff,
+            "logit_max_abs": scale,
+            "stack_train_accuracy": stack_train / n_train,
+            "stack_test_accuracy": stack_test / n_test,
+            "single_train_accuracy": single_train / n_train,
+            "single_test_accuracy": single_test / n_test,
+            "test_gain_samples": gain,
+            "n_test": n_test,
+            "stack_parameters": sum(p.numel() for p in stack.parameters()),
+            "single_parameters": sum(p.numel() for p in single.parameters()),
+        },
+        tables=[Table(
+            title="stack of linear layers against one linear layer",
+            columns=["model", "parameters", "train accuracy", "test accuracy", "test correct"],
+            rows=[
+                [" -> ".join(map(str, widths)), sum(p.numel() for p in stack.parameters()),
+                 round(stack_train / n_train, 4), round(stack_test / n_test, 4), stack_test],
+                [f"{n_features} -> {n_classes}", sum(p.numel() for p in single.parameters()),
+                 round(single_train / n_train, 4), round(single_test / n_test, 4), single_test],
+            ],
+        )],
+    )
+
+
+# ----------------------------------------------------------------------------- symmetry
+
+
+def hidden_unit_spread(weight: Tensor) -> float:
+    """How different the units are: max over rows (one row per unit) of max |row - row 0|.
+
+    Pass a first layer's weight [units, fan_in] as it is and an output layer's weight
+    [out, units] transposed, so that each row is one hidden unit's weight vector.
+    """
+    w = weight.detach()
+    return float((w - w[:1]).abs().max()) if w.shape[0] > 1 else 0.0
+
+
+def _relative_spread(weight: Tensor) -> float:
+    """hidden_unit_spread divided by the largest |weight| (0 for an all-zero matrix)."""
+    top = float(weight.detach().abs().max())
+    return hidden_unit_spread(weight) / top if top > 0 else 0.0
+
+
+def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size: int, lr: float,
+             constant: float) -> LessonResult:
+    """A one-hidden-layer sigmoid MLP [F -> hidden -> C] initialised with every parameter
+    equal to `constant`, against the same net randomly initialised, trained alike."""
+    n_features, n_classes = _classification(data)
+    train, test = data.splits["train"], data.splits["test"]
+
+    # Sigmoid, not ReLU: sigmoid's derivative is never zero, so every hidden unit receives a
+    # gradient at every step. With ReLU, units that stay identical could simply be dead (never
+    # updated), which would not show that gradient descent itself preserves the symmetry.
+    def mlp() -> nn.Sequential:
+        return nn.Sequential(nn.Linear(n_features, hidden), nn.Sigmoid(),
+                             nn.Linear(hidden, n_classes))
+
+    constant_net, random_net = mlp(), mlp()
+    with torch.no_grad():
+        for p in constant_net.parameters():
+            p.fill_(constant)  # the output layer too: random output weights would break it
+    init = torch_generator(seed, "lesson", "symmetry", "init")
+    for layer in random_net:
+        if isinstance(layer, nn.Linear):
+            _torch_default_init(layer, init)
+
+    for model in (constant_net, random_net):
+        _train_sgd(model, train.X, train.y, epochs=epochs, batch_size=batch_size, lr=lr,
+                   generator=torch_generator(seed, "lesson", "symmetry", "batches"))
+
+    stats: dict[str, dict[str, float]] = {}
+    for name, model in (("constant", constant_net), ("random", random_net)):
+        w_in, w_out = model[0].weight, model[2].weight.T  # rows: one per hidden unit
+        stats[name] = {
+            "in_spread": hidden_unit_spread(w_in),
+            "in_relative": _relative_spread(w_in),
+            "out_spread": hidden_unit_spread(w_out),
+            "out_relative": _relative_spread(w_out),
+            "train_accuracy": _correct(model, train.X, train.y) / len(train.y),
+            "test_accuracy": _correct(model, test.X, test.y) / len(test.y),
+        }
+    c, r = stats["constant"], stats["random"]
+    # Training must have moved the weights: identical but untouched units would prove nothing.
+    c["in_moved"] = float((constant_net[0].weight.detach() - constant).abs().max())
+    stays = max(c["in_relative"], c["out_relative"]) < 1e-5
+    breaks = min(r["in_relative"], r["out_relative"]) > 1e-2
+    holds = stays and breaks and c["in_moved"] > 0
+
+    measured = (
+        f"After {epochs} epochs the constant-initialised net's {hidden} hidden units are "
+        f"{'still identical' if stays else 'no longer identical'}: largest difference to unit 0 {c['in_spread']:.1e} (incoming) and "
+        f"{c['out_spread']:.1e} (outgoing) while its weights moved by up to {c['in_moved']:.2f} "
+        f"from {constant}; with random init they differ by {r['in_spread']:.2f} and "
+        f"{r['out_spread']:.2f}. Test accuracy {c['test_accuracy']:.4f} (constant, in effect "
+        f"one hidden unit) against {r['test_accuracy']:.4f} (random)."
+    )
+    if not holds:
+        measured += " The claim did not hold in full at these settings (see values)."
+    values = {f"{name}_{key}": v for name, s in stats.items() for key, v in s.items()}
+    return LessonResult(
+        title="Constant initialisation never breaks the symmetry of hidden units",
+        source="file 002, 4.8.1 (breaking the symmetry) and 4.8.3",
+        claim=("If every parameter starts at the same constant, all hidden units compute the "
+               "same activation and receive the same gradient, so after any number of "
+               "mini-batch SGD steps they remain identical and the layer acts as one unit; "
+               "random initialisation breaks the symmetry. (Shown with a sigmoid hidden layer: "
+               "its slope is never zero, so no unit stays put merely for lack of gradient.)"),
+        measured=measured,
+        holds=bool(holds),
+        values=values,
+        tables=[Table(
+            title="hidden units after training (spread: max |unit - unit 0|)",
+            columns=["init", "incoming spread", "outgoing spread", "train accuracy",
+                     "test accuracy"],
+            rows=[[f"constant {constant}", f"{c['in_spread']:.2e}", f"{c['out_spread']:.2e}",
+                   round(c["train_accuracy"], 4), round(c["test_accuracy"], 4)],
+                  ["random (PyTorch default)", f"{r['in_spread']:.2e}", f"{r['out_spread']:.2e}",
+                   round(r["train_accuracy"], 4), round(r["test_accuracy"], 4)]],
+        )],
+    )
+
+
+# ----------------------------------------------------------------------------- gradient flow
+
+# name -> (activation, initialisation of every Linear weight); biases start at zero.
+_FLOW_NETS = (
+    ("sigmoid, N(0, 1)", torch.sigmoid, "normal"),
+    ("ReLU, N(0, 1)", torch.relu, "normal"),
+    ("ReLU, Kaiming", torch.relu, "kaiming"),
+)
+_FLOW_KEYS = {"sigmoid, N(0, 1)": "sigmoid_normal", "ReLU, N(0, 1)": "relu_normal",
+              "ReLU, Kaiming": "relu_kaiming"}
+
+
+def _flow_norms(X: Tensor, y: Tensor, widths: list[int], activation, init: str,
+                generator: torch.Generator) -> tuple[list[float], list[float]]:
+    """One forward / backward pass of cross-entropy through an MLP with layer sizes `widths`.
+
+    Returns (weight-gradient norms, one per Linear from the input side, and backpropagated
+    signal norms ||dL/dh_l|| for each hidden layer's output h_l, then ||dL/dlogits||).
+    """
+    layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
+    with torch.no_grad():
+        for layer in layers:
+            if init == "normal":
+                layer.weight.normal_(0.0, 1.0, generator=generator)
+            else:  # He: N(0, 2 / fan_in), which keeps ReLU activations' scale layer to layer
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+            layer.bias.zero_()
+    h, kept = X, []
+    for layer in layers[:-1]:
+        h = activation(layer(h))
+        h.retain_grad()
+        kept.append(h)
+    logits = layers[-1](h)
+    logits.retain_grad()
+    nn.functional.cross_entropy(logits, y).backward()
+    weight_norms = [float(layer.weight.grad.norm()) for layer in layers]
+    signal_norms = [float(t.grad.norm()) for t in kept] + [float(logits.grad.norm())]
+    return weight_norms, signal_norms
+
+
+def gradient_flow(*, data: Prepared, seed: int, depth: int, width: int,
+                  batch: int) -> LessonResult:
+    """Per-layer gradient norms after one backward pass, for three MLPs of `depth` hidden
+    layers of `width` units: sigmoid / N(0, 1), ReLU / N(0, 1), ReLU / Kaiming."""
+    n_features, n_classes = _classification(data)
+    train = data.splits["train"]
+    rows = torch.randperm(len(train.y), generator=torch_generator(
+        seed, "lesson", "gradient_flow", "batch"))[:batch]
+    X, y = train.X[rows], train.y[rows]
+    widths = [n_features, *([width] * depth), n_classes]
+
+    weight_norms: dict[str, list[float]] = {}
+    signal_norms: dict[str, list[float]] = {}
+    for name, activation, init in _FLOW_NETS:
+        key = _FLOW_KEYS[name]
+        weight_norms[name], signal_norms[name] = _flow_norms(
+            X, y, widths, activation, init, torch_generator(seed, "lesson", "gradient_flow", key))
+
+    values: dict[str, Any] = {}
+    for name, key in _FLOW_KEYS.items():
+        wn, sn = weight_norms[name], signal_norms[name]
+        values[f"{key}_first_last_ratio"] = wn[0] / wn[-1]
+        values[f"{key}_signal_ratio"] = sn[0] / sn[-1]
+        values[f"{key}_max_weight_grad"] = max(wn)
+        values[f"{key}_first_weight_grad"] = wn[0]
+        values[f"{key}_middle_weight_grad"] = wn[len(wn) // 2]
+        values[f"{key}_last_weight_grad"] = wn[-1]
+    sig, rel, kai = (values["sigmoid_normal_first_last_ratio"],
+                     values["relu_normal_first_last_ratio"],
+                     values["relu_kaiming_first_last_ratio"])
+    explode = values["relu_normal_max_weight_grad"] / values["relu_kaiming_max_weight_grad"]
+    values["relu_normal_over_kaiming"] = explode
+
+    vanishes = sig < 1e-2
+    explodes = values["relu_normal_signal_ratio"] > 1e3 and explode > 1e3
+    stable = all(0.1 <= values[f"relu_kaiming_{k}"] <= 10.0
+                 for k in ("first_last_ratio", "signal_ratio"))
+    holds = vanishes and explodes and stable
+
+    sig_word = ("vanishing" if vanishes else
+                "no vanishing: wide sigmoid layers grow the signal by ~sqrt(width)")
+    kai_word = "stable" if stable else "outside 0.1-10"
+    measured = (
+        f"Depth {depth}, width {width}, {batch} rows: the first layer's weight gradient is "
+        f"{sig:.1e} of the last's with sigmoid and N(0, 1) weights ({sig_word}), {kai:.2f} with "
+        f"ReLU and Kaiming init ({kai_word}). With ReLU and N(0, 1) weights every layer's gradient "
+        f"is huge (up to {values['relu_normal_max_weight_grad']:.1e}, {explode:.1e} times "
+        f"Kaiming's) and the backpropagated signal dL/dh grows "
+        f"{values['relu_normal_signal_ratio']:.1e}-fold toward the input, yet the first/last "
+        f"weight-gradient ratio is only {rel:.2f}: the forward activations grow by the same "
+        f"factor, so the explosion is in size, not in the ratio."
+    )
+    if not holds:
+        measured += " Not every part of the claim held at these settings (see values)."
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    for name, _, _ in _FLOW_NETS:
+        layers = range(1, len(weight_norms[name]) + 1)
+        axes[0].plot(layers, weight_norms[name], marker="o", markersize=3, label=name)
+        axes[1].plot(layers, signal_norms[name], marker="o", markersize=3, label=name)
+    axes[0].set(yscale="log", xlabel="layer (1 = next to the input)",
+                ylabel="||dL/dW||", title="weight gradients")
+    axes[1].set(yscale="log", xlabel="layer output (last = logits)",
+                ylabel="||dL/dh||", title="backpropagated signal")
+    axes[0].legend(fontsize=7)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.17, top=0.88, wspace=0.3)
+    figure = _png(fig)
+
+    table_rows = []
+    for name, _, _ in _FLOW_NETS:
+        wn, sn = weight_norms[name], signal_norms[name]
+        table_rows.append([name, f"{wn[0]:.2e}", f"{wn[-1]:.2e}", f"{wn[0] / wn[-1]:.2e}",
+                           f"{max(wn):.2e}", f"{sn[0] / sn[-1]:.2e}"])
+    return LessonResult(
+        title="Vanishing and exploding gradients in deep MLPs",
+        source="file 004, 3.3.7; file 002, 4.8.1-4.8.2",
+        claim=("Backpropagation multiplies one factor per layer, so in a deep network the "
+               "gradient can vanish toward the input (saturating sigmoid, d2l 4.8.1) or explode "
+               "(badly scaled weights, N(0, 1) here), and a suitable initialisation (He / "
+               "Kaiming for ReLU) keeps it of the same order through the layers."),
+        measured=measured,
+        holds=bool(holds),
+        values=values,
+        tables=[Table(
+            title=f"gradient norms after one backward pass (depth {depth}, width {width})",
+            columns=["network", "first layer ||dL/dW||", "last layer ||dL/dW||",
+                     "first / last", "largest ||dL/dW||", "signal ||dL/dh1|| / ||dL/dz||"],
+            rows=table_rows,
+        )],
+        figures={"gradient_flow": figure},
+    )
+
+
+def _pyplot():
+    from dlbasics.figures import pyplot
+
+    return pyplot()
+
+
+def _png(fig) -> bytes:
+    from dlbasics.figures import png_bytes
+
+    return png_bytes(fig)
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def _value_and_grad(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """module(x) [n] and d module(x)_i / d x_i [n] by autograd (the functions act elementwise)."""
+    xg = x.clone().requires_grad_(True)
+    out = module(xg)
+    (grad,) = torch.autograd.grad(out.sum(), xg)
+    return out.detach(), grad
+
+
+def activations(*, negative_slope: float, x: list[float]) -> LessonResult:
+    """LeakyReLU(negative_slope) and PReLU (torch's initial slope) at `x`: values and
+    derivatives from torch against the formulas max(0, x) + a min(0, x) and 1 / a."""
+    xs = torch.tensor(x, dtype=torch.float64)
+    leaky = nn.LeakyReLU(negative_slope)
+    prelu = nn.PReLU().double()  # one learnable slope; torch initialises it to 0.25
+    prelu_slope = float(prelu.weight.detach()[0])
+
+    def formula(a: float) -> tuple[Tensor, Tensor]:
+        # At x = 0 the function has a kink; torch's backward takes the slope there.
+        return (xs.clamp(min=0) + a * xs.clamp(max=0),
+                torch.where(xs > 0, torch.ones_like(xs), torch.full_like(xs, a)))
+
+    leaky_y, leaky_d = _value_and_grad(leaky, xs)
+    prelu_y, prelu_d = _value_and_grad(prelu, xs)
+    leaky_fy, leaky_fd = formula(negative_slope)
+    prelu_fy, prelu_fd = formula(prelu_slope)
+    # PReLU's slope is a parameter: d PReLU(x) / d a = min(0, x).
+    prelu.zero_grad()
+    prelu(xs).sum().backward()
+    slope_grad = float(prelu.weight.grad[0])
+
+    with torch.no_grad():
+        book_y = leaky(torch.tensor(BOOK_LEAKY_IN, dtype=torch.float64))
+    book_diff = float((book_y - torch.tensor(BOOK_LEAKY_OUT, dtype=torch.float64)).abs().max())
+
+    errs = {
+        "leaky_value_max_err": float((leaky_y - leaky_fy).abs().max()),
+        "leaky_grad_max_err": float((leaky_d - leaky_fd).abs().max()),
+        "prelu_value_max_err": float((prelu_y - prelu_fy).abs().max()),
+        "prelu_grad_max_err": float((prelu_d - prelu_fd).abs().max()),
+    }
+    formulas_hold = max(errs.values()) < 1e-12
+    negative = xs < 0
+    neg_grad = float(leaky_d[negative].mean()) if bool(negative.any()) else float("nan")
+    # The book's (3-121) gives -gamma as the derivative for x <= 0; the slope of gamma * x is
+    # +gamma, which is what autograd returns.
+    book_sign_holds = bool(negative.any()) and abs(neg_grad + negative_slope) < 1e-12
+    holds = formulas_hold and book_diff < 5e-5 and book_sign_holds
+
+    value_err = max(errs["leaky_value_max_err"], errs["prelu_value_max_err"])
+    grad_err = max(errs["leaky_grad_max_err"], errs["prelu_grad_max_err"])
+    at_zero = " and at the kink x = 0" if bool((xs == 0).any()) else ""
+    negative_side = (f"+{negative_slope} (PReLU +{prelu_slope}) for x < 0" if bool(negative.any())
+                     else "(no x < 0 given) the negative side unmeasured")
+    measured = (
+        f"torch's LeakyReLU({negative_slope}) and PReLU (initial slope {prelu_slope}) match "
+        f"max(0, x) + a min(0, x) to {value_err:.1e} and reproduce the book's printed example "
+        f"to {book_diff:.1e}; autograd's derivative is 1 for x > 0 and {negative_side}"
+        f"{at_zero}, matching the formula to {grad_err:.1e}. The book's "
+        f"(3-121) writes -gamma for x <= 0, a sign slip (the slope of gamma x is +gamma); "
+        f"PReLU's slope gradient is sum(min(0, x)) = {slope_grad:.4f}."
+    )
+    rows = []
+    for i, xi in enumerate(x):
+        rows.append([xi, round(float(leaky_y[i]), 6), round(float(leaky_d[i]), 6),
+                     round(float(prelu_y[i]), 6), round(float(prelu_d[i]), 6)])
+    return LessonResult(
+        title="LeakyReLU and PReLU: values and derivatives",
+        source="file 004, 3.12.4 (formulas 3-120, 3-121)",
+        claim=("LeakyReLU is max(0, x) + gamma min(0, x) (the book uses gamma = 0.2) and keeps "
+               "a small gradient for x < 0 so units cannot die; the book gives its derivative "
+               "as 1 for x > 0 and -gamma for x <= 0."),
+        measured=measured,
+        holds=bool(holds),
+        values={
+            "negative_slope": negative_slope,
+            "prelu_initial_slope": prelu_slope,
+            **errs,
+            "book_example_max_err": book_diff,
+            "prelu_slope_grad": slope_grad,
+            "prelu_slope_grad_formula": float(xs.clamp(max=0).sum()),
+            # Only with some x < 0 (no NaN in the results).
+            **({"negative_side_derivative": neg_grad} if bool(negative.any()) else {}),
+        },
+        tables=[Table(
+            title=f"LeakyReLU({negative_slope}) and PReLU({prelu_slope}) by torch autograd",
+            columns=["x", "LeakyReLU", "d LeakyReLU / dx", "PReLU", "d PReLU / dx"],
+            rows=rows,
+        )],
+    )
