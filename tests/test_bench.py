@@ -91,3 +91,23 @@ def test_the_readme_block_is_rewritten_in_place_with_the_run_s_figures(tmp_path)
     assert "| speed-up | 5x | 4.50-5.50x; same choice: yes" in text
     write_readme(readme, results)
     assert readme.read_text() == text  # idempotent
+
+
+def test_the_full_size_images_have_classes_to_learn():
+    """bench --full-size trains on these: each class must be learnable, not noise (a nearest
+    class-mean rule fitted on half of them classifies the other half well), and the same seed
+    gives the same bytes."""
+    import numpy as np
+
+    from dlbasics.bench import structured_images
+
+    images, labels = structured_images(2000, seed=3)
+    assert images.shape == (2000, 28, 28) and images.dtype == np.uint8
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) == set(range(10))
+    again, _ = structured_images(2000, seed=3)
+    assert np.array_equal(images, again)
+    X = images.reshape(2000, -1).astype(np.float64)
+    means = np.stack([X[:1000][labels[:1000] == c].mean(0) for c in range(10)])
+    pred = ((X[1000:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    accuracy = (pred == labels[1000:]).mean()
+    assert 0.5 < accuracy < 1.0  # learnable, yet not every image is its template

@@ -73,13 +73,14 @@ def _r2(trained, name: str, split: str) -> float:
 # --------------------------------------------------------------------------- histories
 
 
-def test_classifier_histories_carry_train_accuracy_of_the_whole_split(params, trained):
+def test_classifier_histories_carry_train_accuracy(params, trained):
     model, history, data = trained("two_layer")
     assert all(0 <= r["train_accuracy"] <= 1 and "test_accuracy" in r for r in history)
-    # The last record's train accuracy is the final model scored on the whole training split.
+    # The running accuracy of the last epoch trails the final model's only by what that
+    # epoch's steps changed.
     final = evaluate_split(model, build_loss("cross_entropy"), data.splits["train"],
                            "classification")["accuracy"]
-    assert history[-1]["train_accuracy"] == final
+    assert abs(history[-1]["train_accuracy"] - final) < 0.02
     assert history[-1]["train_accuracy"] > history[0]["train_accuracy"]
     # file 003's two-layer net by backpropagation: high accuracy on both splits.
     assert history[-1]["train_accuracy"] >= 0.95 and history[-1]["test_accuracy"] >= 0.9
@@ -269,7 +270,7 @@ def test_full_size_profile_gives_image_variants_the_sources_settings():
         assert full.train[n] == default.train[n]
     assert full.prepare["images"].scale == "unit"
     assert full.prepare["trapezoid"] == default.prepare["trapezoid"]
-    assert all(s.max_rows == 6000 for s in full.select.searches.values())
+    assert all(s.max_rows == 4000 for s in full.select.searches.values())
     assert default.profile is None and all(s.max_rows is None
                                            for s in default.select.searches.values())
     with pytest.raises(ConfigError, match=r"profile: expected null or one of .*'full_size'"):

@@ -14,7 +14,7 @@ from torch import nn
 from dlbasics import scratch
 from dlbasics.scratch import (
     InvertedDropout,
-    ManualSigmoidMLP,
+    ManualMLP,
     ScratchLinear,
     ScratchMLP,
     ScratchSGD,
@@ -396,14 +396,21 @@ def trapezoid_data(n: int, g: torch.Generator, dtype=torch.float64):
     return x, y
 
 
+def book_net(n_in: int, hidden: int, n_out: int, **kw) -> ManualMLP:
+    """The book's trapezoid net (3.4): one sigmoid layer, a linear output, half squared loss,
+    every weight and bias from N(0, 1)."""
+    return ManualMLP(n_in, [hidden], n_out, activation="sigmoid", output="linear", init_std=1.0,
+                     init_bias=True, **kw)
+
+
 def test_manual_backward_matches_autograd_and_numerical_gradient():
     x, y = trapezoid_data(8, gen(22))
-    model = ManualSigmoidMLP(2, 5, 1, init_std=1.0, generator=gen(23), dtype=torch.float64)
+    model = book_net(2, 5, 1, generator=gen(23), dtype=torch.float64)
     loss = model.manual_backward(x, y)
     manual = {n: p.grad.clone() for n, p in model.named_parameters()}
     assert all(p.grad is not None for p in model.parameters())
 
-    ref = ManualSigmoidMLP(2, 5, 1, init_std=1.0, generator=gen(23), dtype=torch.float64)
+    ref = book_net(2, 5, 1, generator=gen(23), dtype=torch.float64)
     ref_loss = ref.loss(x, y)
     ref_loss.backward()
     assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
@@ -424,7 +431,7 @@ def test_manual_backward_overwrites_grads_and_handles_multiple_outputs():
     g = gen(24)
     x = torch.randn(6, 3, generator=g, dtype=torch.float64)
     y = torch.randn(6, 2, generator=g, dtype=torch.float64)
-    model = ManualSigmoidMLP(3, 4, 2, init_std=1.0, generator=gen(25), dtype=torch.float64)
+    model = book_net(3, 4, 2, generator=gen(25), dtype=torch.float64)
     model.manual_backward(x, y)
     first = [p.grad.clone() for p in model.parameters()]
     model.manual_backward(x, y)  # no accumulation: the training loop never zeroes between calls
@@ -434,9 +441,9 @@ def test_manual_backward_overwrites_grads_and_handles_multiple_outputs():
     assert all(torch.allclose(p.grad, f, rtol=1e-8) for p, f in zip(model.parameters(), first))
 
 
-def test_only_manual_sigmoid_mlp_advertises_manual_backward():
+def test_only_the_manual_mlp_advertises_manual_backward():
     g = gen()
-    assert getattr(ManualSigmoidMLP(2, 3, 1, init_std=1.0, generator=g), "manual_backward", False)
+    assert getattr(book_net(2, 3, 1, generator=g), "manual_backward", False)
     for model in (
         ScratchLinear(2, 1, generator=g),
         ScratchSoftmaxRegression(2, 3, generator=g),
@@ -448,7 +455,7 @@ def test_only_manual_sigmoid_mlp_advertises_manual_backward():
 
 def test_trapezoid_training_with_gradient_descent_lowers_the_loss():
     x, y = trapezoid_data(50, gen(26))
-    model = ManualSigmoidMLP(2, 80, 1, init_std=1.0, generator=gen(27), dtype=torch.float64)
+    model = book_net(2, 80, 1, generator=gen(27), dtype=torch.float64)
     opt = ScratchSGD(model.parameters(), lr=0.05)
     losses = []
     for _ in range(600):  # full-batch gradient descent, the training loop's manual branch
@@ -498,7 +505,7 @@ def test_no_global_rng_is_consumed():
     g = gen(30)
     model = ScratchMLP(4, [8], 2, dropout=[0.5], generator=g).train()
     model(torch.ones(3, 4))
-    manual = ManualSigmoidMLP(2, 3, 1, init_std=1.0, generator=g)
+    manual = book_net(2, 3, 1, generator=g)
     manual.manual_backward(torch.ones(2, 2), torch.ones(2))
     ScratchSoftmaxRegression(4, 3, generator=g)
     assert torch.equal(torch.random.get_rng_state(), state)

@@ -644,10 +644,12 @@ def bench_full_size(repo: Path, timeout_s: float, seed: int) -> dict[str, Any]:
     sh = _shell(tool_env(), timeout_s)
     with tempfile.TemporaryDirectory(prefix="dlbasics-full-") as tmp:
         root = Path(tmp)
-        for i, (split, n) in enumerate(zip(("train", "test"), OFFICIAL_SIZES)):
-            images, labels = structured_images(n, seed + i)
-            write_idx(root / "idx" / FILES[f"X_{split}"], images)
-            write_idx(root / "idx" / FILES[f"y_{split}"], labels)
+        # One draw for both splits: the test images come from the same class templates.
+        images, labels = structured_images(sum(OFFICIAL_SIZES), seed)
+        n_train = OFFICIAL_SIZES[0]
+        for split, rows in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+            write_idx(root / "idx" / FILES[f"X_{split}"], images[rows])
+            write_idx(root / "idx" / FILES[f"y_{split}"], labels[rows])
         dest = root / "proj"
         _clean_copy(repo, dest, sh)
         params = yaml.safe_load((dest / "params.yaml").read_text())

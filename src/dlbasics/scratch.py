@@ -22,7 +22,6 @@ __all__ = [
     "ACTIVATIONS",
     "InvertedDropout",
     "ManualMLP",
-    "ManualSigmoidMLP",
     "ScratchLinear",
     "ScratchMLP",
     "ScratchSGD",
@@ -333,75 +332,6 @@ class ScratchMLP(nn.Module):
 # ----------------------------------------------------------------------------- hand backprop
 
 
-class ManualSigmoidMLP(nn.Module):
-    """Hand-backprop net: X [N, in] -> sigmoid hidden [N, hidden] -> linear output [N, out].
-
-    Loss is the book's J = 1/(2m) * sum_i (y_i - y_hat_i)^2 (eq. 3-40), i.e. ``squared_loss``:
-    half the mean squared error over the batch (over all elements when out_features > 1).
-    Like the book, all four parameters (biases included) start from N(0, init_std^2); the book
-    uses init_std = 1 for its 2-80-1 trapezoid net. ``manual_backward`` writes p.grad itself, so
-    a training loop calls it instead of ``loss.backward()``.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden: int,
-        out_features: int,
-        *,
-        init_std: float,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        super().__init__()
-        self.w1 = nn.Parameter(_normal((in_features, hidden), init_std, generator, dtype))
-        self.b1 = nn.Parameter(_normal((hidden,), init_std, generator, dtype))
-        self.w2 = nn.Parameter(_normal((hidden, out_features), init_std, generator, dtype))
-        self.b2 = nn.Parameter(_normal((out_features,), init_std, generator, dtype))
-
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        a2 = sigmoid(x @ self.w1 + self.b1)  # hidden activations, kept for the backward pass
-        a3 = a2 @ self.w2 + self.b2  # output layer is linear (eq. 3-39): no activation
-        return a3, a2
-
-    def forward(self, x: Tensor) -> Tensor:
-        """X [N, in] -> predictions [N, out]."""
-        return self._forward(x)[0]
-
-    def loss(self, x: Tensor, y: Tensor) -> Tensor:
-        """Book loss J (half MSE, eq. 3-40) of X [N, in] against y [N] or [N, out] -> scalar."""
-        return squared_loss(self.forward(x), y)
-
-    def manual_backward(self, x: Tensor, y: Tensor) -> Tensor:
-        """J for X [N, in], y [N] or [N, out]; writes every p.grad by hand; returns J (detached).
-
-        Gradients overwrite (not accumulate into) p.grad, so no zero_grad is needed between
-        steps. Delta recursion (eqs. 3-41..3-44):
-            delta3 = (a3 - y) / numel          (dJ/dz3; the 1/2 of J cancels the square's 2)
-            dJ/dw2 = a2^T delta3,  dJ/db2 = sum_rows delta3
-            delta2 = (delta3 w2^T) * s(z2)(1 - s(z2)),  with s(z2) = a2
-            dJ/dw1 = x^T delta2,   dJ/db1 = sum_rows delta2
-        The sigmoid derivative is s(1-s) evaluated at the pre-activation z2, i.e. a2 * (1 - a2);
-        applying sigmoid' to a2 itself (as the book's listing does) would evaluate it at the
-        wrong point and give wrong gradients.
-        """
-        with torch.no_grad():
-            a3, a2 = self._forward(x)
-            y = y.reshape(a3.shape)
-            loss = ((a3 - y) ** 2 / 2).mean()
-            delta3 = (a3 - y) / a3.numel()
-            grads = {
-                "w2": a2.T @ delta3,
-                "b2": delta3.sum(dim=0),
-            }
-            delta2 = (delta3 @ self.w2.T) * a2 * (1 - a2)
-            grads["w1"] = x.T @ delta2
-            grads["b1"] = delta2.sum(dim=0)
-            for name, g in grads.items():
-                getattr(self, name).grad = g.detach().clone()
-        return loss.detach()
-
-
 class ManualMLP(nn.Module):
     """Hand-backprop MLP: X [N, ...] (flattened to [N, in]) -> hidden layers -> output [N, out].
 
@@ -412,12 +342,12 @@ class ManualMLP(nn.Module):
     * ``"softmax"`` (book section 3.7): J = mean over the batch of the cross-entropy of
       softmax(z^L) against integer labels y [N]; ``forward`` returns the logits z^L, so
       argmax and ``scratch_cross_entropy`` apply to it directly.
-    * ``"linear"``: the book's half squared loss J = ``squared_loss(z^L, y)`` (eq. 3-40), as in
-      ``ManualSigmoidMLP``.
+    * ``"linear"`` (book section 3.4, the trapezoid): the half squared loss
+      J = ``squared_loss(z^L, y)`` (eq. 3-40).
 
     Weights W^l [in, out] ~ N(0, init_std^2) from ``generator``; biases start at 0, or at
-    N(0, init_std^2) with ``init_bias=True`` (drawn in the order W^1, b^1, W^2, b^2, ... like
-    ``ManualSigmoidMLP``, so both give the same numbers for the same seed). Layer l is a
+    N(0, init_std^2) with ``init_bias=True`` (drawn in the order W^1, b^1, W^2, b^2, ..., as
+    the book's trapezoid net draws all four from N(0, 1)). Layer l is a
     ``ScratchLinear`` used as a container: ``state_dict`` keys are ``layers.l.weight`` and
     ``layers.l.bias`` (l = 0 for the first layer), the same as ``ScratchMLP``'s.
     """
@@ -466,7 +396,7 @@ class ManualMLP(nn.Module):
         layers = []
         for a, b in itertools.pairwise(sizes):
             layer = ScratchLinear(a, b, init_std=init_std, generator=generator, dtype=dtype)
-            if init_bias:  # drawn right after this layer's W, as in ManualSigmoidMLP
+            if init_bias:  # drawn right after this layer's W
                 layer.bias = nn.Parameter(_normal((b,), init_std, generator, dtype))
             layers.append(layer)
         self.layers = nn.ModuleList(layers)

@@ -172,8 +172,8 @@ class _Sequential:
 
         out = []
         for (model, opt, penalty, gen), (train, val) in zip(self.fits, self.folds.splits):
-            loss = train_epoch(model, self.loss_fn, opt, train.X, train.y, penalty=penalty,
-                               batch_size=self.spec.batch_size, generator=gen)
+            loss, _ = train_epoch(model, self.loss_fn, opt, train.X, train.y, penalty=penalty,
+                                  batch_size=self.spec.batch_size, generator=gen)
             ok = score and math.isfinite(loss)
             out.append((loss, _primary(self.task, predict(model, val.X), val.y) if ok
                         else math.nan))

@@ -116,19 +116,26 @@ def predict(model: nn.Module, X: torch.Tensor, chunk: int = 8192) -> torch.Tenso
 
 
 @torch.no_grad()
+def n_correct(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """How many rows of outputs `out` [N, ...] a classifier gets right against `y` (a scalar
+    tensor): the argmax class, the sign of the one logit (binary), or every label (multilabel,
+    exact match)."""
+    if task == "classification":
+        return (out.argmax(dim=1) == y).sum()
+    if task == "binary":
+        return ((out.reshape(-1) > 0).long() == y).sum()
+    return ((out > 0).to(y.dtype) == y).all(1).sum()
+
+
+@torch.no_grad()
 def evaluate_split(
     model: nn.Module, loss_fn: nn.Module, split: Split, task: str
 ) -> dict[str, float]:
     """Loss (and accuracy for classifiers) of `model` on one split."""
     out = predict(model, split.X)
     metrics = {"loss": float(loss_fn(out, split.y))}
-    if task == "classification":
-        metrics["accuracy"] = float((out.argmax(dim=1) == split.y).float().mean())
-    elif task == "binary":
-        metrics["accuracy"] = float(((out.reshape(-1) > 0).long() == split.y).float().mean())
-    elif task == "multilabel":
-        # Exact match: every label of the row right.
-        metrics["accuracy"] = float(((out > 0).to(split.y.dtype) == split.y).all(1).float().mean())
+    if task != "regression":
+        metrics["accuracy"] = float(n_correct(out, split.y, task)) / max(1, split.y.shape[0])
     return metrics
 
 
@@ -142,16 +149,21 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     penalty: Callable[[], torch.Tensor] | None = None,
+    task: str | None = None,
     label: str = "train",
     bar: bool = False,
-) -> float:
+) -> tuple[float, float | None]:
     """One epoch of minibatch steps over X [N, F], y [N, ...] (on the model's device) in the
-    order of one torch.randperm(N, generator=generator); returns the mean minibatch loss
-    (penalty excluded), NaN or infinite when training diverged."""
+    order of one torch.randperm(N, generator=generator). Returns (the mean minibatch loss,
+    penalty excluded, NaN or infinite when training diverged; for a classifier `task`, the
+    running accuracy: the share of rows each batch got right as it was trained on, d2l's train
+    accuracy, free of a second pass; else None)."""
     model.train()
     n = X.shape[0]
     perm = torch.randperm(n, generator=generator).to(X.device)
     total = torch.zeros((), dtype=torch.float64, device=X.device)
+    scored = task is not None and task != "regression"
+    correct = torch.zeros((), dtype=torch.int64, device=X.device)
     steps = tqdm(range(0, n, batch_size), desc=label, leave=False, disable=not bar,
                  unit="batch")
     manual = getattr(model, "manual_backward", False)
@@ -160,14 +172,19 @@ def train_epoch(
         # index_select: the same rows as X[idx], in about half the time of advanced indexing.
         xb, yb = X.index_select(0, idx), y.index_select(0, idx)
         if manual:
+            if scored:  # its outputs before the step, as autograd's path scores them
+                correct += n_correct(model(xb), yb, task)
             loss = manual(xb, yb)  # sets p.grad itself, no autograd (scratch variants)
         else:
-            loss = loss_fn(model(xb), yb)
+            out = model(xb)
+            loss = loss_fn(out, yb)
             optimizer.zero_grad()
             (loss + penalty() if penalty is not None else loss).backward()
+            if scored:
+                correct += n_correct(out.detach(), yb, task)
         optimizer.step()
         total += loss.detach().double() * idx.shape[0]
-    return float(total) / n
+    return float(total) / n, (int(correct) / n if scored else None)
 
 
 def fit(
@@ -187,8 +204,9 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Minibatch training; returns one record per epoch: train_loss (the mean minibatch loss,
-    penalty excluded), train_accuracy (classifiers: the whole training split, scored at the
-    epoch's end), then val_* and test_* (loss, accuracy) measured at the epoch's end. The
+    penalty excluded), train_accuracy (classifiers: the running accuracy over the epoch's
+    batches, like train_loss), then val_* and test_* (loss, accuracy) measured at the epoch's
+    end. The
     test curve is for plots only: nothing is chosen by it.
 
     `generator` (CPU) draws the batch order, so shuffling never depends on the device.
@@ -200,16 +218,14 @@ def fit(
     history: list[dict[str, float]] = []
     tty = sys.stderr.isatty()
     for epoch in range(1, epochs + 1):
-        train_loss = train_epoch(model, loss_fn, optimizer, X, y, penalty=penalty,
-                                 batch_size=batch_size, generator=generator,
-                                 label=f"{label} epoch {epoch}/{epochs}", bar=tty)
+        train_loss, train_accuracy = train_epoch(
+            model, loss_fn, optimizer, X, y, penalty=penalty, batch_size=batch_size,
+            generator=generator, task=task, label=f"{label} epoch {epoch}/{epochs}", bar=tty)
         if not math.isfinite(train_loss):
             raise DivergenceError(epoch, train_loss, lr)
         record = {"epoch": epoch, "train_loss": train_loss}
-        if task != "regression":
-            # The whole training split scored by the end-of-epoch model (file 003's train acc),
-            # not a running mean over batches drawn while the weights moved.
-            record["train_accuracy"] = evaluate_split(model, loss_fn, train, task)["accuracy"]
+        if train_accuracy is not None:
+            record["train_accuracy"] = train_accuracy
         for prefix, split in (("val", val), ("test", test)):
             if split is not None and split.X.shape[0] > 0:
                 for k, v in evaluate_split(model, loss_fn, split, task).items():
