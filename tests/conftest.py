@@ -101,6 +101,36 @@ def shrink(params: dict) -> dict:
     return params
 
 
+def prepared_data(params, root: Path) -> Path:
+    """Generate and prepare the datasets of `params` (parsed) under root: the prepared root."""
+    from dlbasics.data import generate_all, prepare_all
+
+    generate_all(params, root / "raw")
+    prepare_all(params, root / "raw", root / "prepared")
+    return root / "prepared"
+
+
+def trained_variants(params, prepared: Path):
+    """For a module fixture (`yield from`): name -> (model, history, data), each variant of
+    `params` trained once, on first use, at params.runtime's threads (restored afterwards)."""
+    import torch
+
+    from dlbasics.experiment import fit_variant
+    from dlbasics.runtime import configure
+
+    before = torch.get_num_threads()
+    configure(params.runtime)
+    cache: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = fit_variant(params, name, prepared / params.train[name].dataset)[:3]
+        return cache[name]
+
+    yield get
+    torch.set_num_threads(before)
+
+
 def make_project(dest: Path, params_edit=shrink) -> Path:
     """Copy the project's own files (what git would clone) into `dest` as a fresh git repo."""
     for rel in tracked_files():

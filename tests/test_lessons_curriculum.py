@@ -14,12 +14,11 @@ import yaml
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import PolynomialFeatures
 
+from conftest import prepared_data, trained_variants
 from dlbasics.config import ConfigError, load_params, parse_params
 from dlbasics.data import generate_all, prepare_all
-from dlbasics.experiment import fit_variant
 from dlbasics.models import build_model
 from dlbasics.rng import torch_generator
-from dlbasics.runtime import configure
 from dlbasics.training import build_loss, build_penalty, evaluate_split, predict
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -42,26 +41,13 @@ def params():
 
 @pytest.fixture(scope="module")
 def prepared(params, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("curriculum")
-    generate_all(params, root / "raw")
-    prepare_all(params, root / "raw", root / "prepared")
-    return root / "prepared"
+    return prepared_data(params, tmp_path_factory.mktemp("curriculum"))
 
 
 @pytest.fixture(scope="module")
 def trained(params, prepared):
     """name -> (model, history, data), each variant trained once, on first use."""
-    before = torch.get_num_threads()
-    configure(params.runtime)
-    cache: dict[str, tuple] = {}
-
-    def get(name: str):
-        if name not in cache:
-            cache[name] = fit_variant(params, name, prepared / params.train[name].dataset)[:3]
-        return cache[name]
-
-    yield get
-    torch.set_num_threads(before)
+    yield from trained_variants(params, prepared)
 
 
 def _r2(trained, name: str, split: str) -> float:

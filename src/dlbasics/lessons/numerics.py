@@ -490,13 +490,24 @@ def accuracy_signal(
     X64 = X.double()
     W = model.weight.detach().double().clone()
     b = model.bias.detach().double().clone()
-    flat = [W.view(-1), b]  # views: perturbing an entry perturbs W / b
+    base = X64 @ W.T + b  # [N, C] logits of the trained model
 
-    def accuracy() -> float:
-        return float(((X64 @ W.T + b).argmax(dim=1) == y).double().mean())
+    def moved(j: int, d: float) -> torch.Tensor:
+        """The logits with parameter j (W flattened, then b) moved by d: only its class's column
+        changes, by d x_j (a weight) or d (a bias), so one column is recomputed, not X W^T."""
+        z = base.clone()
+        if j < W.numel():
+            c, f = divmod(j, n_features)
+            z[:, c] += d * X64[:, f]
+        else:
+            z[:, j - W.numel()] += d
+        return z
 
-    def loss() -> float:
-        return float(F.cross_entropy(X64 @ W.T + b, y))
+    def accuracy(z: torch.Tensor = base) -> float:
+        return float((z.argmax(dim=1) == y).double().mean())
+
+    def loss(z: torch.Tensor = base) -> float:
+        return float(F.cross_entropy(z, y))
 
     Wg, bg = W.clone().requires_grad_(True), b.clone().requires_grad_(True)
     F.cross_entropy(X64 @ Wg.T + bg, y).backward()
@@ -509,13 +520,9 @@ def accuracy_signal(
     dead_inputs = (X64 == 0).all(dim=0)  # constant-zero pixels: their weights cannot matter
     acc_d, loss_d, live = [], [], []
     for j in chosen.tolist():
-        tensor, k = (flat[0], j) if j < W.numel() else (flat[1], j - W.numel())
-        original = tensor[k].clone()
-        tensor[k] = original + h
-        acc_p, loss_p = accuracy(), loss()
-        tensor[k] = original - h
-        acc_m, loss_m = accuracy(), loss()
-        tensor[k] = original
+        plus, minus = moved(j, h), moved(j, -h)
+        acc_p, loss_p = accuracy(plus), loss(plus)
+        acc_m, loss_m = accuracy(minus), loss(minus)
         acc_d.append((acc_p - acc_m) / (2 * h))
         loss_d.append((loss_p - loss_m) / (2 * h))
         live.append(j >= W.numel() or not bool(dead_inputs[j % n_features]))
@@ -529,15 +536,12 @@ def accuracy_signal(
     # A 1-D slice through the first probed parameter that can matter (not on a constant-zero
     # pixel): accuracy is a staircase of flat steps, the loss a smooth curve.
     j0 = int(chosen[live.index(True)]) if any(live) else int(chosen[0])
-    tensor, k = (flat[0], j0) if j0 < W.numel() else (flat[1], j0 - W.numel())
-    original = tensor[k].clone()
     offsets = np.linspace(-0.5, 0.5, 201)
     acc_line, loss_line = [], []
     for d in offsets:
-        tensor[k] = original + float(d)
-        acc_line.append(accuracy())
-        loss_line.append(loss())
-    tensor[k] = original
+        z = moved(j0, float(d))
+        acc_line.append(accuracy(z))
+        loss_line.append(loss(z))
     acc_levels = len(set(acc_line))
 
     values = {
