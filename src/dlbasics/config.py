@@ -136,7 +136,7 @@ class Sine(Strict):
 
     kind: Literal["sine"]
     n_samples: Annotated[int, Field(ge=10, le=10_000_000)] = 112
-    noise_sd: Annotated[float, Field(ge=0)] = 0.2
+    noise_sd: Annotated[float, Field(ge=0)] = 0.1
     x_low: float = -3.0
     x_high: float = 3.0
 
@@ -225,8 +225,9 @@ DATASET_KINDS = tuple(DATASET_MODELS)
 # What each kind of dataset asks of a model: its task decides the losses that fit.
 DATASET_TASKS = {
     "synthetic_linear": "regression", "polynomial": "regression", "trapezoid": "regression",
-    "sine": "regression", "house_prices": "regression", "digits": "classification", "mnist": "classification",
-    "fashion_mnist": "classification", "breast_cancer": "binary", "multilabel": "multilabel",
+    "sine": "regression", "house_prices": "regression", "digits": "classification",
+    "mnist": "classification", "fashion_mnist": "classification", "breast_cancer": "binary",
+    "multilabel": "multilabel",
 }
 # Kinds that come with their own test set: prepare keeps it and splits only validation.
 OFFICIAL_TEST = ("mnist", "fashion_mnist")

@@ -26,8 +26,8 @@ def _registry() -> dict[str, Callable[[Any, dict[str, Any]], LessonResult | list
     context: {"seed": int, "data": name -> Prepared}."""
     from dlbasics.lessons import networks, numerics, preliminaries
 
-    def settings(s, *drop: str) -> dict[str, Any]:
-        return {k: v for k, v in s.model_dump().items() if k not in ("dataset", *drop)}
+    def settings(s) -> dict[str, Any]:  # the lesson's keyword arguments (data comes apart)
+        return {k: v for k, v in s.model_dump().items() if k != "dataset"}
 
     def with_data(fn):
         return lambda s, ctx: fn(data=ctx["data"](s.dataset), seed=ctx["seed"], **settings(s))
@@ -70,7 +70,7 @@ def run_all(params, prepared_root: Path, log=print) -> dict[str, LessonResult]:
     out: dict[str, LessonResult] = {}
     for key in type(params.lessons).model_fields:
         spec = getattr(params.lessons, key)
-        if spec is None or spec is False:
+        if spec is None or spec is False:  # not listed, null, or preliminaries: false
             continue
         result = registry[key](spec, ctx)
         results = result if isinstance(result, list) else [result]
