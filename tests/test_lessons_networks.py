@@ -17,6 +17,7 @@ from torch import nn
 
 from dlbasics.data import Prepared, Split
 from dlbasics.lessons import networks as N
+from dlbasics.lessons import defaults
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,7 +50,7 @@ def digits() -> Prepared:
 
 @pytest.fixture(scope="module")
 def stacked(digits):
-    return N.stacked_linear(data=digits, seed=0, **N.DEFAULTS["stacked_linear"])
+    return N.stacked_linear(data=digits, seed=0, **defaults("stacked_linear"))
 
 
 def _json_ok(result) -> None:
@@ -136,7 +137,7 @@ def test_constant_init_gives_identical_gradients():
 
 
 def test_symmetry_constant_stays_random_breaks(digits):
-    r = N.symmetry(data=digits, seed=0, **N.DEFAULTS["symmetry"])
+    r = N.symmetry(data=digits, seed=0, **defaults("symmetry"))
     v = r.values
     assert v["constant_in_relative"] < 1e-5 and v["constant_out_relative"] < 1e-5
     assert v["random_in_relative"] > 1e-2 and v["random_out_relative"] > 1e-2
@@ -153,7 +154,7 @@ def test_symmetry_constant_stays_random_breaks(digits):
 
 @pytest.fixture(scope="module")
 def flow(digits):
-    return N.gradient_flow(data=digits, seed=0, **N.DEFAULTS["gradient_flow"])
+    return N.gradient_flow(data=digits, seed=0, **defaults("gradient_flow"))
 
 
 def test_sigmoid_gradients_vanish_toward_the_input(flow):
@@ -167,7 +168,7 @@ def test_relu_normal_explodes_at_the_analytic_rate(flow):
     """Backward through a ReLU layer with N(0, 1) weights multiplies the squared signal norm by
     fan_in (the weights) times 1/2 (the ReLU mask): sqrt(width / 2) per hidden layer, and
     sqrt(width) for the output layer (no mask there). Within a factor of 10 of that."""
-    depth, width = N.DEFAULTS["gradient_flow"]["depth"], N.DEFAULTS["gradient_flow"]["width"]
+    depth, width = defaults("gradient_flow")["depth"], defaults("gradient_flow")["width"]
     v = flow.values
     expected = math.log10(math.sqrt(width)) + (depth - 1) * math.log10(math.sqrt(width / 2))
     assert abs(math.log10(v["relu_normal_signal_ratio"]) - expected) < 1.0
@@ -187,7 +188,7 @@ def test_kaiming_keeps_gradients_of_one_order(flow):
 def test_gradient_flow_figure_and_determinism(digits, flow):
     png = flow.figures["gradient_flow"]
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    again = N.gradient_flow(data=digits, seed=0, **N.DEFAULTS["gradient_flow"])
+    again = N.gradient_flow(data=digits, seed=0, **defaults("gradient_flow"))
     assert again.as_json() == flow.as_json()
     assert again.figures["gradient_flow"] == png  # byte-stable
     _json_ok(flow)
@@ -197,7 +198,7 @@ def test_gradient_flow_figure_and_determinism(digits, flow):
 
 
 def test_activations_against_formulas_and_finite_differences():
-    args = N.DEFAULTS["activations"]
+    args = defaults("activations")
     r = N.activations(**args)
     x = np.array(args["x"], dtype=np.float64)
     rows = np.array(r.tables[0].rows, dtype=np.float64)  # x, leaky, d leaky, prelu, d prelu

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from dlbasics.data import Prepared, Split
 from dlbasics.lessons import numerics
 from dlbasics.lessons.base import LessonResult
+from dlbasics.lessons import defaults
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -56,9 +57,18 @@ def _check_result(r: LessonResult) -> None:
     assert r.timings == {}
 
 
-def test_defaults_match_the_signatures():
-    for name, kwargs in numerics.DEFAULTS.items():
-        params = inspect.signature(getattr(numerics, name)).parameters
+def test_every_lessons_settings_match_its_function():
+    """Each `lessons:` key names a function whose keyword arguments are its settings (plus
+    data and seed): params.yaml, dlbasics.config and the code cannot drift apart."""
+    from dlbasics.config import LessonsSpec
+    from dlbasics.lessons import networks, preliminaries
+
+    names = [n for n in LessonsSpec.model_fields if n != "preliminaries"]
+    assert len(names) == 11
+    for name in names:
+        kwargs = defaults(name)
+        module = next(m for m in (numerics, networks, preliminaries) if hasattr(m, name))
+        params = inspect.signature(getattr(module, name)).parameters
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
         required = {k for k, p in params.items() if p.default is inspect.Parameter.empty}
         assert set(kwargs) <= set(params)
@@ -99,7 +109,7 @@ def test_rounding_fails_when_the_step_is_not_tiny():
 
 def test_gradient_descent_2d_against_the_closed_form():
     start, steps = [-3.0, 4.0], 100
-    r = numerics.gradient_descent_2d(**numerics.DEFAULTS["gradient_descent_2d"])
+    r = numerics.gradient_descent_2d(**defaults("gradient_descent_2d"))
     _check_result(r)
     v = r.values
     for lr in (0.1, 1e-10):
@@ -150,7 +160,7 @@ def test_objective_gradient_matches_autograd():
 
 
 def test_learning_rates_worked_example_and_classes():
-    r = numerics.learning_rates(**numerics.DEFAULTS["learning_rates"])
+    r = numerics.learning_rates(**defaults("learning_rates"))
     _check_result(r)
     v = r.values
     assert v["w1_step1"] == pytest.approx(-1.6, abs=1e-12)
@@ -179,7 +189,7 @@ def test_learning_rates_claim_fails_for_a_mislabelled_rate():
 
 
 def test_accuracy_signal(digits):
-    kwargs = {**numerics.DEFAULTS["accuracy_signal"], "data": digits, "seed": 0}
+    kwargs = {**defaults("accuracy_signal"), "data": digits, "seed": 0}
     r = numerics.accuracy_signal(**kwargs)
     _check_result(r)
     v = r.values

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from dlbasics.lessons import preliminaries as P
+from dlbasics.lessons import defaults
 
 
 def _json_ok(result) -> None:
@@ -131,11 +132,11 @@ def test_pick_and_accuracy_worked_example():
 
 
 def test_cross_entropy_is_nll():
-    r = P.cross_entropy_is_nll(seed=0, **P.DEFAULTS["cross_entropy_is_nll"])
+    r = P.cross_entropy_is_nll(seed=0, **defaults("cross_entropy_is_nll"))
     v = r.values
     assert max(v["diff_manual"], v["diff_nll_loss"], v["diff_numpy"]) < 1e-5 and r.holds
     assert v["cross_entropy"] == pytest.approx(v["numpy_nll"], rel=1e-6)
-    other = P.cross_entropy_is_nll(seed=1, **P.DEFAULTS["cross_entropy_is_nll"])
+    other = P.cross_entropy_is_nll(seed=1, **defaults("cross_entropy_is_nll"))
     assert other.values["cross_entropy"] != v["cross_entropy"]  # the seed is used
     # The identity itself, on logits where the answer is known: uniform logits give log C.
     z, y = torch.zeros(4, 7), torch.tensor([0, 3, 6, 2])

@@ -15,9 +15,20 @@ from typing import Any, Callable
 
 from dlbasics.lessons.base import LessonResult, Table
 
-__all__ = ["LessonResult", "Table", "run_all", "run_tracked", "write_results", "RESULTS_FILE"]
+__all__ = ["LessonResult", "Table", "defaults", "run_all", "run_tracked", "write_results",
+           "RESULTS_FILE"]
 
 RESULTS_FILE = "lessons.json"
+
+
+def defaults(name: str) -> dict[str, Any]:
+    """The keyword arguments of lesson `name` (a key of `lessons:`, also its function's name) at
+    the defaults of its settings in dlbasics.config, less the dataset: the one place they live."""
+    from dlbasics.config import LessonsSpec
+
+    field = LessonsSpec.model_fields[name]
+    (kind,) = [a for a in field.annotation.__args__ if hasattr(a, "model_fields")]
+    return {k: v for k, v in kind().model_dump().items() if k != "dataset"}
 
 
 def _registry() -> dict[str, Callable[[Any, dict[str, Any]], LessonResult | list]]:

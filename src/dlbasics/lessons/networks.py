@@ -23,20 +23,6 @@ from dlbasics.data import Prepared
 from dlbasics.lessons.base import LessonResult, Table
 from dlbasics.rng import torch_generator
 
-# Keyword arguments of each lesson other than `data` / `seed`; `activations` takes the book's
-# slope 0.2 and the book's printed LeakyReLU inputs plus a few round points (0 for the kink).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "stacked_linear": {"hidden": [256], "epochs": 10, "batch_size": 32, "lr": 0.1},
-    # d2l's 256 hidden units and 10 epochs; batch 32 because the digits' ~1300 training rows
-    # give batch 256 only 6 steps an epoch, and lr 0.5 because sigmoid's slope is at most 1/4.
-    "symmetry": {"hidden": 256, "epochs": 10, "batch_size": 32, "lr": 0.5, "constant": 0.1},
-    # No source setting: narrow and deep enough that sigmoid's vanishing shows clearly (wider
-    # sigmoid layers multiply the backward signal by ~sqrt(width), which offsets saturation).
-    "gradient_flow": {"depth": 20, "width": 32, "batch": 256},
-    "activations": {"negative_slope": 0.2,
-                    "x": [-2.0, -0.5845, -0.0888, 0.0, 0.703, 1.1864, 2.0]},
-}
-
 # The book's printed LeakyReLU(0.2) example (3.12.4): inputs and outputs to four decimals.
 BOOK_LEAKY_IN = [-0.0888, -0.5845, -0.8447, -0.9255, 1.1864,
                  0.7030, -0.2215, -0.7323, 1.4960, 0.7068]

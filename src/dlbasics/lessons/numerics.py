@@ -7,7 +7,6 @@ keyword-only settings, draws randomness only from the seeded streams of `dlbasic
 returns a `LessonResult` whose values and tables depend on nothing but its arguments (no
 timings: the cost of numerical gradients is reported as a count of forward passes).
 
-`DEFAULTS` holds the sources' settings for the arguments that are not data or seed.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from dlbasics.rng import torch_generator
 from dlbasics.scratch import numerical_gradient
 
 __all__ = [
-    "DEFAULTS",
     "accuracy_signal",
     "gradient_descent_2d",
     "learning_rates",
@@ -40,25 +38,10 @@ __all__ = [
     "rounding",
 ]
 
-# The sources' settings for every non-data argument (the integrator copies these to params).
-# File 003 writes h = 1e-30 for its "too small" step (the book it summarises uses 1e-50: both
-# vanish against x = 5), h = 1e-4 for the central difference, lr 0.1 and weight_init_std 0.01
-# for the two-layer net. The 2-D start and the three learning rates are the book's (file 003
-# keeps only its `gradient_descent(f, init_x, lr=0.01, step_num=100)`); 004 3.3.3 gives the
-# start (-2, 3), lr 0.1 and 20 steps.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "rounding": {"x": [5.0, 10.0], "h_tiny": 1e-30, "h": 1e-4},
-    "gradient_descent_2d": {"start": [-3.0, 4.0], "lrs": [0.1, 10.0, 1e-10], "steps": 100,
-                            "h": 1e-4},
-    "learning_rates": {
-        "start": [-2.0, 3.0],
-        "steps": 20,
-        "lrs": {"too small": 0.01, "right": 0.1, "oscillating": 0.95, "diverging": 1.05},
-    },
-    "accuracy_signal": {"epochs": 5, "batch_size": 100, "lr": 0.1, "probes": 200, "h": 1e-4},
-    "numerical_training": {"hidden": 50, "rows": 200, "batch_size": 20, "steps": 20,
-                           "lr": 0.1, "h": 1e-4},
-}
+# The settings (dlbasics.config's lesson classes and params.yaml): file 003 writes h = 1e-30 for
+# its "too small" step (the book it summarises uses 1e-50: both vanish against x = 5), h = 1e-4
+# for the central difference, lr 0.1 and weight_init_std 0.01 for the two-layer net; 004 3.3.3
+# gives the start (-2, 3), lr 0.1 and 20 steps.
 
 # What the sources print, for the comparisons in the measured sentences and values.
 _SOURCE_PARTIAL_X0_AT_3_4 = 6.00000000000378  # file 003: d/dx0 (x0^2 + 4^2) at x0 = 3, h = 1e-4

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,13 +16,6 @@ import torch.nn.functional as F
 
 from dlbasics.lessons.base import LessonResult, Table
 from dlbasics.rng import torch_generator
-
-# Keyword arguments of the lessons that take any (besides `seed`): d2l 3.1.2 adds two vectors
-# of 10000 elements; a batch of 256 rows over 10 classes is d2l's softmax setting.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "vectorisation": {"n": 10000, "repeats": 3},
-    "cross_entropy_is_nll": {"n": 256, "classes": 10},
-}
 
 SOURCE_CH2 = "file 002"
 
