@@ -127,7 +127,7 @@ def _s3(env: dict[str, str]):
 def test_every_run_is_in_postgres_and_its_files_in_s3(stack, pushed, tmp_path):
     _, _, env = stack
     proj, first = pushed
-    assert ran(first) == {"generate", "prepare", "train", "select@tiny", "report"}
+    assert ran(first) == {"generate", "prepare", "train", "select@tiny", "lessons", "report"}
     client = _client(env)
     exp = client.get_experiment_by_name("dlbasics")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
