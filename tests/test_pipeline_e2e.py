@@ -83,6 +83,7 @@ def test_every_stage_runs_and_writes_its_outputs(repro):
     enabled = [k for k in type(params.lessons).model_fields if getattr(params.lessons, k)]
     keys = [e["id"].split(".")[0] for e in lessons]  # preliminaries.1, .2, ...: one entry
     assert set(keys) == set(enabled) and keys == sorted(keys, key=enabled.index)
+    assert "&lt;code&gt;" not in html  # markup is never shown escaped
     for e in lessons:
         assert f"### {e['title']}" in report and html.count(f"<code>{e['id']}</code>") == 1
         assert all((proj / "reports/lessons" / f).stat().st_size > 0 for f in e["figures"])

@@ -526,9 +526,9 @@ def _lessons(lessons: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes]) ->
         body.append(f"<h3>{_text(e['title'])}</h3><p><em>{_text(e['source'])}</em> "
                     f"(<code>{_text(lid)}</code>). Claim: {_text(e['claim'])} "
                     f"<strong>{verdict}</strong>: {_text(e['measured'])}</p>{tables}{figs}")
-    intro = (f"{len(lessons)} lessons computed by the <code>lessons</code> stage; {held} hold as "
-             "their source states them. Wall-clock figures go to the MLflow run "
-             "<code>lessons</code> and <code>make bench</code>, never into this page.")
+    intro = (f"{len(lessons)} lessons computed by the lessons stage; {held} hold as their "
+             "source states them. Wall-clock figures go to the MLflow run named lessons and to "
+             "make bench, never into this page.")
     return _section("lessons", "".join(body), intro)
 
 
