@@ -526,6 +526,7 @@ def grid_variants(params: Params, search: str) -> list[tuple[dict[str, Any], Var
 # ----------------------------------------------------------------------------- lessons
 
 Point2 = Annotated[list[float], Field(min_length=2, max_length=2)]
+BatchSize = Annotated[int, Field(gt=0, le=1_000_000)]
 Rate = Annotated[float, Field(gt=0, le=100)]
 
 
@@ -565,7 +566,7 @@ class AccuracySignalLesson(DataLesson):
     """Central differences of accuracy and of loss w.r.t. a trained softmax model's weights."""
 
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 5
-    batch_size: PositiveInt = 100
+    batch_size: BatchSize = 100
     lr: Rate = 0.1
     probes: Annotated[int, Field(ge=1, le=100_000)] = 200
     h: PositiveFloat = 1e-4
@@ -576,7 +577,7 @@ class NumericalTrainingLesson(DataLesson):
 
     hidden: PositiveInt = 50
     rows: Annotated[int, Field(ge=2)] = 200
-    batch_size: PositiveInt = 20
+    batch_size: BatchSize = 20
     steps: Annotated[int, Field(ge=1, le=100_000)] = 20
     lr: Rate = 0.1
     h: PositiveFloat = 1e-4
@@ -587,7 +588,7 @@ class StackedLinearLesson(DataLesson):
 
     hidden: Annotated[list[PositiveInt], Field(min_length=1)] = [256]
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
-    batch_size: PositiveInt = 32
+    batch_size: BatchSize = 32
     lr: Rate = 0.1
 
 
@@ -596,7 +597,7 @@ class SymmetryLesson(DataLesson):
 
     hidden: PositiveInt = 256
     epochs: Annotated[int, Field(ge=1, le=10_000)] = 10
-    batch_size: PositiveInt = 32
+    batch_size: BatchSize = 32
     lr: Rate = 0.5
     constant: float = 0.1
 
@@ -606,7 +607,7 @@ class GradientFlowLesson(DataLesson):
 
     depth: Annotated[int, Field(ge=2, le=200)] = 20
     width: PositiveInt = 32
-    batch: PositiveInt = 256
+    batch: BatchSize = 256
 
 
 class ActivationsLesson(Strict):
@@ -627,7 +628,7 @@ class VectorisationLesson(Strict):
 class CrossEntropyLesson(Strict):
     """Cross-entropy against the negative log-likelihood on a random batch."""
 
-    n: PositiveInt = 256
+    n: Annotated[int, Field(gt=0, le=10_000_000)] = 256
     classes: Annotated[int, Field(ge=2)] = 10
 
 
