@@ -46,7 +46,7 @@ compare: pipeline  ## what CI says on a pull request: params, metrics beyond rou
 	PYTHONPATH=src python scripts/compare.py --base $(BASE) --out compare.md $(if $(RTOL),--rtol $(RTOL)) $(if $(ATOL),--atol $(ATOL))
 
 bench: $(STAMP)  ## speed figures measured in one run; rewrites the README's table from it
-	python -m dlbasics.bench --out reports/bench.json --readme README.md
+	python -m benchmarks.bench --out reports/bench.json --readme README.md
 
 # The team stack on this machine (PostgreSQL, an S3 server, mlflow server with basic-auth), state in
 # .services/; ports from DLBASICS_PG_PORT, DLBASICS_S3_PORT, DLBASICS_MLFLOW_PORT.

@@ -13,8 +13,9 @@ from dlbasics import tracking
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.collect import collect, read_json, search_names
 from dlbasics.config import load_params
+from dlbasics.html_report import render_html
 from dlbasics.io import write_text_atomic
-from dlbasics.html_report import package_versions, render_html
+from dlbasics.report_content import package_versions
 from dlbasics.reporting import render_markdown
 
 

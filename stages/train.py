@@ -1,5 +1,5 @@
 """DVC stage `train`: train and evaluate the variants of `train:` in params (those not already
-up to date; see dlbasics.variants)."""
+up to date; see dlbasics.changes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config import load_params
-from dlbasics.variants import train_all
+from dlbasics.pipeline.train import train_all
 
 
 def main(argv=None) -> None:

@@ -115,7 +115,7 @@ def trained_variants(params, prepared: Path):
     `params` trained once, on first use, at params.runtime's threads (restored afterwards)."""
     import torch
 
-    from dlbasics.experiment import fit_variant
+    from dlbasics.pipeline.variant import fit_variant
     from dlbasics.runtime import configure
 
     before = torch.get_num_threads()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from dlbasics.batched import BATCHED_MAX_WEIGHTS, batched_is_faster, fit_batched
+REPO = Path(__file__).resolve().parents[1]
+
+# fit_batched: BatchedTrainer (what the select stage runs) for whole fits, in benchmarks/.
+from benchmarks.batched_fit import fit_batched
+from dlbasics.batched import BATCHED_MAX_WEIGHTS, batched_is_faster, n_weights
 from dlbasics.config import ModelSpec, OptimizerSpec
 from dlbasics.data import Split
 from dlbasics.models import build_model
@@ -153,3 +159,11 @@ def test_size_rule():
     assert not batched_is_faster(ModelSpec(kind="linear"), 784, 10, 1)
     assert not batched_is_faster(ModelSpec(kind="mlp", hidden=[8], dropout=[0.5]), 4, 2, 48)
     assert BATCHED_MAX_WEIGHTS > 784 * 10 + 10
+
+
+def test_n_weights_counts_what_build_model_holds():
+    for spec, n_in, n_out in [(ModelSpec(kind="linear"), 784, 10),
+                              (ModelSpec(kind="mlp", hidden=[256]), 64, 10),
+                              (ModelSpec(kind="mlp", hidden=[16, 8], activation="tanh"), 12, 4)]:
+        model = build_model(spec, n_in, n_out, torch.Generator())
+        assert n_weights(spec, n_in, n_out) == sum(p.numel() for p in model.parameters())

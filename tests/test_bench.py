@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dlbasics.bench import bench_grid, grid_configs
-from dlbasics.config import ModelSpec
-
 REPO = Path(__file__).resolve().parents[1]
+
+from benchmarks.grid import bench_grid, grid_configs
+from dlbasics.config import ModelSpec
 
 
 def test_the_grid_bench_trains_both_ways_to_the_same_weights():
@@ -25,15 +25,43 @@ def test_the_grid_bench_trains_both_ways_to_the_same_weights():
     assert r["sequential_s"] > 0 and r["batched_s"] > 0
 
 
+def test_the_size_rule_sweep_spans_the_threshold_and_reports_the_rule():
+    from benchmarks.grid import SIZE_RULE_MODELS, bench_size_rule
+    from dlbasics.batched import BATCHED_MAX_WEIGHTS
+
+    rows = bench_size_rule(seed=0, steps=1)
+    assert [r["model"] for r in rows] == ["linear 784-10", "mlp 64-256-10", "mlp 784-32-10",
+                                          "mlp 784-64-10", "mlp 784-128-10", "mlp 784-256-10"]
+    assert len(rows) == len(SIZE_RULE_MODELS)
+    assert [r["weights"] for r in rows] == [7850, 19210, 25450, 50890, 101770, 203530]
+    for r in rows:
+        assert r["rule_says_batched"] == (r["weights"] <= BATCHED_MAX_WEIGHTS)
+        assert r["fits"] == 48 and r["speedup"] > 0
+    assert {r["rule_says_batched"] for r in rows} == {True, False}
+
+
+def test_the_memory_bench_times_the_commands_dvc_runs():
+    """The stages' commands come from dvc.yaml, as DVC itself reads them."""
+    from dvc.repo import Repo
+
+    from benchmarks.fashion import MEMORY_STAGES
+    from benchmarks.workspace import stage_command
+
+    with Repo(str(REPO)) as repo:
+        for name in MEMORY_STAGES:
+            (stage,) = repo.stage.collect(name)
+            assert stage_command(REPO, name) == stage.cmd
+
+
 @pytest.mark.slow
 def test_the_memory_bench_runs_the_stages_on_fashion_mnist_sized_files(tmp_path):
-    """generate, prepare and train as the stage scripts take their arguments, on 60000 + 10000
-    images written as local IDX files."""
+    """generate, prepare and train by their dvc.yaml commands, on 60000 + 10000 images written
+    as local IDX files."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "dlbasics.bench", "--only-memory", "--out", str(out),
+        [sys.executable, "-m", "benchmarks.bench", "--only-memory", "--out", str(out),
          "--params", str(REPO / "params.yaml")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     memory = json.loads(out.read_text())["memory"]
@@ -55,7 +83,7 @@ def _tiny_search_params(tmp_path: Path) -> Path:
 
 
 def test_the_select_bench_runs_both_paths_to_the_same_answer(tmp_path):
-    from dlbasics.bench import bench_select
+    from benchmarks.searches import bench_select
 
     r = bench_select(_tiny_search_params(tmp_path), "tiny", repeats=1)
     assert r["configurations"] == 2 and r["fits"] == 4
@@ -66,7 +94,7 @@ def test_the_select_bench_runs_both_paths_to_the_same_answer(tmp_path):
 
 
 def test_the_readme_block_is_rewritten_in_place_with_the_run_s_figures(tmp_path):
-    from dlbasics.bench import README_BEGIN, README_END, write_readme
+    from benchmarks.report import README_BEGIN, README_END, write_readme
 
     results = {
         "machine": {"date_utc": "2026-12-02 01:00", "cpus": 2, "processor": "x86_64",
@@ -99,7 +127,7 @@ def test_the_full_size_images_have_classes_to_learn():
     gives the same bytes."""
     import numpy as np
 
-    from dlbasics.bench import structured_images
+    from benchmarks.fashion import structured_images
 
     images, labels = structured_images(2000, seed=3)
     assert images.shape == (2000, 28, 28) and images.dtype == np.uint8

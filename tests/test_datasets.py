@@ -35,7 +35,7 @@ from conftest import REPO, make_project, run, tool_env
 from dlbasics.config import ConfigError, PrepareSpec, parse_params
 from dlbasics.data import Prepared, Split, generate_all, prepare_all, split_indices
 from dlbasics.errors import DataError
-from dlbasics.experiment import fit_variant
+from dlbasics.pipeline.variant import fit_variant
 from dlbasics.idx import FILES, write_idx
 from dlbasics.selection import cross_validate, fold_indices
 from dlbasics.tabular import TabularPreprocessor

@@ -1,21 +1,25 @@
 """The HTML report: one self-contained page (every image embedded, nothing fetched), a section
-only for the variants that ran, the same bytes for the same inputs; and the paired statistics
-it quotes, against scipy."""
+only for the variants that ran, the same bytes for the same inputs; the Markdown report saying
+the same about each search; and the paired statistics both quote, against scipy."""
 
 from __future__ import annotations
 
 import base64
+import html
 import re
 
 import numpy as np
 import pytest
+from conftest import REPO
 from scipy import stats
 
-from conftest import REPO
 from dlbasics.config import load_params
 from dlbasics.figures import image_grid
 from dlbasics.html_report import SECTIONS, render_html
+from dlbasics.report_content import search_summary
+from dlbasics.reporting import render_markdown
 from dlbasics.stats import describe_difference, paired_difference
+from dlbasics.tasks import PRIMARY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXTERNAL = re.compile(r"https?://|src=[\"']?http|<link\b|<script[^>]*\bsrc", re.IGNORECASE)
@@ -83,9 +87,9 @@ def inputs() -> dict:
                             "source": "https://example.org/digits.tar.gz", "task": "classification",
                             "n_features": 64, "sizes": {"train": 10, "val": 2, "test": 3},
                             "sha256": {"X_train.npy": "ab" * 32, "y_train.npy": "cd" * 32}}}
-    return dict(params=params, metrics=metrics, series={}, searches=selection, details=details,
-                histories=histories, figures=figures, environment=environment,
-                manifests=manifests)
+    return {"params": params, "metrics": metrics, "series": {}, "searches": selection,
+            "details": details, "histories": histories, "figures": figures,
+            "environment": environment, "manifests": manifests}
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +145,59 @@ def test_sections_show_their_numbers(page: str, inputs: dict):
     assert f"the hand-set base variant `mlp` ({base:.4g})" in selection.replace("&#x60;", "`")
     confusion = page.split('id="confusion"')[1].split("<h2")[0]
     assert "softmax" in confusion and "macro avg" in confusion
+
+
+def test_both_reports_state_the_same_search(inputs: dict, page: str):
+    """report.md and report.html say the same about a search: the same sentences, the same
+    chosen configuration (the select stage's), the same mean and sd per configuration."""
+    md = render_markdown(inputs["params"], inputs["metrics"], searches=inputs["searches"],
+                         details=inputs["details"])
+    summary = search_summary("tiny", inputs["searches"]["tiny"], inputs["metrics"],
+                             inputs["details"])
+    assert summary.chosen == inputs["searches"]["tiny"]["info"]["chosen"]["config"] == 2
+    assert summary.sentences
+    for sentence in summary.sentences:
+        assert sentence in md
+        assert html.escape(sentence) in page
+    assert "configuration 2, 1 hidden layer of 64 relu units" in md
+    selection = page.split('id="selection"')[1].split("<h2")[0]
+    for c in summary.configs:
+        val = [r["val_accuracy"] for r in inputs["searches"]["tiny"]["rows"]
+               if r["config"] == c.config]
+        assert (c.mean, c.sd) == pytest.approx((np.mean(val), np.std(val, ddof=1)))
+        assert f"{c.mean:.4f} +/- {c.sd:.4f}" in md
+        assert f">{c.mean:.4g}<" in selection
+
+
+def test_the_runner_up_is_the_selection_rules_pick_from_the_rest(inputs: dict):
+    """Two configurations tie behind the chosen one: the runner-up is the smaller model, as
+    tasks.choose breaks ties."""
+    search = inputs["searches"]["tiny"]
+    rows = [{**r, "val_accuracy": 0.8 + 0.01 * r["fold"]} if r["config"] != 2 else r
+            for r in search["rows"]]
+    rows = [{**r, "n_parameters": 700} if r["config"] == 0 else r for r in rows]
+    summary = search_summary("tiny", {**search, "rows": rows}, inputs["metrics"], {})
+    assert summary.runner_up.startswith("Against the runner-up, fold by fold: configuration 2 "
+                                        "beats configuration 1 by")
+
+
+def test_the_overview_states_each_tasks_primary_metric(inputs: dict):
+    metrics = {"poly3": {"train_rmse": 0.11, "test_rmse": 0.0987, "train_mse": 0.0121}}
+    page = render_html(inputs["params"], metrics, histories={"poly3": _history(3, 1, 1, False)})
+    overview = page.split('id="overview"')[1].split("<h2")[0]
+    assert PRIMARY["regression"].name == "rmse"
+    assert "<td class=l>rmse</td><td>0.11</td><td></td><td>0.0987</td>" in overview
+
+
+def test_a_group_of_params_is_a_section_with_no_report_code(inputs: dict):
+    """Listing variants under report.groups.optimisers is all a comparison needs."""
+    params = inputs["params"]
+    groups = params.report.groups.model_copy(update={"optimisers": ["dropout", "softmax"]})
+    params = params.model_copy(update={"report": params.report.model_copy(
+        update={"groups": groups})})
+    page = render_html(**{**inputs, "params": params})
+    optimisers = page.split('id="optimisers"')[1].split("<h2")[0]
+    assert "dropout, softmax" in optimisers and ">mlp<" not in optimisers
 
 
 def test_same_inputs_same_bytes(inputs: dict, page: str):
@@ -222,16 +279,16 @@ def test_the_activation_formulas_equal_autograd_of_the_models_modules():
     import numpy as np
     import torch
 
-    from dlbasics.figures import ACTIVATION_FORMULAS
-    from dlbasics.models import ACTIVATIONS
+    from dlbasics.models import ACTIVATION_LAYERS
+    from dlbasics.report_figures import ACTIVATION_FORMULAS
 
-    assert set(ACTIVATION_FORMULAS) == set(ACTIVATIONS)
+    assert set(ACTIVATION_FORMULAS) == set(ACTIVATION_LAYERS)
     grid = torch.cat([torch.linspace(-6.0, 6.0, 241, dtype=torch.float64),
                       torch.tensor([0.0, -1e-300, 1e-300], dtype=torch.float64)])
     x = grid.requires_grad_()
     from dlbasics.config import ModelSpec
 
-    for name, make in ACTIVATIONS.items():
+    for name, make in ACTIVATION_LAYERS.items():
         # The slope the shipped mlp_leaky_relu uses (the book's); PReLU at its initial slope.
         y = make(ModelSpec(kind="mlp", hidden=[1], activation=name, negative_slope=0.2)
                  ).double()(x)

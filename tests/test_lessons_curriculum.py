@@ -293,7 +293,7 @@ def test_full_size_profile_scales_pixels_to_unit_range(tmp_path):
 
 def test_search_subset_is_stratified_and_seeded():
     from dlbasics.data import Prepared, Split
-    from dlbasics.selection import _Folds
+    from dlbasics.gridsearch import _Folds
 
     y = torch.arange(1000) % 10
     X = torch.arange(1000, dtype=torch.float32).reshape(-1, 1)

@@ -26,7 +26,7 @@ from sklearn.metrics import mean_squared_error, r2_score
 from dlbasics.config import ModelSpec, Params, parse_params
 from dlbasics.data import Prepared, generate_all, prepare_all
 from dlbasics.evaluation import parameter_summary, score
-from dlbasics.experiment import fit_variant
+from dlbasics.pipeline.variant import fit_variant
 from dlbasics.models import build_model
 from dlbasics.training import build_optimizer, predict
 

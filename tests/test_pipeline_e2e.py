@@ -253,7 +253,7 @@ def test_a_second_clone_reproduces_every_output_to_the_bit(repro, tmp_path):
 def test_figures_are_logged_once_and_the_run_keeps_its_status(tmp_path):
     """log_evaluation's figure logging, without a repro: a figure the run holds is not logged
     again (a re-evaluation adds only what is missing), and the run stays FINISHED."""
-    from dlbasics.evaluation import _log_figures
+    from dlbasics.model_logging import _log_figures
     from dlbasics.figures import confusion_png, curves_png
 
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10}

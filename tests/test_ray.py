@@ -209,9 +209,10 @@ def test_the_ray_bench_compares_three_runs_of_the_same_search(tmp_path):
     params.write_text(yaml.safe_dump(_params(base), sort_keys=False))
     out = tmp_path / "bench.json"
     env = {k: v for k, v in tool_env().items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run([sys.executable, "-m", "dlbasics.bench", "--ray", "--search", "grid",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--ray", "--search", "grid",
                            "--select-repeats", "1", "--params", str(params), "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())["ray"]
     assert r["same_bytes"] is True

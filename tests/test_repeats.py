@@ -22,10 +22,12 @@ from sklearn.metrics import accuracy_score, root_mean_squared_error
 from dlbasics.config import ConfigError, parse_params
 from dlbasics.data import generate_all, prepare_all
 from dlbasics.evaluation import repeat_summary, repeated_scores
-from dlbasics.experiment import fit_variant, load_variant_data, train_variant
+from dlbasics.data import load_variant_data
+from dlbasics.pipeline.variant import fit_variant, train_variant
 from dlbasics.html_report import render_html
 from dlbasics.models import build_model, load_state_dict, state_dict_bytes
-from dlbasics.reporting import comparison_sentences, render_markdown, repeat_rows
+from dlbasics.report_content import comparison_sentences, repeat_rows
+from dlbasics.reporting import render_markdown
 from dlbasics.training import predict
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"

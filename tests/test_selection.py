@@ -12,7 +12,8 @@ import yaml
 from conftest import REPO
 from dlbasics.config import ConfigError, grid_variants, parse_params
 from dlbasics.data import Split, generate_all, load_prepared, prepare_all
-from dlbasics.selection import describe, fold_indices, n_parameters, run_search
+from dlbasics.gridsearch import run_search
+from dlbasics.selection import describe, fold_indices, n_parameters
 
 
 def _params(grid: dict, **search) -> dict:
@@ -92,7 +93,7 @@ def _scored_by_size(monkeypatch, scores: dict[int, float]) -> list[int]:
     """Replace the training of each configuration with a score by its model's size (`scores`:
     n_parameters -> validation accuracy), so the scores tie or differ exactly as a test says.
     Returns the sizes in the order they were scored."""
-    import dlbasics.selection as selection
+    import dlbasics.gridsearch as selection
 
     seen: list[int] = []
 
@@ -138,7 +139,7 @@ def test_a_better_score_beats_a_smaller_model(digits, monkeypatch):
 def test_a_deduplicated_configuration_is_scored_once_and_ties_to_the_first(digits, monkeypatch):
     # Dropout on a model with no hidden layer changes nothing: all four grid points resolve to
     # the same settings, are cross-validated once, and tie at the same size; the first wins.
-    import dlbasics.selection as selection
+    import dlbasics.gridsearch as selection
 
     real, calls = selection._run, []
     monkeypatch.setattr(selection, "_run", lambda *a, **kw: calls.append(1) or real(*a, **kw))
@@ -183,7 +184,7 @@ def test_batched_and_sequential_give_the_same_choice_scores_and_weights(both_pat
 def test_the_batched_runner_trains_each_fold_as_the_sequential_one_does(digits):
     # Weights, not only scores: after 6 epochs every configuration's fold model of the batched
     # runner equals its sequential twin within 1e-6.
-    import dlbasics.selection as selection
+    import dlbasics.gridsearch as selection
     from dlbasics.rng import derive_seed
 
     params = parse_params(_params(GRID, overrides={"epochs": 6, "batch_size": 64}))
@@ -223,7 +224,7 @@ def test_early_stopping_picks_the_best_mean_epoch_and_the_refit_trains_that_long
 def test_the_lockstep_folds_equal_training_each_fold_with_fit(both_paths, digits):
     # The oracle: each fold trained on its own with training.fit for the chosen number of
     # epochs scores exactly what the search recorded for it.
-    from dlbasics.experiment import make_trainer
+    from dlbasics.training import make_trainer
     from dlbasics.rng import derive_seed
     from dlbasics.training import predict
 
@@ -282,7 +283,7 @@ def test_a_configuration_in_words():
 
 
 def test_every_fit_starts_from_the_configurations_initial_weights(digits):
-    from dlbasics.experiment import make_trainer
+    from dlbasics.training import make_trainer
 
     params = parse_params(_params({"optimizer.lr": [0.1]}))
     (_, spec), = grid_variants(params, "s")
@@ -297,7 +298,7 @@ def test_training_on_cuda_runs_there_and_matches_cpu(digits):
     # The same variant trained on the CPU and on CUDA: on CUDA every forward pass (training
     # batches and evaluation) sees tensors resident on the GPU, and the result is the CPU's to
     # float tolerance (same initial weights and batch order: both draw from CPU generators).
-    from dlbasics.experiment import make_trainer
+    from dlbasics.training import make_trainer
     from dlbasics.training import predict
 
     params = parse_params(_params({"optimizer.lr": [0.1]}))
@@ -321,3 +322,25 @@ def test_training_on_cuda_runs_there_and_matches_cpu(digits):
     agree = (out_gpu.argmax(1) == out_cpu.argmax(1)).double().mean().item()
     assert agree >= 0.995
     assert (out_gpu.argmax(1) == y_test).double().mean().item() > 0.5  # and it learned
+
+
+@pytest.mark.parametrize("n, k", [(10, 3), (101, 5), (7, 7)])
+def test_fold_indices_partition(n, k):
+    folds = fold_indices(np.zeros(n), k, 3, stratify=False)
+    assert len(folds) == k
+    vals = np.concatenate([val for _, val in folds])
+    np.testing.assert_array_equal(np.sort(vals), np.arange(n))  # each row validated once
+    for train, val in folds:
+        assert np.intersect1d(train, val).size == 0
+        np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(n))
+        assert abs(len(val) - n / k) < 1
+
+
+def test_fold_indices_deterministic_per_seed():
+    a, b, c = (fold_indices(np.zeros(50), 5, s, stratify=False) for s in (0, 0, 1))
+    for (ta, va), (tb, vb) in zip(a, b):
+        np.testing.assert_array_equal(ta, tb)
+        np.testing.assert_array_equal(va, vb)
+    assert any(not np.array_equal(va, vc) for (_, va), (_, vc) in zip(a, c))
+    # Shuffled: the first fold is not simply the first rows.
+    assert not np.array_equal(a[0][1], np.arange(10))

@@ -276,7 +276,7 @@ def test_eight_concurrent_loggers_complete_without_errors(stack, tmp_path):
 
 
 def test_the_bench_s_request_figures_come_from_finished_runs(stack):
-    from dlbasics.bench import stack_requests
+    from benchmarks.stack import stack_requests
 
     _, _, env = stack
     got = stack_requests(env, n=5, loggers=3, steps=4)

@@ -186,7 +186,7 @@ def test_train_on_cuda_with_a_gpu_trains_there(base, tmp_path):
     import mlflow
 
     from dlbasics.config import parse_params
-    from dlbasics.experiment import fit_variant
+    from dlbasics.pipeline.variant import fit_variant
 
     params, model_dir, uri = _train_stage_on("cuda", base, tmp_path)
     info = json.loads((model_dir / "model.json").read_text())

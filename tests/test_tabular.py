@@ -16,7 +16,6 @@ import pytest
 from dlbasics.errors import DataError
 from dlbasics.tabular import (
     TabularPreprocessor,
-    kfold_indices,
     log_rmse,
     log_target,
     make_house_prices,
@@ -285,25 +284,3 @@ def test_log_target_and_log_rmse_against_numpy():
         log_target([1.0, 0.0])
     with pytest.raises(ValueError):
         log_rmse([1.0, 2.0], [1.0])
-
-
-@pytest.mark.parametrize("n, k", [(10, 3), (101, 5), (7, 7)])
-def test_kfold_indices_partition(n, k):
-    folds = kfold_indices(n, k, seed=3)
-    assert len(folds) == k
-    vals = np.concatenate([val for _, val in folds])
-    np.testing.assert_array_equal(np.sort(vals), np.arange(n))  # each row validated once
-    for train, val in folds:
-        assert np.intersect1d(train, val).size == 0
-        np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(n))
-        assert abs(len(val) - n / k) < 1
-
-
-def test_kfold_indices_deterministic_per_seed():
-    a, b, c = kfold_indices(50, 5, 0), kfold_indices(50, 5, 0), kfold_indices(50, 5, 1)
-    for (ta, va), (tb, vb) in zip(a, b):
-        np.testing.assert_array_equal(ta, tb)
-        np.testing.assert_array_equal(va, vb)
-    assert any(not np.array_equal(va, vc) for (_, va), (_, vc) in zip(a, c))
-    # Shuffled: the first fold is not simply the first rows.
-    assert not np.array_equal(a[0][1], np.arange(10))

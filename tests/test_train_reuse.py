@@ -1,4 +1,4 @@
-"""The train stage's per-variant reuse (variants.train_all), in process, on a real sqlite
+"""The train stage's per-variant reuse (dlbasics.pipeline.train.train_all), in process, on a real sqlite
 MLflow store: what is retrained, what is skipped, and that skipping never keeps stale or
 damaged files. (The DVC side, one stage re-run and one new run, is in test_pipeline_e2e.)"""
 
@@ -13,7 +13,8 @@ import mlflow
 import pytest
 import yaml
 
-from dlbasics import codedeps, variants
+from dlbasics import changes, codedeps
+from dlbasics.pipeline.train import train_all
 from dlbasics.config import ConfigError, load_params
 from dlbasics.data import generate_all, prepare_all
 
@@ -65,7 +66,7 @@ def proj(tmp_path, prepared, monkeypatch):
 
 
 def train(proj: Path, prepared: Path, params, only=None) -> dict[str, str]:
-    return variants.train_all(params, prepared, proj / "models", only=only)
+    return train_all(params, prepared, proj / "models", only=only)
 
 
 def n_runs(proj: Path, variant: str) -> int:
@@ -116,11 +117,11 @@ def test_new_training_code_retrains_everything_new_evaluation_code_only_evaluate
     def edited(*modules):  # as after an edit of a module that the given closure holds
         return "0" * 64 if modules == edited.which else real(*modules)
 
-    monkeypatch.setattr(variants, "code_digest", edited)
-    edited.which = variants.EVALUATION_CODE
+    monkeypatch.setattr(codedeps, "code_digest", edited)
+    edited.which = changes.EVALUATION_CODE
     assert set(train(proj, prepared, params).values()) == {"evaluated"}
     assert [n_runs(proj, v) for v in "abc"] == [1, 1, 1]  # added to the runs that trained
-    edited.which = variants.TRAINING_CODE
+    edited.which = changes.TRAINING_CODE
     assert set(train(proj, prepared, params).values()) == {"trained"}
 
 

@@ -353,7 +353,7 @@ def test_the_benchmarks_sources_path_sees_the_projects_pixels(tmp_path):
     """make bench times the sources' data path (torchvision's FashionMNIST class with ToTensor,
     on IDX files it writes) against the project's resident tensors: both must feed the model
     the same numbers, or the ratio compares different work."""
-    from dlbasics.bench import sources_dataset
+    from benchmarks.epochs import sources_dataset
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)

@@ -12,8 +12,6 @@ so each configuration's weights receive exactly its own gradient. The update is 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -21,28 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlbasics.config import ModelSpec, OptimizerSpec
-from dlbasics.models import ACTIVATIONS, BUILDERS
+from dlbasics.models import ACTIVATION_LAYERS, BUILDERS
 
 LOSSES = ("cross_entropy", "mse")
-
-
-@dataclass(frozen=True)
-class BatchedFit:
-    """The outcome of one configuration of a batched fit."""
-
-    # Loadable into build_model(spec, n_in, n_out); None when the configuration diverged.
-    state_dict: dict[str, torch.Tensor] | None
-    # Mean minibatch loss of every completed epoch (as training.fit's train_loss).
-    train_loss: list[float]
-    # First epoch whose training loss was not finite (training.fit raises there), else None.
-    diverged_epoch: int | None = None
-    diverged_loss: float | None = None
 
 
 def supports(
     spec: ModelSpec, optimizer: OptimizerSpec | None = None, loss: str | None = None
 ) -> bool:
-    """Whether this architecture (and optimiser and loss) can be trained by fit_batched."""
+    """Whether this architecture (and optimiser and loss) can be trained by BatchedTrainer."""
     # (PReLU's slope is a parameter outside the stacked linear layers.)
     arch = (spec.kind in ("linear", "mlp") and not any(p > 0 for p in spec.dropout)
             and spec.activation != "prelu")
@@ -59,36 +44,24 @@ def linear_layers(spec: ModelSpec, n_in: int, n_out: int) -> list[str]:
             if isinstance(m, nn.Linear)]
 
 
-# Measured here (2-core shared Xeon, 2 threads, float32, 16 configurations x 3 folds, 20 steps
-# of batch 256 per fit; `python -m dlbasics.bench`, size-rule rows), speed-up of batched over
-# one fit after another with training.fit:
-#   weights per config   model             load ~1.7   load ~5 (other jobs running)
-#         7,850          linear 784-10        6.7x        5.0x
-#        19,210          mlp 64-256-10        2.9x       22.8x
-#        25,450          mlp 784-32-10          -         2.2x
-#        50,890          mlp 784-64-10        3.4x        4.4x
-#       101,770          mlp 784-128-10         -         4.5x
-#       203,530          mlp 784-256-10       1.4x        3.3x   (the issue: no gain, unloaded)
-# With ONE thread (the project's default since the searches run batched), the same bench on a
-# quiet machine gave: linear 784-10 3.9x, 64-256-10 0.97x, 784-64-10 1.8x, 784-256-10 1.1x
-# (batch 256; `make bench`, 2026-12-02), and the digits search of params.yaml (batch 32)
-# 1.1x with one worker process: one thread's small GEMMs are less lopsided against Python
-# overhead, so the threshold is kept as an upper bound, not as a promise of speed.
-# Batching removes per-step overhead (Python, autograd, one OpenMP fork-join per small op: the
-# cost that a loaded machine inflates); once a fit's own matmuls dominate, both paths are bound
-# by the same FLOPs, and stacking G copies multiplies activation memory by G. The threshold
-# keeps every model measured at >= 2x even on a quiet machine and excludes 784-256-10.
+# Batching removes per-step overhead (Python, autograd, kernel launches); once a fit's own
+# matmuls dominate, both paths do the same FLOPs and stacking G copies multiplies activation
+# memory by G. The size-rule rows of `make bench` measure where that happens.
 BATCHED_MAX_WEIGHTS = 60_000
 
 
 def batched_is_faster(spec: ModelSpec, n_in: int, n_out: int, n_configs: int) -> bool:
     """The size rule: True when training `n_configs` fits of `spec` batched is expected to beat
-    training them one after another (measured numbers above BATCHED_MAX_WEIGHTS)."""
+    training them one after another (at most BATCHED_MAX_WEIGHTS weights and biases per fit)."""
     if n_configs < 2 or not supports(spec):
         return False
+    return n_weights(spec, n_in, n_out) <= BATCHED_MAX_WEIGHTS
+
+
+def n_weights(spec: ModelSpec, n_in: int, n_out: int) -> int:
+    """Weights and biases of one linear or mlp model of `spec` with n_in inputs, n_out outputs."""
     widths = [n_in, *spec.hidden, n_out]
-    weights = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    return weights <= BATCHED_MAX_WEIGHTS
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
 
 
 class _Stack:
@@ -192,8 +165,8 @@ class BatchedTrainer:
             raise ValueError(f"one initial state per optimizer: got {len(optimizers)} optimizers "
                              f"and {len(init_states)} initial states")
         if not supports(spec, loss=loss):
-            raise ValueError(f"fit_batched trains kind linear or mlp without dropout with loss "
-                             f"{' or '.join(LOSSES)}; got kind {spec.kind}, dropout "
+            raise ValueError(f"BatchedTrainer trains kind linear or mlp without dropout with "
+                             f"loss {' or '.join(LOSSES)}; got kind {spec.kind}, dropout "
                              f"{spec.dropout}, loss {loss}")
         for i, o in enumerate(optimizers):
             if o.name != "sgd":
@@ -203,7 +176,7 @@ class BatchedTrainer:
         device, dtype = X.device, X.dtype
         self.stack = _Stack(linear_layers(spec, n_in, n_out),
                             [{k: v.to(dtype) for k, v in s.items()} for s in init_states], device)
-        self.act = ACTIVATIONS[spec.activation](spec) if spec.hidden else None
+        self.act = ACTIVATION_LAYERS[spec.activation](spec) if spec.hidden else None
 
         def hyper(name: str) -> torch.Tensor:  # [G]
             return torch.tensor([getattr(o, name) for o in optimizers], dtype=dtype,
@@ -272,44 +245,3 @@ class BatchedTrainer:
     def state_dict(self, position: int) -> dict[str, torch.Tensor]:
         """The configuration at this position of `alive`, in build_model's layout (CPU)."""
         return self.stack.state_dict(position)
-
-
-def fit_batched(
-    spec: ModelSpec,
-    n_in: int,
-    n_out: int,
-    optimizers: Sequence[OptimizerSpec],
-    init_states: Sequence[dict[str, torch.Tensor]],
-    X: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    loss: str,
-    epochs: int,
-    batch_size: int,
-    generator: torch.Generator,
-) -> list[BatchedFit]:
-    """Train G = len(optimizers) configurations of one architecture together for `epochs`
-    (see BatchedTrainer). A configuration whose epoch loss is not finite is recorded
-    (diverged_epoch) and dropped; the others keep training."""
-    trainer = BatchedTrainer(spec, n_in, n_out, optimizers, init_states, X, y, loss=loss,
-                             batch_size=batch_size, generator=generator)
-    G = len(optimizers)
-    losses: list[list[float]] = [[] for _ in range(G)]
-    diverged: dict[int, tuple[int, float]] = {}
-    for epoch in range(1, epochs + 1):
-        epoch_loss = trainer.epoch()
-        good = []
-        for k, v in enumerate(epoch_loss):
-            if math.isfinite(v):
-                losses[trainer.alive[k]].append(v)
-                good.append(k)
-            else:
-                diverged[trainer.alive[k]] = (epoch, v)
-        trainer.keep(good)
-        if not trainer.alive:
-            break
-    states = {g: trainer.state_dict(k) for k, g in enumerate(trainer.alive)}
-    return [
-        BatchedFit(states.get(g), losses[g], *diverged.get(g, (None, None)))
-        for g in range(G)
-    ]

@@ -802,6 +802,15 @@ def _set_key(tree: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     return {**tree, key: value}
 
 
+class ReportGroups(Strict):
+    fitting: list[str] = []  # under- and over-fitting: train against test loss
+    sparsity: list[str] = []  # penalties against the share of weights near zero
+    dropout: list[str] = []
+    activations: list[str] = []
+    optimisers: list[str] = []
+    initialisations: list[str] = []
+
+
 class ReportSpec(Strict):
     # variant -> one line saying what it shows; kept out of `train` so editing prose
     # never re-runs training.
@@ -810,6 +819,9 @@ class ReportSpec(Strict):
     # test metric: over `seeds` when both list the same seeds, else over K folds when both
     # have the same `kfold` on the same dataset.
     compare: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = []
+    # The variants each comparison section of the report sets side by side (plots overlaid, one
+    # table): a new variant joins a section by being listed here, with no report code.
+    groups: ReportGroups = ReportGroups()
 
 
 class Params(Strict):
@@ -908,6 +920,11 @@ class Params(Strict):
             if vname not in self.train:
                 raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
                                   vname)
+        for group in ReportGroups.model_fields:
+            for j, vname in enumerate(getattr(self.report.groups, group)):
+                if vname not in self.train:
+                    raise _KeyProblem(("report", "groups", group, j),
+                                      "the name of a variant under train", vname)
         for i, pair in enumerate(self.report.compare):
             for j, vname in enumerate(pair):
                 if vname not in self.train:

@@ -23,14 +23,16 @@ from dlbasics.config import (
     HousePrices,
     ImageDataset,
     Multilabel,
+    Params,
     Polynomial,
     PrepareSpec,
     Sine,
     SyntheticLinear,
     Trapezoid,
+    VariantSpec,
 )
 from dlbasics.errors import DataError
-from dlbasics.io import npy_bytes, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
+from dlbasics.io import manifest_digest, npy_bytes, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
 from dlbasics.rng import derive_seed, numpy_rng
 
 SPLITS = ("train", "val", "test")
@@ -454,7 +456,7 @@ class Prepared:
     @property
     def digest(self) -> str:
         """One content digest for the whole prepared dataset."""
-        return sha256_bytes(json.dumps(self.manifest["sha256"], sort_keys=True).encode())
+        return manifest_digest(self.manifest)
 
 
 def take_features(data: Prepared, k: int | None, key: str = "features") -> Prepared:
@@ -504,3 +506,13 @@ def load_prepared(path: str | Path, splits: tuple[str, ...] = SPLITS) -> Prepare
             yt = yt.reshape(-1, 1)  # [N, 1] to match a model's [N, 1] output
         out[split] = Split(torch.from_numpy(X), yt)
     return Prepared(manifest, out)
+
+
+def load_variant_data(params: Params, name: str, data_dir: Path, splits: tuple[str, ...] = SPLITS,
+                      spec: VariantSpec | None = None) -> Prepared:
+    """The prepared dataset of variant `name` (or of `spec`), restricted to its `features`, then
+    expanded to its `poly_features`."""
+    spec = spec or params.train[name]
+    data = load_prepared(data_dir, splits=splits)
+    data = take_features(data, spec.features, key=f"train.{name}.features")
+    return poly_features(data, spec.poly_features)

@@ -1,5 +1,6 @@
 """Figures as deterministic PNG bytes (no timestamps in the file): image grids, one model's
-learning curves and its confusion matrix.
+learning curves and its confusion matrix, as evaluation draws them beside each model; and the
+curve-plotting pieces the report's own figures (report_figures) share with them.
 
 matplotlib is imported lazily with the non-interactive Agg backend, so importing this module
 opens no window and touches no file.
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,9 +24,8 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
-    # Titles at the top of their axes: no figure here puts ticks above an axes, and the automatic
-    # placement measured every tick label of every axes on each save (a third of a grid's time;
-    # the PNGs are byte-identical).
+    # Titles at a fixed height: no figure here puts ticks above an axes, so the automatic
+    # placement, which measures every tick label of every axes on each save, only costs time.
     matplotlib.rcParams["axes.titley"] = 1.0
     import matplotlib.pyplot as plt
 
@@ -60,8 +61,8 @@ def image_grid(
             ax.set_title(titles[i], fontsize=7, color=color)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    # Fixed margins sized for two title lines per image: tight_layout measured every one of the
-    # 24 titles and took half of the figure's time.
+    # Fixed margins sized for two title lines per image, rather than tight_layout, which
+    # measures every title on each draw.
     top = 1 - (0.6 if suptitle else 0.1) / fig.get_figheight()
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=top, wspace=0.1,
                         hspace=0.5 if any("\n" in t for t in titles) else 0.3)
@@ -87,40 +88,24 @@ def prediction_grid(X: np.ndarray, y: np.ndarray, pred: np.ndarray, class_names:
 
 # ----------------------------------------------------------------------------- one model's figures
 
-_SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
-
-_LEAKY_SLOPE = 0.2  # the book's slope, which the shipped mlp_leaky_relu uses
-_PRELU_START = 0.25  # nn.PReLU's initial (then learned) slope
+# The line style of each split in every curve plot.
+SPLIT_STYLE = {"train": "-", "val": ":", "test": "--"}
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-# The hidden-unit functions of models.ACTIVATIONS as numpy formulas: name -> (f, f'). At 0 the
-# derivatives take torch autograd's values (relu 0, leaky_relu the slope); prelu at its start.
-ACTIVATION_FORMULAS = {
-    "relu": (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float)),
-    "sigmoid": (_sigmoid, lambda x: _sigmoid(x) * (1.0 - _sigmoid(x))),
-    "tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2),
-    "leaky_relu": (lambda x: np.where(x > 0, x, _LEAKY_SLOPE * x),
-                   lambda x: np.where(x > 0, 1.0, _LEAKY_SLOPE)),
-    "prelu": (lambda x: np.where(x > 0, x, _PRELU_START * x),
-              lambda x: np.where(x > 0, 1.0, _PRELU_START)),
-}
-
-
-def _layout(fig) -> None:
-    # Fixed margins: tight_layout measures every label, which doubles the cost of a figure.
+def fixed_margins(fig) -> None:
+    """Margins for one row of curve panels, set rather than measured: tight_layout would measure
+    every label of the figure."""
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.17, top=0.88, wspace=0.28)
 
 
-def _plot_splits(ax, history: Sequence[Mapping[str, Any]], what: str, label: str = "",
-                 color: str | None = None) -> bool:
-    """Draw `<split>_<what>` for train / val / test from a history; True if anything drawn."""
+def plot_splits(ax, history: Sequence[Mapping[str, Any]], what: str, label: str = "",
+                color: str | None = None, splits: Sequence[str] = tuple(SPLIT_STYLE)) -> bool:
+    """Draw `<split>_<what>` of each of `splits` from a history (records with "epoch"), in its
+    split's line style; a one-epoch history as markers. True if anything was drawn."""
     epochs = [r["epoch"] for r in history]
     drawn = False
-    for split, style in _SPLIT_STYLE.items():
+    for split in splits:
+        style = SPLIT_STYLE[split]
         ys = [r.get(f"{split}_{what}") for r in history]
         if all(y is None for y in ys):
             continue
@@ -131,7 +116,9 @@ def _plot_splits(ax, history: Sequence[Mapping[str, Any]], what: str, label: str
     return drawn
 
 
-def _log_if_positive(ax, histories: Iterable[Sequence[Mapping[str, Any]]], what: str) -> None:
+def log_scale_if_positive(ax, histories: Iterable[Sequence[Mapping[str, Any]]], what: str
+                          ) -> None:
+    """A log y axis when every `<split>_<what>` value of the histories is positive."""
     values = [r[k] for h in histories for r in h for k in r
               if k.endswith(f"_{what}") and r[k] is not None]
     if values and min(values) > 0:
@@ -145,23 +132,21 @@ def curves_png(name: str, history: Sequence[Mapping[str, Any]]) -> bytes:
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(7.2 if has_acc else 3.8, 2.6),
                              squeeze=False)
     ax = axes[0][0]
-    _plot_splits(ax, history, "loss")
-    _log_if_positive(ax, [history], "loss")
+    plot_splits(ax, history, "loss")
+    log_scale_if_positive(ax, [history], "loss")
     ax.set(xlabel="epoch", ylabel="loss", title=f"{name}: loss")
     ax.legend(fontsize=7)
     if has_acc:
         ax = axes[0][1]
-        _plot_splits(ax, history, "accuracy")
+        plot_splits(ax, history, "accuracy")
         ax.set(xlabel="epoch", ylabel="accuracy", title=f"{name}: accuracy")
         ax.legend(fontsize=7)
-    _layout(fig)
+    fixed_margins(fig)
     return png_bytes(fig)
 
 
 def confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
     """A confusion matrix (rows: true class, columns: predicted) with its counts."""
-    import numpy as np
-
     plt = pyplot()
     cm = np.asarray(matrix, dtype=float)  # (C, C)
     c = cm.shape[0]

@@ -5,7 +5,9 @@ grids, dataset manifests) and a few facts about the environment passed in, so th
 give the same bytes: no timestamps, PNGs without version metadata, stable ordering.
 
 A section appears only when the variants it talks about ran (their keys are in the inputs):
-a comparison of named variants needs at least two of them.
+a comparison of named variants (params.report.groups) needs at least two of them. What the
+sections say comes from report_content, their figures from report_figures: this module only
+lays them out in HTML.
 """
 
 from __future__ import annotations
@@ -13,25 +15,29 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from dlbasics.config import DATASET_TASKS, Params
-from dlbasics.figures import (  # noqa: F401 - curves_png, confusion_png: re-exported
-    _SPLIT_STYLE, _layout, _log_if_positive, _plot_splits, confusion_png, curves_png, png_bytes,
-    pyplot,
+from dlbasics.config import Params
+from dlbasics.figures import confusion_png, curves_png
+from dlbasics.io import manifest_digest
+from dlbasics.report_content import (
+    SearchSummary,
+    comparison_sentences,
+    fmt,
+    repeat_rows,
+    search_summary,
+    variant_task,
 )
-from dlbasics.stats import describe_difference, paired_difference
-
-# Variant groups compared side by side (the names shipped in params.yaml).
-DROPOUT = ("dropout", "dropout_off")
-ACTIVATIONS = ("mlp", "mlp_sigmoid", "mlp_tanh", "mlp_leaky_relu", "mlp_prelu")
-OPTIMISERS = ("mlp", "mlp_momentum", "mlp_rmsprop", "mlp_adam")
-INITS = ("mlp", "mlp_xavier", "mlp_default_init")
-# The headline metric of each task: (metric name, higher is better).
-PRIMARY = {"regression": ("mse", False), "classification": ("accuracy", True),
-           "binary": ("accuracy", True), "multilabel": ("exact_match", True)}
+from dlbasics.report_figures import (
+    activations_png,
+    overlay_png,
+    search_png,
+    sparsity_png,
+    weight_decay_png,
+)
+from dlbasics.tasks import PRIMARY
 
 # Section id -> heading, in page order (ids are the anchors of the contents list).
 SECTIONS = {
@@ -78,20 +84,6 @@ def _text(value: Any) -> str:
     return html.escape(str(value)).replace("://", "&#58;//")
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return "" if v is None else str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if v == 0 or 1e-3 <= abs(v) < 1e5:
-            return f"{v:.4g}"
-        return f"{v:.3e}"
-    return str(v)
-
-
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{_text(alt)}">'
@@ -106,7 +98,7 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
     """An HTML table; the first `left` columns are left-aligned text, the rest numbers."""
     def cells(tag: str, values: Sequence[Any]) -> str:
         return "".join(
-            f'<{tag}{" class=l" if i < left else ""}>{_text(_fmt(v))}</{tag}>'
+            f'<{tag}{" class=l" if i < left else ""}>{_text(_cell(v))}</{tag}>'
             for i, v in enumerate(values))
 
     body = []
@@ -117,14 +109,13 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
             + "".join(body) + "</tbody></table>")
 
 
+def _cell(v: Any) -> str:
+    return "" if v is None else fmt(v)  # a missing value is an empty cell
+
+
 def _section(sid: str, body: str, intro: str = "") -> str:
     p = f"<p>{_text(intro)}</p>" if intro else ""
     return f'<section><h2 id="{sid}">{_text(SECTIONS[sid])}</h2>{p}{body}</section>'
-
-
-def _task(params: Params, name: str) -> str | None:
-    spec = params.train.get(name)
-    return DATASET_TASKS[params.data[spec.dataset].kind] if spec is not None else None
 
 
 def _last(history: Sequence[Mapping[str, Any]], key: str) -> Any:
@@ -157,77 +148,6 @@ def _hyper(params: Params, name: str) -> list[str]:
     return [model, opt, str(spec.batch_size), str(spec.epochs)]
 
 
-# ----------------------------------------------------------------------------- plots
-
-
-def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str,
-                splits: Sequence[str] = ("train", "test")) -> bytes:
-    """Several variants' curves on shared axes: one colour per variant, one line style per
-    split (train solid, val dotted, test dashed); loss on a log scale when positive. A
-    one-epoch history (a closed-form fit) is one marker."""
-    plt = pyplot()
-    has_acc = any(k.endswith("_accuracy") for h in histories.values() for r in h for k in r)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(8.4 if has_acc else 6.4, 3.0),
-                             squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    metrics = ["loss", "accuracy"] if has_acc else ["loss"]
-    for ax, what in zip(axes[0], metrics):
-        for i, (name, h) in enumerate(histories.items()):
-            epochs = [r["epoch"] for r in h]
-            for split in splits:
-                ys = [r.get(f"{split}_{what}") for r in h]
-                if all(y is None for y in ys):
-                    continue
-                ax.plot(epochs, [math.nan if y is None else y for y in ys],
-                        linestyle=_SPLIT_STYLE[split], color=colors[i % len(colors)],
-                        marker="o" if len(epochs) == 1 else None, linewidth=1.2,
-                        label=f"{name} {split}")
-        if what == "loss":
-            _log_if_positive(ax, histories.values(), "loss")
-        ax.set(xlabel="epoch", ylabel=what, title=f"{title}: {what}")
-        if has_acc:
-            ax.legend(fontsize=6, ncol=2)
-        else:  # one panel: the legend beside it, clear of the curves
-            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    _layout(fig)
-    if not has_acc:
-        fig.subplots_adjust(right=0.68)
-    return png_bytes(fig)
-
-
-def activations_png() -> bytes:
-    """relu, sigmoid, tanh, leaky_relu (slope 0.2) and prelu (at its initial slope 0.25) and
-    their derivatives on x in [-6, 6], from
-    figures.ACTIVATION_FORMULAS (checked against torch autograd of the models' own modules by
-    tests/test_html_report.py; numpy here keeps torch out of the report stage)."""
-    import numpy as np
-
-    from dlbasics.figures import ACTIVATION_FORMULAS
-
-    plt = pyplot()
-    x = np.linspace(-6.0, 6.0, 241)  # (241,)
-    fig, (ax_f, ax_d) = plt.subplots(1, 2, figsize=(8.4, 3.0))
-    for name, (f, df) in ACTIVATION_FORMULAS.items():
-        ax_f.plot(x, f(x), label=name, linewidth=1.2)
-        ax_d.plot(x, df(x), label=name, linewidth=1.2)
-    ax_f.set(xlabel="x", ylabel="f(x)", title="activation")
-    ax_d.set(xlabel="x", ylabel="f'(x)", title="derivative")
-    for ax in (ax_f, ax_d):
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return png_bytes(fig)
-
-
-def _symlog_x(ax, xs: Sequence[float]) -> None:
-    positive = [x for x in xs if x > 0]
-    if positive and min(xs) == 0:
-        ax.set_xscale("symlog", linthresh=min(positive))
-        ax.set_xlim(left=0, right=max(xs) * 1.5)  # lambda is never negative
-    elif positive and len(positive) == len(xs):
-        ax.set_xscale("log")
-
-
 # ----------------------------------------------------------------------------- sections
 
 
@@ -239,8 +159,8 @@ def _overview(params: Params, metrics, histories) -> str:
             "train", "val", "test", "train loss", "val loss", "test loss"]
     rows = []
     for n in names:
-        task = _task(params, n)
-        metric, _ = PRIMARY[task]
+        task = variant_task(params, n)
+        metric = PRIMARY[task].name
         m, h = metrics.get(n, {}), histories.get(n, [])
         rows.append([n, task, params.train[n].dataset, *_hyper(params, n), metric,
                      m.get(f"train_{metric}"), _last(h, f"val_{metric}"), m.get(f"test_{metric}"),
@@ -277,8 +197,8 @@ def _capacity(params: Params, metrics) -> str:
 
 
 def _fitting(params: Params, metrics, histories) -> str:
-    # One polynomial variant is enough: its own train-test gap is the point.
-    names = [n for n in params.train if n.startswith("poly") and histories.get(n)]
+    # One variant of the group is enough: its own train-test gap is the point.
+    names = [n for n in params.report.groups.fitting if histories.get(n)]
     if not names:
         return ""
     png = overlay_png({n: histories[n] for n in names}, "polynomial fits")
@@ -299,48 +219,25 @@ def _weight_decay(series) -> str:
     rows = sorted(series.get("weight_decay") or [], key=lambda r: r["x"])
     if len(rows) < 2:
         return ""
-    plt = pyplot()
-    xs = [r["x"] for r in rows]
-    fig, (ax_l, ax_w) = plt.subplots(1, 2, figsize=(8.4, 3.0))
-    for key, style in (("train_mse", "-"), ("test_mse", "--")):
-        ax_l.plot(xs, [r.get(key, math.nan) for r in rows], linestyle=style, marker="o",
-                  label=key.replace("_", " "))
-    if all(r.get(k, 0) > 0 for r in rows for k in ("train_mse", "test_mse")):
-        ax_l.set_yscale("log")
-    ax_w.plot(xs, [r.get("w_norm", math.nan) for r in rows], marker="o", color="C2")
-    for ax in (ax_l, ax_w):
-        _symlog_x(ax, xs)
-        ax.set_xlabel("lambda")
-    ax_l.set(ylabel="mse", title="loss against lambda")
-    ax_l.legend(fontsize=7)
-    ax_w.set(ylabel="||w||", title="weight norm against lambda")
-    fig.tight_layout()
     table = _table(["lambda", "variant", "train mse", "test mse", "test/train", "||w||"],
                    [[r["x"], r["variant"], r.get("train_mse"), r.get("test_mse"),
                      r["test_mse"] / r["train_mse"] if r.get("train_mse") else None,
                      r.get("w_norm")] for r in rows], left=0)
-    return _section("weight-decay", _figure(png_bytes(fig), "weight decay sweep") + table,
+    return _section("weight-decay", _figure(weight_decay_png(rows), "weight decay sweep") + table,
                     "The weight-decay series (reports/series.json): a larger lambda shrinks the "
                     "weights and closes the gap between training and test loss.")
 
 
 def _sparsity(params: Params, metrics) -> str:
-    names = [n for n in params.train if n.startswith("sparse_") and n in metrics]
+    names = [n for n in params.report.groups.sparsity if n in metrics]
     if len(names) < 2:
         return ""
-    plt = pyplot()
-    fig, (ax_z, ax_m) = plt.subplots(1, 2, figsize=(8.4, 2.8))
-    ax_z.bar(names, [metrics[n].get("n_near_zero", 0) for n in names], color="C0")
-    ax_z.set(ylabel="weights near zero", title="sparsity")
-    ax_m.bar(names, [metrics[n].get("test_mse", math.nan) for n in names], color="C1")
-    ax_m.set(ylabel="test mse", title="test error")
-    fig.tight_layout()
     rows = [[n, _hyper(params, n)[1], metrics[n].get("n_near_zero"),
              metrics[n].get("n_weights"), metrics[n].get("w_norm"), metrics[n].get("train_mse"),
              metrics[n].get("test_mse")] for n in names]
     table = _table(["variant", "optimiser", "near zero", "weights", "||w||", "train mse",
                     "test mse"], rows, 2)
-    return _section("sparsity", _figure(png_bytes(fig), "L1 against L2") + table,
+    return _section("sparsity", _figure(sparsity_png(names, metrics), "L1 against L2") + table,
                     "Weights with |w| below evaluate.zero_tol count as near zero: L1 drives "
                     "weights to zero, L2 shrinks every weight a little.")
 
@@ -354,9 +251,10 @@ def _final_table(names: Sequence[str], metrics, histories, metric: str = "accura
                    "train loss", "test loss"], rows)
 
 
-def _overlay_section(sid: str, group: Sequence[str], metrics, histories, intro: str,
+def _overlay_section(params: Params, sid: str, metrics, histories, intro: str,
                      extra: str = "") -> str:
-    names = [n for n in group if histories.get(n)]
+    """The variants of params.report.groups.<sid> that ran: curves overlaid, one table."""
+    names = [n for n in getattr(params.report.groups, sid) if histories.get(n)]
     if len(names) < 2:
         return ""
     png = overlay_png({n: histories[n] for n in names}, SECTIONS[sid].lower())
@@ -381,7 +279,7 @@ def _confusion(details, confusions: Mapping[str, bytes]) -> str:
                 rows.append([avg.replace("_", " "), s.get("precision"), s.get("recall"),
                              s.get("f1"), s.get("support")])
         table = _table(["class", "precision", "recall", "F1", "support"], rows)
-        acc = f" (accuracy {_fmt(d['accuracy'])})" if "accuracy" in d else ""
+        acc = f" (accuracy {fmt(d['accuracy'])})" if "accuracy" in d else ""
         parts.append(f"<details><summary><code>{_text(n)}</code>{_text(acc)}</summary>"
                      f"{_figure(png, n + ': rows true, columns predicted')}{table}</details>")
     return _section("confusion", "".join(parts),
@@ -403,7 +301,7 @@ def _top_k(metrics) -> str:
 
 
 def _multilabel(params: Params, metrics) -> str:
-    names = [n for n in metrics if _task(params, n) == "multilabel"]
+    names = [n for n in metrics if variant_task(params, n) == "multilabel"]
     if not names:
         return ""
     keys = sorted({k.removeprefix("test_") for n in names for k in metrics[n]
@@ -414,87 +312,38 @@ def _multilabel(params: Params, metrics) -> str:
                     "labels per row (top2_*).")
 
 
-def _selection(searches: Mapping[str, Mapping[str, Any]], metrics, details) -> str:
-    from dlbasics.reporting import difference_units, search_sentences
-
-    body = []
-    for name, search in searches.items():
-        rows = search["rows"]
-        chosen = search["info"]["chosen"]["config"]  # as the select stage chose it
-        by_config: dict[int, list[dict]] = {}
-        for r in rows:
-            by_config.setdefault(r["config"], []).append(dict(r))
-        for folds in by_config.values():
-            folds.sort(key=lambda f: -1 if f.get("fold") is None else f["fold"])
-        metric = next((k.removeprefix("val_") for r in rows for k in r if k.startswith("val_")),
-                      None)
-        if metric is None:
-            continue
-        axes = list(dict.fromkeys(k for r in rows for k in r if "." in k))
-        n_folds = max(len(f) for f in by_config.values())
-        head = ["config", *axes, "parameters", "path", "epochs",
-                *(f"fold {i}" for i in range(n_folds)), f"val {metric} mean", "sd",
-                f"train {metric} mean"]
-        table_rows, classes, stats_by = [], [], {}
-        for cfg, folds in sorted(by_config.items()):
-            first = folds[0]
-            lead = [cfg, *(first.get(a, "") for a in axes), first.get("n_parameters"),
-                    first.get("path", ""), first.get("epochs_chosen")]
-            if first.get("diverged"):
-                table_rows.append(lead[:-1] + ["diverged"] * (n_folds + 4))
-                classes.append("")
-                continue
-            va = [f[f"val_{metric}"] for f in folds]
-            tr = [f.get(f"train_{metric}", math.nan) for f in folds]
-            mean = sum(va) / len(va)
-            sd = (math.sqrt(sum((v - mean) ** 2 for v in va) / (len(va) - 1)) if len(va) > 1
-                  else 0.0)
-            stats_by[cfg] = (mean, sd, va)
-            table_rows.append(lead + va + [None] * (n_folds - len(va))
-                              + [mean, sd, sum(tr) / len(tr)])
-            classes.append("chosen" if cfg == chosen else "")
-        # Every configuration is scored on the same folds: the runner-up comparison is paired.
-        scale, unit, digits, higher = difference_units(metric)
-        sentences = search_sentences(name, search, dict(metrics), dict(details))
-        others = sorted((c for c in stats_by if c != chosen), key=lambda c: stats_by[c][0],
-                        reverse=higher)
-        if chosen in stats_by and others and len(stats_by[chosen][2]) >= 2 \
-                and len(stats_by[others[0]][2]) == len(stats_by[chosen][2]):
-            runner = others[0]
-            res = paired_difference(stats_by[chosen][2], stats_by[runner][2])
-            sentences.append("Against the runner-up, fold by fold: " + describe_difference(
-                f"configuration {chosen}", f"configuration {runner}", res, unit=unit,
-                scale=scale, digits=digits, higher_is_better=higher) + ".")
-        # Mean and sd of each configuration: a glance at how much the grid matters.
-        plt = pyplot()
-        cfgs = sorted(stats_by)
-        fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(cfgs)), 2.6))
-        means = [stats_by[c][0] for c in cfgs]
-        sds = [stats_by[c][1] for c in cfgs]
-        ax.errorbar(range(len(cfgs)), means, yerr=sds, fmt="o", capsize=3)
-        if chosen in stats_by:
-            i = cfgs.index(chosen)
-            ax.plot([i], [means[i]], "o", color="C2", markersize=9, label="chosen")
-            ax.legend(fontsize=7)
-        ax.set_xticks(range(len(cfgs)), [str(c) for c in cfgs], fontsize=7)
-        ax.set(xlabel="configuration", ylabel=f"val {metric}",
-               title=f"select@{name}: mean +/- sd over folds")
-        fig.tight_layout()
-        body.append(f"<h3>select@{_text(name)}</h3>"
-                    + "".join(f"<p>{_text(t)}</p>" for t in sentences)
-                    + _table(head, table_rows, left=1 + len(axes), classes=classes)
-                    + _figure(png_bytes(fig), f"validation score per configuration of {name}"))
+def _selection(searches: Sequence[SearchSummary]) -> str:
+    body = "".join(_search(s) for s in searches)
     if not body:
         return ""
-    return _section("selection", "".join(body),
+    return _section("selection", body,
                     "Each named search of params.yaml's select section: every configuration "
                     "scored on the same folds (reports/selection/NAME.json), the best refitted "
                     "on the whole training split.")
 
 
-def _repeats(params: Params, details: Mapping[str, Mapping[str, Any]]) -> str:
-    from dlbasics.reporting import comparison_sentences, repeat_rows
+def _search(s: SearchSummary) -> str:
+    """One search: its sentences, every configuration's fold scores (the chosen row marked),
+    their means as a figure."""
+    head = ["config", *s.axes, "parameters", "path", "epochs",
+            *(f"fold {i}" for i in range(s.n_folds)), f"val {s.metric} mean", "sd",
+            f"train {s.metric} mean"]
+    rows, classes = [], []
+    for c in s.configs:
+        lead = [c.config, *(c.settings[a] for a in s.axes), c.n_parameters, c.path, c.epochs]
+        if c.diverged:
+            rows.append(lead[:-1] + ["diverged"] * (s.n_folds + 4))
+        else:
+            rows.append(lead + c.val + [None] * (s.n_folds - len(c.val))
+                        + [c.mean, c.sd, c.train_mean])
+        classes.append("chosen" if c.config == s.chosen and not c.diverged else "")
+    sentences = [*s.sentences, *([s.runner_up] if s.runner_up else [])]
+    return (f"<h3>select@{_text(s.name)}</h3>" + "".join(f"<p>{_text(t)}</p>" for t in sentences)
+            + _table(head, rows, left=1 + len(s.axes), classes=classes)
+            + _figure(search_png(s), f"validation score per configuration of {s.name}"))
 
+
+def _repeats(params: Params, details: Mapping[str, Mapping[str, Any]]) -> str:
     rows = repeat_rows(dict(details))
     sentences = comparison_sentences(params, dict(details))
     if not rows and not sentences:
@@ -540,14 +389,6 @@ def _figures(figures: Mapping[str, bytes]) -> str:
                     "in red), from reports/figures/.")
 
 
-def manifest_digest(manifest: Mapping[str, Any]) -> str:
-    """The prepared data's one digest: sha256 of its files' sha256 map (= Prepared.digest, the
-    value MLflow records as the dataset digest)."""
-    from dlbasics.io import sha256_bytes
-
-    return sha256_bytes(json.dumps(manifest.get("sha256", {}), sort_keys=True).encode())
-
-
 def _provenance(manifests: Mapping[str, Mapping[str, Any]]) -> str:
     if not manifests:
         return ""
@@ -579,21 +420,6 @@ def _environment(environment: Mapping[str, Any]) -> str:
     return _section("environment", _table(["", "value"], list(environment.items()), left=2))
 
 
-def package_versions(names: Sequence[str] = ("torch", "dvc", "mlflow", "scikit-learn", "numpy")
-                     ) -> dict[str, str]:
-    """{python: version, package: version} of the running interpreter, for `environment`."""
-    import platform
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for n in names:
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            out[n] = "not installed"
-    return out
-
-
 # ----------------------------------------------------------------------------- the page
 
 
@@ -622,39 +448,54 @@ def render_html(
     device, threads, git commit); manifests: {dataset: prepared manifest.json}; curves and
     confusions: {variant: PNG bytes} already drawn (reports/figures/curves, .../confusion).
     """
-    series, searches, details = series or {}, searches or {}, details or {}
-    figures, environment, manifests = figures or {}, environment or {}, manifests or {}
+    details = details or {}
     # Variants of params.yaml only: a persisted history of a removed variant is stale.
     histories = {n: h for n, h in (histories or {}).items() if n in params.train}
-    act_png = activations_png() if sum(bool(histories.get(n)) for n in ACTIVATIONS) >= 2 else b""
-    act_intro = _figure(act_png, "the activations and their derivatives") if act_png else ""
+    summaries = [s for name, search in (searches or {}).items()
+                 if (s := search_summary(name, search, metrics, details)) is not None]
     parts = [
         _overview(params, metrics, histories),
         _learning_curves(params, histories, curves or {}),
         _fitting(params, metrics, histories),
-        _weight_decay(series),
+        _weight_decay(series or {}),
         _sparsity(params, metrics),
-        _overlay_section("dropout", DROPOUT, metrics, histories,
-                         "The same network with and without dropout; train solid, test dashed."),
-        _overlay_section("activations", ACTIVATIONS, metrics, histories,
-                         "The hidden-unit functions and their derivatives (analytic, equal to "
-                         "torch autograd's), "
-                         "then the same MLP trained with each.", extra=act_intro),
-        _overlay_section("optimisers", OPTIMISERS, metrics, histories,
-                         "The same MLP trained by each optimiser."),
-        _overlay_section("initialisations", INITS, metrics, histories,
-                         "The same MLP from each initialisation."),
+        *_comparisons(params, metrics, histories),
         _confusion(details, confusions or {}),
         _top_k(metrics),
         _multilabel(params, metrics),
-        _selection(searches, metrics, details),
+        _selection(summaries),
         _repeats(params, details),
         _lessons(lessons or [], lesson_pngs or {}),
-        _figures(figures),
-        _provenance(manifests),
-        _environment(environment),
+        _figures(figures or {}),
+        _provenance(manifests or {}),
+        _environment(environment or {}),
     ]
-    present = [sid for sid in SECTIONS if f'<h2 id="{sid}">' in "".join(parts)]
+    return _page(params, [p for p in parts if p])
+
+
+def _comparisons(params: Params, metrics, histories) -> list[str]:
+    """The sections that set the variants of one params.report.groups entry side by side."""
+    activations = params.report.groups.activations
+    act_png = activations_png() if sum(bool(histories.get(n)) for n in activations) >= 2 else b""
+    act_intro = _figure(act_png, "the activations and their derivatives") if act_png else ""
+    return [
+        _overlay_section(params, "dropout", metrics, histories,
+                         "The same network with and without dropout; train solid, test dashed."),
+        _overlay_section(params, "activations", metrics, histories,
+                         "The hidden-unit functions and their derivatives (analytic, equal to "
+                         "torch autograd's), "
+                         "then the same MLP trained with each.", extra=act_intro),
+        _overlay_section(params, "optimisers", metrics, histories,
+                         "The same MLP trained by each optimiser."),
+        _overlay_section(params, "initialisations", metrics, histories,
+                         "The same MLP from each initialisation."),
+    ]
+
+
+def _page(params: Params, sections: Sequence[str]) -> str:
+    """The page around its sections (each an HTML <section>, in page order): head, title,
+    contents list."""
+    present = [sid for sid in SECTIONS if f'<h2 id="{sid}">' in "".join(sections)]
     nav = "<nav><ol>" + "".join(f'<li><a href="#{s}">{_text(SECTIONS[s])}</a></li>'
                                 for s in present) + "</ol></nav>"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -662,4 +503,4 @@ def render_html(
             f"<title>dlbasics report</title><style>{_CSS}</style></head><body>"
             f"<h1>dlbasics report</h1><p>Seed {params.seed}. Every number comes from the DVC "
             "outputs in reports/; this page embeds every figure and fetches nothing.</p>"
-            + nav + "\n" + "\n".join(p for p in parts if p) + "\n</body></html>\n")
+            + nav + "\n" + "\n".join(sections) + "\n</body></html>\n")

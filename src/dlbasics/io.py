@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-# In a model directory: its evaluation files (written by `evaluation`, gathered by `collect`)
-# and the per-epoch history of its final fit (written by `experiment`, gathered by `collect`).
+# In a model directory (dlbasics.modelfiles): its evaluation files (gathered by `collect`)
+# and the per-epoch history of its final fit.
 EVAL_DIR = "eval"
 HISTORY = "history.json"
 
@@ -118,3 +118,9 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """A prepared dataset's one content digest: sha256 of its manifest's {file: sha256} map (the
+    digest MLflow records for the dataset, the report shows and model.json keeps)."""
+    return sha256_bytes(json.dumps(manifest.get("sha256", {}), sort_keys=True).encode())

@@ -1,4 +1,4 @@
-"""Evaluation metrics and the textbook losses used by the dlbasics experiments.
+"""The metrics a trained model is judged by, computed by scikit-learn.
 
 Every metric function returns plain Python floats (or ints / lists) so that the
 result can be written straight to a DVC metrics file or logged to MLflow.
@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn import metrics as skm
+
+from dlbasics.tasks import predicted_labels
 
 __all__ = [
     "regression_metrics",
@@ -24,10 +25,6 @@ __all__ = [
     "classification_details",
     "multilabel_metrics",
     "multilabel_predict",
-    "half_sum_squared_error",
-    "cross_entropy_from_probs",
-    "multilabel_softmax_cross_entropy",
-    "multilabel_sigmoid_loss",
 ]
 
 
@@ -159,8 +156,8 @@ def binary_metrics(y_true: Any, logits: Any) -> dict[str, float]:
     if z.shape[0] != yt.size:
         raise ValueError(f"{yt.size} labels but {z.shape[0]} logits")
     prob = torch.sigmoid(z).numpy()
-    # logit >= 0 is p >= 0.5, decided on the logit so saturation cannot flip it.
-    yp = (z >= 0).numpy().astype(np.int64)
+    # Decided on the logit (tasks' one rule) so that saturation cannot flip it.
+    yp = predicted_labels(z, "binary").numpy()
     p, r, f, _ = skm.precision_recall_fscore_support(
         yt, yp, average="binary", pos_label=1, zero_division=0
     )
@@ -252,37 +249,3 @@ def multilabel_predict(
     idx = torch.topk(z, k=top_k, dim=1).indices
     pred = torch.zeros_like(z, dtype=torch.int64).scatter_(1, idx, 1)
     return pred.numpy()
-
-
-# --------------------------------------------------------------------------- #
-# losses (torch, differentiable)
-# --------------------------------------------------------------------------- #
-def half_sum_squared_error(y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """0.5 * sum((y - t)^2) over all elements of y, t (any equal shapes) -> scalar."""
-    return 0.5 * torch.sum((y - t) ** 2)
-
-
-def cross_entropy_from_probs(
-    p: torch.Tensor, t_onehot: torch.Tensor, eps: float = 1e-7
-) -> torch.Tensor:
-    """-sum(t * log(p + eps)) for p, t of shape [C]; for [N, C] the same sum divided by N -> scalar."""
-    # eps keeps log finite when a predicted probability is exactly zero.
-    total = -torch.sum(t_onehot * torch.log(p + eps))
-    if p.ndim == 1:
-        return total
-    if p.ndim != 2:
-        raise ValueError(f"p must have shape [C] or [N, C], got {tuple(p.shape)}")
-    return total / p.shape[0]  # mini-batch form: mean over samples
-
-
-def multilabel_softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over samples of -sum_j t_j * log softmax(logits)_j, logits and 0/1 targets [N, L] -> scalar."""
-    # log_softmax subtracts the row max, so logits of 1e3 do not overflow exp().
-    logp = F.log_softmax(logits, dim=-1)
-    return -(targets.to(logp.dtype) * logp).sum(dim=-1).mean()
-
-
-def multilabel_sigmoid_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-label sigmoid cross-entropy averaged over all N*L entries, logits and 0/1 targets [N, L] -> scalar."""
-    # Same value as nn.MultiLabelSoftMarginLoss(reduction='mean'), computed stably.
-    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable
+from typing import Callable, get_args
 
 import torch
 from torch import nn
 
 from dlbasics import scratch
-from dlbasics.config import ModelSpec
+from dlbasics.config import MODEL_KINDS, SCRATCH_KINDS, Activation, ModelSpec
 
-ACTIVATIONS: dict[str, Callable[[ModelSpec], nn.Module]] = {
+# The hidden-layer activation of `model.activation`, as a torch.nn layer.
+ACTIVATION_LAYERS: dict[str, Callable[[ModelSpec], nn.Module]] = {
     "relu": lambda s: nn.ReLU(),
     "sigmoid": lambda s: nn.Sigmoid(),
     "tanh": lambda s: nn.Tanh(),
@@ -33,7 +34,7 @@ def _mlp(spec: ModelSpec, n_in: int, n_out: int) -> nn.Module:
     layers: list[nn.Module] = []
     width = n_in
     for i, h in enumerate(spec.hidden):
-        layers += [nn.Linear(width, h), ACTIVATIONS[spec.activation](spec)]
+        layers += [nn.Linear(width, h), ACTIVATION_LAYERS[spec.activation](spec)]
         if spec.dropout and spec.dropout[i] > 0:
             layers.append(nn.Dropout(spec.dropout[i]))
         width = h
@@ -64,6 +65,18 @@ SCRATCH_BUILDERS: dict[str, Callable[[ModelSpec, int, int, torch.Generator], nn.
         generator=g,
     ),
 }
+
+
+# config.MODEL_KINDS names the kinds params may use; these tables implement them. A kind
+# without a builder (or a builder for a kind config does not know) fails on import, not in a
+# run: the two cannot drift apart.
+if set(BUILDERS) | set(SCRATCH_BUILDERS) != set(MODEL_KINDS) or set(SCRATCH_BUILDERS) != set(
+        SCRATCH_KINDS):
+    raise ImportError(f"dlbasics.models builds {sorted(BUILDERS)} + {sorted(SCRATCH_BUILDERS)}, "
+                      f"config.MODEL_KINDS lists {MODEL_KINDS} (scratch: {SCRATCH_KINDS})")
+if set(ACTIVATION_LAYERS) != set(get_args(Activation)):
+    raise ImportError(f"dlbasics.models has layers for {sorted(ACTIVATION_LAYERS)}, config's "
+                      f"Activation lists {get_args(Activation)}")
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "ACTIVATIONS",
+    "ACTIVATION_FUNCTIONS",
     "InvertedDropout",
     "ManualMLP",
     "ScratchLinear",
@@ -29,6 +29,10 @@ __all__ = [
     "l1_penalty",
     "l2_penalty",
     "leaky_relu",
+    "cross_entropy_from_probs",
+    "half_sum_squared_error",
+    "multilabel_sigmoid_loss",
+    "multilabel_softmax_cross_entropy",
     "not_bias",
     "numerical_gradient",
     "relu",
@@ -216,6 +220,38 @@ def scratch_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return -picked.mean()
 
 
+def half_sum_squared_error(y: Tensor, t: Tensor) -> Tensor:
+    """0.5 * sum((y - t)^2) over all elements of y, t (any equal shapes) -> scalar (file 003)."""
+    return 0.5 * torch.sum((y - t) ** 2)
+
+
+def cross_entropy_from_probs(p: Tensor, t_onehot: Tensor, eps: float = 1e-7) -> Tensor:
+    """-sum(t * log(p + eps)) for p, t of shape [C]; for [N, C] that sum divided by N -> scalar
+    (file 003's formula on probabilities, not logits)."""
+    # eps keeps log finite when a predicted probability is exactly zero.
+    total = -torch.sum(t_onehot * torch.log(p + eps))
+    if p.ndim == 1:
+        return total
+    if p.ndim != 2:
+        raise ValueError(f"p must have shape [C] or [N, C], got {tuple(p.shape)}")
+    return total / p.shape[0]  # mini-batch form: mean over samples
+
+
+def multilabel_softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """The book's multi-label loss: mean over rows of -sum_j t_j log softmax(z)_j, for logits and
+    0/1 targets [N, L] -> scalar (the `multilabel_softmax` loss)."""
+    logp = stable_log_softmax(logits, dim=-1)  # max-shifted: logits of 1e3 do not overflow
+    return -(targets.to(logp.dtype) * logp).sum(dim=-1).mean()
+
+
+def multilabel_sigmoid_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-label sigmoid cross-entropy averaged over all N*L entries, logits and 0/1 targets
+    [N, L] -> scalar; nn.MultiLabelSoftMarginLoss's value, written out."""
+    t = targets.to(logits.dtype)
+    # max(z, 0) - z t + log(1 + e^-|z|): -[t log s(z) + (1 - t) log(1 - s(z))] without overflow.
+    return (logits.clamp(min=0) - logits * t + torch.log1p(torch.exp(-logits.abs()))).mean()
+
+
 # ----------------------------------------------------------------------------- activations, MLP
 
 
@@ -242,7 +278,7 @@ def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     return torch.where(x > 0, x, negative_slope * x)
 
 
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": relu,
     "sigmoid": sigmoid,
     "tanh": tanh,
@@ -297,8 +333,8 @@ class ScratchMLP(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATION_FUNCTIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATION_FUNCTIONS)}, got {activation!r}")
         hidden = list(hidden)
         dropout = [0.0] * len(hidden) if dropout is None else list(dropout)
         if len(dropout) != len(hidden):
@@ -319,7 +355,7 @@ class ScratchMLP(nn.Module):
     def _act(self, x: Tensor) -> Tensor:
         if self.activation == "leaky_relu":
             return leaky_relu(x, self.negative_slope)
-        return ACTIVATIONS[self.activation](x)
+        return ACTIVATION_FUNCTIONS[self.activation](x)
 
     def forward(self, x: Tensor) -> Tensor:
         """X [N, ...] -> [N, out_features] (raw outputs / logits)."""
@@ -335,7 +371,7 @@ class ScratchMLP(nn.Module):
 class ManualMLP(nn.Module):
     """Hand-backprop MLP: X [N, ...] (flattened to [N, in]) -> hidden layers -> output [N, out].
 
-    Each hidden layer is z = a W + b then a = f(z) with ``activation`` f in ``ACTIVATIONS``
+    Each hidden layer is z = a W + b then a = f(z) with ``activation`` f in ``ACTIVATION_FUNCTIONS``
     (``negative_slope`` for leaky_relu); the output layer is z^L = a W + b with no activation.
     ``output`` chooses the loss J that ``loss`` and ``manual_backward`` compute:
 
@@ -380,8 +416,8 @@ class ManualMLP(nn.Module):
             raise ValueError(f"layer sizes must be positive integers, got {sizes}")
         sizes = [int(s) for s in sizes]
         in_features, hidden, out_features = sizes[0], sizes[1:-1], sizes[-1]
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if activation not in ACTIVATION_FUNCTIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATION_FUNCTIONS)}, got {activation!r}")
         if output not in self.OUTPUTS:
             raise ValueError(f"output must be one of {list(self.OUTPUTS)}, got {output!r}")
         if output == "softmax" and out_features < 2:
@@ -404,7 +440,7 @@ class ManualMLP(nn.Module):
     def _act(self, z: Tensor) -> Tensor:
         if self.activation == "leaky_relu":
             return leaky_relu(z, self.negative_slope)
-        return ACTIVATIONS[self.activation](z)
+        return ACTIVATION_FUNCTIONS[self.activation](z)
 
     def _act_derivative(self, z: Tensor, a: Tensor) -> Tensor:
         """f'(z) from the stored pre-activation z and activation a = f(z), same shape."""

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold
 
 from dlbasics.errors import DataError
 
@@ -272,10 +271,3 @@ def log_rmse(y_true_price: np.ndarray | pd.Series, y_pred_price: np.ndarray | pd
         raise ValueError("log_rmse needs true prices > 0 (and no NaN)")
     diff = np.log(np.clip(pred, 1.0, None)) - np.log(true)
     return float(np.sqrt(np.mean(diff**2)))
-
-
-def kfold_indices(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train_idx, val_idx) pairs of row indices into range(n), shuffled by `seed`; each row
-    is validated in exactly one fold."""
-    folds = KFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(train, val) for train, val in folds.split(np.arange(n))]

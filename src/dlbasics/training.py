@@ -1,4 +1,5 @@
-"""How a model learns: losses, optimisers and the in-memory minibatch loop.
+"""How a model learns: losses, optimisers, the in-memory minibatch loop, the closed-form
+least-squares solver, and a variant's settings turned into (make_model, train_fn).
 
 The loop keeps the whole split resident as tensors and slices each batch out of one
 `torch.randperm` per epoch: no per-sample Dataset or DataLoader in the hot path.
@@ -15,9 +16,12 @@ from torch import nn
 from tqdm import tqdm
 
 from dlbasics import scratch
-from dlbasics.config import OptimizerSpec, PenaltySpec
-from dlbasics.data import Split
+from dlbasics.config import LOSS_TASKS, OptimizerSpec, Params, PenaltySpec, VariantSpec
+from dlbasics.data import Prepared, Split
 from dlbasics.errors import DivergenceError  # noqa: F401 - re-exported: training.DivergenceError
+from dlbasics.models import build_model
+from dlbasics.rng import derive_seed, torch_generator
+from dlbasics.tasks import n_correct
 
 
 def _bce_with_logits() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -39,12 +43,8 @@ def _one_vs_all() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return loss
 
 
-def _multilabel_softmax() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    from dlbasics.metrics import multilabel_softmax_cross_entropy
-
-    return multilabel_softmax_cross_entropy
-
-
+# config.LOSS_TASKS names the losses params may use and the tasks each fits; this table builds
+# them, and a name in one but not the other fails on import (the two cannot drift apart).
 LOSSES: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
     "mse": nn.MSELoss,
     "squared_loss_scratch": lambda: scratch.squared_loss,
@@ -53,8 +53,11 @@ LOSSES: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], torch.Tens
     "one_vs_all": _one_vs_all,
     "bce_with_logits": _bce_with_logits,
     "multilabel_soft_margin": nn.MultiLabelSoftMarginLoss,
-    "multilabel_softmax": _multilabel_softmax,
+    "multilabel_softmax": lambda: scratch.multilabel_softmax_cross_entropy,
 }
+if set(LOSSES) != set(LOSS_TASKS):
+    raise ImportError(f"dlbasics.training builds losses {sorted(LOSSES)}, config.LOSS_TASKS "
+                      f"lists {sorted(LOSS_TASKS)}")
 
 
 def build_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -113,18 +116,6 @@ def predict(model: nn.Module, X: torch.Tensor, chunk: int = 8192) -> torch.Tenso
     outs = [model(X[i : i + chunk]) for i in range(0, X.shape[0], chunk)]
     model.train(was_training)
     return torch.cat(outs)
-
-
-@torch.no_grad()
-def n_correct(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """How many rows of outputs `out` [N, ...] a classifier gets right against `y` (a scalar
-    tensor): the argmax class, the sign of the one logit (binary), or every label (multilabel,
-    exact match)."""
-    if task == "classification":
-        return (out.argmax(dim=1) == y).sum()
-    if task == "binary":
-        return ((out.reshape(-1) > 0).long() == y).sum()
-    return ((out > 0).to(y.dtype) == y).all(1).sum()
 
 
 @torch.no_grad()
@@ -223,13 +214,8 @@ def fit(
             generator=generator, task=task, label=f"{label} epoch {epoch}/{epochs}", bar=tty)
         if not math.isfinite(train_loss):
             raise DivergenceError(epoch, train_loss, lr)
-        record = {"epoch": epoch, "train_loss": train_loss}
-        if train_accuracy is not None:
-            record["train_accuracy"] = train_accuracy
-        for prefix, split in (("val", val), ("test", test)):
-            if split is not None and split.X.shape[0] > 0:
-                for k, v in evaluate_split(model, loss_fn, split, task).items():
-                    record[f"{prefix}_{k}"] = v
+        record = _epoch_record(model, loss_fn, epoch, train_loss, train_accuracy,
+                               {"val": val, "test": test}, task)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -238,3 +224,82 @@ def fit(
             shown = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k != "epoch")
             print(f"{label} epoch {epoch}/{epochs} {shown}", flush=True)
     return history
+
+
+def _epoch_record(model: nn.Module, loss_fn, epoch: int, train_loss: float,
+                  train_accuracy: float | None, splits: dict[str, Split | None],
+                  task: str) -> dict[str, float]:
+    """One history record: the epoch's training figures, then loss (and accuracy) on each
+    non-empty split of `splits` ({prefix: split}) measured now."""
+    record = {"epoch": epoch, "train_loss": train_loss}
+    if train_accuracy is not None:
+        record["train_accuracy"] = train_accuracy
+    for prefix, split in splits.items():
+        if split is not None and split.X.shape[0] > 0:
+            for k, v in evaluate_split(model, loss_fn, split, task).items():
+                record[f"{prefix}_{k}"] = v
+    return record
+
+
+@torch.no_grad()
+def fit_lstsq(model: nn.Linear, train: Split) -> None:
+    """Set a linear model's weights to the closed-form least-squares solution (float64)."""
+    X, y = train.X.double(), train.y.double()  # [N, F], [N, 1]
+    if model.bias is not None:
+        X = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
+    # gelsd: the minimum-norm solution via SVD, exact even when the system is ill-conditioned.
+    sol = torch.linalg.lstsq(X.cpu(), y.cpu(), driver="gelsd").solution  # [F (+1), 1]
+    n_in = model.in_features
+    model.weight.copy_(sol[:n_in].T.to(model.weight))
+    if model.bias is not None:
+        model.bias.copy_(sol[n_in].to(model.bias))
+
+
+def _solve(spec: VariantSpec, model: nn.Module, splits: dict[str, Split], task: str,
+           on_epoch) -> list[dict[str, float]]:
+    """solver lstsq: the closed form, recorded as one epoch."""
+    loss_fn = build_loss(spec.loss)
+    fit_lstsq(model, splits["train"])
+    record: dict[str, float] = {"epoch": 1}
+    for split in ("train", "val", "test"):
+        if splits[split].X.shape[0]:
+            record.update({f"{split}_{k}": v
+                           for k, v in evaluate_split(model, loss_fn, splits[split], task).items()})
+    on_epoch(record)
+    return [record]
+
+
+def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, device):
+    """(make_model, train_fn) for one variant's settings on `data`.
+
+    make_model() builds a fresh model with the seeded initial weights (the same on every call);
+    train_fn(model, splits, on_epoch) trains it in place and returns the per-epoch history.
+    Initial weights and batch order derive from the seed and the dataset's identity (what the
+    data is, not its key), not from the variant: variants of one dataset share them (common
+    random numbers), so a scratch variant and its torch.nn twin, or two optimisers, differ only
+    in what the variants say.
+    """
+    man = data.manifest
+    device = device or torch.device("cpu")
+
+    def make_model() -> nn.Module:
+        return build_model(
+            spec.model, man["n_features"], man["n_outputs"],
+            torch_generator(params.seed, "init", man["identity"]),
+        ).to(device)
+
+    def train_fn(model, splits, on_epoch=lambda rec: None):
+        # nn.Dropout can only draw from the global generator: seed it per variant (and fit).
+        torch.manual_seed(derive_seed(params.seed, "dropout", name))
+        splits = {k: Split(v.X.to(device), v.y.to(device)) for k, v in splits.items()}
+        if spec.solver == "lstsq":
+            return _solve(spec, model, splits, data.task, on_epoch)
+        return fit(
+            model, build_loss(spec.loss), build_optimizer(spec.optimizer, model), splits["train"],
+            splits["val"], test=splits["test"], penalty=build_penalty(spec.penalty, model),
+            epochs=spec.epochs, batch_size=spec.batch_size,
+            generator=torch_generator(params.seed, "batches", man["identity"]),
+            task=data.task, label=f"train {name}", on_epoch=on_epoch,
+        )
+
+    return make_model, train_fn

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config import ConfigError, load_params
-from dlbasics.search import select
+from dlbasics.pipeline.select import select
 
 
 def main(argv=None) -> None:

@@ -1,0 +1,156 @@
+"""One variant of params.train fitted and tracked: its data, its fit (with K-fold
+cross-validation and repeated seeds when it asks), its model directory, its MLflow run.
+
+Its import closure is the code that decides a variant's trained files (dlbasics.changes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dlbasics import modelfiles, tracking
+from dlbasics.config import Params
+from dlbasics.data import Prepared, load_variant_data
+from dlbasics.io import write_bytes_atomic
+from dlbasics.models import state_dict_bytes
+from dlbasics.rng import derive_seed
+from dlbasics.runtime import configure
+from dlbasics.selection import cross_validate
+from dlbasics.training import make_trainer
+
+
+def variant_params(params: Params, name: str) -> dict[str, Any]:
+    """The hyper-parameters of one variant, flattened for MLflow (seed included)."""
+    spec = params.train[name].model_dump(mode="json", exclude_none=True)
+    return {"seed": params.seed, **tracking.flatten(spec)}
+
+
+def _log_dataset(data: Prepared) -> None:
+    import mlflow
+
+    ds = mlflow.data.from_numpy(
+        data.splits["train"].X.numpy(),
+        targets=data.splits["train"].y.numpy(),
+        name=data.manifest["name"],
+        digest=data.digest[:16],
+    )
+    mlflow.log_input(ds, context="training")
+    # Where the data came from and its full digest, as the prepared manifest records them.
+    mlflow.set_tags({
+        "dataset_sha256": data.digest,
+        "dataset_source": str(data.manifest.get("source") or data.manifest["kind"])[:5000],
+        "dataset_shape": str({k: v for k, v in data.manifest["sizes"].items()}),
+    })
+
+
+def fit_variant(
+    params: Params, name: str, data_dir: Path, device: torch.device | None = None, on_epoch=None,
+    with_cv: bool = True,
+) -> tuple[nn.Module, list[dict[str, float]], Prepared, dict[str, Any] | None]:
+    """Build and train variant `name` on the prepared data in `data_dir`, without tracking.
+
+    With `kfold`, K-fold cross-validation on the training rows comes first (a fresh model from
+    the same initial weights per fold). Returns (trained model, per-epoch history of the final
+    fit, the data it saw, the cross-validation summary or None). Deterministic on CPU.
+    """
+    spec = params.train[name]
+    device = device or torch.device("cpu")
+    data = load_variant_data(params, name, data_dir, splits=("train", "val", "test"))
+    n_train = len(data.splits["train"].y)
+    if spec.batch_size is not None and spec.batch_size > n_train:
+        # Larger than the data is a typo, not "full batch": that is batch_size = the row count.
+        raise params.error(
+            f"train.{name}.batch_size",
+            f"expected at most {n_train} (the training rows of {spec.dataset}), found "
+            f"{spec.batch_size}; for full-batch training set it to {n_train}",
+        )
+    make_model, train_fn = make_trainer(params, spec, name, data, device)
+    cv = None
+    if spec.kfold and with_cv:
+        cv = cross_validate(data, spec.kfold,
+                            derive_seed(params.seed, "folds", data.manifest["identity"]),
+                            make_model, train_fn)
+    model = make_model()
+    history = train_fn(model, data.splits, on_epoch or (lambda rec: None))
+    return model.cpu(), history, data, cv
+
+
+def _repeat_seeds(
+    params: Params, name: str, data_dir: Path, device: torch.device, model: nn.Module,
+    history: list[dict[str, float]],
+) -> dict[int, tuple[bytes, list[dict[str, float]]]]:
+    """The variant trained again once per seed of its `seeds` (the data and split unchanged):
+    seed -> (state_dict bytes, history). The top-level seed reuses the model already trained."""
+    out = {}
+    for seed in params.train[name].seeds or []:
+        if seed == params.seed:
+            out[seed] = (state_dict_bytes(model), history)
+            continue
+        m, h, _, _ = fit_variant(params.model_copy(update={"seed": seed}), name, data_dir, device,
+                                 with_cv=False)
+        out[seed] = (state_dict_bytes(m.cpu()), h)
+        print(f"train {name}: seed {seed}: {h[-1]}")
+    return out
+
+
+def _fit_logged(params: Params, name: str, data_dir: Path, device, run_id: str):
+    """fit_variant with each epoch's record sent to MLflow run `run_id` in batches."""
+    buffer = tracking.MetricBuffer(run_id)
+    try:
+        result = fit_variant(params, name, data_dir, device,
+                             on_epoch=lambda rec: buffer.add(rec, rec["epoch"]))
+    except BaseException as exc:
+        # A diverged or interrupted run keeps the curves of the epochs it finished (unless
+        # the server is what failed: sending to it would only wait through the retries).
+        if not tracking.tracking_lost(exc):
+            buffer.flush(quiet=True)
+        raise
+    buffer.flush()
+    return result
+
+
+def train_variant(
+    params: Params, name: str, data_dir: Path, model_dir: Path,
+    finish: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train variant `name` (see fit_variant) and track it.
+
+    Writes its model directory (dlbasics.modelfiles: weights, model.json, history.json, the
+    other seeds' weights). Logs the run to MLflow; `finish(run_id)`, when given, runs inside the
+    same run once the files are written (the train stage evaluates the model there). Returns
+    model.json's content.
+    """
+    import mlflow
+
+    spec = params.train[name]
+    device = configure(params.runtime)
+    tags = {"variant": name, "dataset": spec.dataset, "device": str(device)}
+    with tracking.run(params.tracking.experiment, name, tags) as run:
+        mlflow.log_params(variant_params(params, name))
+        model, history, data, cv = _fit_logged(params, name, data_dir, device, run.info.run_id)
+        _log_dataset(data)
+        mlflow.set_tag("task", data.task)
+        if cv is not None:
+            mlflow.log_metrics({f"cv_{k}": v for k, v in cv.items() if k.endswith(("_mean", "_std"))})
+        repeats = _repeat_seeds(params, name, data_dir, device, model, history)
+        for seed, (_, rep_history) in repeats.items():
+            mlflow.log_metrics({f"seed_{seed}/{k}": v for k, v in rep_history[-1].items()
+                                if k != "epoch"})
+        blob = state_dict_bytes(model)
+        extra: dict[str, Any] = {"cv": cv}
+        if repeats:
+            extra["seeds"] = [{"seed": seed, "file": f"seed_{seed}.pt", "final": h[-1]}
+                              for seed, (_, h) in repeats.items()]
+        info = modelfiles.model_record(name, data.manifest["name"], data, spec, blob, history,
+                                       **extra)
+        with modelfiles.writing(model_dir, blob, info, history) as tmp:
+            for seed, (blob_s, _) in repeats.items():
+                write_bytes_atomic(tmp / f"seed_{seed}.pt", blob_s)
+        # A re-evaluation finds this run again by the digest of the weights it produced.
+        mlflow.set_tag("model_sha256", info["model_sha256"])
+        if finish is not None:
+            finish(run.info.run_id)
+    return info
