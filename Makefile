@@ -59,8 +59,9 @@ services-stop: $(STAMP)  ## stop the stack; its data directory (.services/) stay
 services-env: $(STAMP)  ## print the env to export for the running stack again
 	@python -m dlbasics.services env
 
-deps: $(STAMP)  ## declare in dvc.yaml exactly the project files each stage executes
+deps: $(STAMP)  ## declare in dvc.yaml the files each stage executes and the plots of every variant
 	python -m dlbasics.codedeps --write dvc.yaml
+	python -m dlbasics.dvcplots --write dvc.yaml
 
 clean-venv:
 	rm -rf $(VENV)

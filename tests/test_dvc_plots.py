@@ -1,4 +1,5 @@
-"""dvc.yaml's top-level plots list every variant, so `dvc plots show` overlays all of them."""
+"""dvc.yaml's top-level plots list every variant, so `dvc plots show` overlays all of them; they
+are derived from params.train (dlbasics.dvcplots, `make deps`)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,26 @@ def test_every_variant_has_its_curves_and_every_classifier_its_confusion_matrix(
     assert set(plots["val_accuracy"]["y"]) == {f"reports/history/{n}.json" for n in image}
     assert plots["confusion"]["template"] == "confusion"
     assert set(plots["confusion"]["y"]) == {f"reports/predictions/{n}.json" for n in classifiers}
+
+
+def test_the_plots_are_what_params_gives_and_a_new_variant_joins_them(tmp_path):
+    from dlbasics import dvcplots
+
+    assert dvcplots.check(REPO) == []
+    # A new classifier in a copy of params: the check names the stale lists, and writing
+    # them adds its curves and its confusion matrix (the rest of dvc.yaml unchanged).
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["train"]["mlp_wide"] = {**params["train"]["mlp"], "model": {
+        **params["train"]["mlp"]["model"], "hidden": [512]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    assert set(dvcplots.check(tmp_path)) == {
+        f"plots.{k}: differs from params.train"
+        for k in ("train_loss", "val_accuracy", "test_loss", "confusion")}
+    assert dvcplots.write(tmp_path) is True
+    assert dvcplots.check(tmp_path) == []
+    written = yaml.safe_load((tmp_path / "dvc.yaml").read_text())
+    plots = {k: v for entry in written["plots"] for k, v in entry.items()}
+    assert plots["confusion"]["y"]["reports/predictions/mlp_wide.json"] == "predicted"
+    assert plots["val_accuracy"]["y"]["reports/history/mlp_wide.json"] == "val_accuracy"
+    assert written["stages"] == yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

@@ -846,15 +846,31 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Params:
+        """Every name that one section gives another resolves, and fits where it is used."""
+        # In this order: the first problem found is the one reported, and a variant's own keys
+        # come before the searches and report entries that name it.
+        self._check_names()
+        self._check_datasets()
+        self._check_variants()
+        self._check_searches()
+        self._check_lessons()
+        self._check_report()
+        return self
+
+    def _check_names(self) -> None:
+        """Names under data, prepare and train are usable as directory and file names."""
         for section in ("data", "prepare", "train"):
             for name in getattr(self, section):
                 if not _NAME.fullmatch(name):
                     raise _KeyProblem(
                         (section, name),
                         "a name of a letter then letters, digits or underscores (it becomes "
-                        "a DVC stage and file name)",
+                        "a directory and file name)",
                         name,
                     )
+
+    def _check_datasets(self) -> None:
+        """data and prepare name the same datasets, and each test size fits its dataset."""
         for name in self.data:
             if name not in self.prepare:
                 raise _KeyProblem(
@@ -878,7 +894,9 @@ class Params(Strict):
                     ("prepare", name), f"the name of a dataset under data {sorted(self.data)}",
                     name,
                 )
-        # Each variant's own keys first: the cross-checks below assume its dataset resolves.
+
+    def _check_variants(self) -> None:
+        """Each variant trains on a dataset under data, with a loss for that dataset's task."""
         for vname, v in self.train.items():
             if v.dataset not in self.data:
                 raise _KeyProblem(
@@ -894,6 +912,9 @@ class Params(Strict):
                     f"a loss for the {task} dataset {v.dataset!r}: one of {fits}",
                     v.loss,
                 )
+
+    def _check_searches(self) -> None:
+        """Each search has a usable name and a base variant, and every grid point is valid."""
         for sname, search in (self.select.searches if self.select else {}).items():
             if not _NAME.fullmatch(sname):
                 raise _KeyProblem(("select", "searches", sname),
@@ -903,6 +924,9 @@ class Params(Strict):
                 raise _KeyProblem(("select", "searches", sname, "base"),
                                   f"a variant under train {sorted(self.train)}", search.base)
             grid_variants(self, sname)  # every configuration must be a valid variant
+
+    def _check_lessons(self) -> None:
+        """Each lesson that trains on data names a classification dataset under data."""
         for lname in LessonsSpec.model_fields:
             lesson = getattr(self.lessons, lname)
             if isinstance(lesson, DataLesson) and lesson.dataset not in self.data:
@@ -916,6 +940,9 @@ class Params(Strict):
                 raise _KeyProblem(("lessons", lname, "dataset"),
                                   f"a classification dataset: one of {classifiers}",
                                   lesson.dataset)
+
+    def _check_report(self) -> None:
+        """report's notes, groups and compare name variants, and each compared pair is paired."""
         for vname in self.report.notes:
             if vname not in self.train:
                 raise _KeyProblem(("report", "notes", vname), "the name of a variant under train",
@@ -938,8 +965,6 @@ class Params(Strict):
                     ("report", "compare", i),
                     "two different variants with the same `seeds`, or the same `kfold` on the "
                     "same dataset (a paired comparison)", pair)
-        return self
-
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 

@@ -192,7 +192,8 @@ def evaluate_model(params: Params, name: str, prepared_root: Path, model_dir: Pa
         shown = displayable(test.X[:24].numpy(), man)
         pngs["samples.png"] = figures.sample_grid(shown, test.y[:24].numpy(), man["class_names"],
                                                   man["image_shape"])
-        pred = predict(load_model(params, name, model_dir), test.X[:24]).argmax(1)
+        pred = predicted_labels(predict(load_model(params, name, model_dir), test.X[:24]),
+                                "classification")
         pngs["predictions.png"] = figures.prediction_grid(
             shown, test.y[:24].numpy(), pred.numpy(), man["class_names"], man["image_shape"])
     return {"metrics": metrics, "details": d, "predictions": predictions, "figures": pngs}

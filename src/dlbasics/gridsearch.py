@@ -312,7 +312,30 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
     name = f"select@{search}"
     configs, unique, specs = _unique_settings(params, search)
     jobs = _jobs(specs, data.manifest, batched or sel.batched)
+    results = _run_jobs(params, search, jobs, data, device, log, ray)
+    table = []
+    for i, (values, spec) in enumerate(configs):
+        make_model, _ = make_trainer(params, spec, name, data, device)
+        table.append({"config": i, "values": values, "n_parameters": n_parameters(make_model()),
+                      "epochs_max": spec.epochs, **results[unique[spec.model_dump_json()]]})
+    if all(r["diverged"] for r in table):
+        raise params.error(f"select.searches.{search}.grid",
+                           "expected at least one configuration that trains, found every one "
+                           "diverged; lower the optimizer.lr values")
+    best = choose(table, metric)
+    spec = configs[best["config"]][1].model_copy(update={"epochs": best["epochs_chosen"]})
+    make_model, train_fn = make_trainer(params, spec, name, data, device)
+    model = make_model()
+    history = train_fn(model, data.splits)
+    return table, best, spec, model.cpu(), history
+
+
+def _run_jobs(params, search: str, jobs, data: Prepared, device, log, ray
+              ) -> dict[int, dict[str, Any]]:
+    """Every job's records ({index into the unique specs: record}): on Ray (runtime.executor
+    ray; on `ray` when given connected), in runtime.workers spawned processes, or here."""
     results: dict[int, dict[str, Any]] = {}
+    name = f"select@{search}"
     workers = min(params.runtime.workers, len(jobs)) if device.type == "cpu" else 1
     if params.runtime.executor == "ray":
         from contextlib import nullcontext
@@ -345,18 +368,4 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
         for kind, members in jobs:
             results.update(_job(params, search, kind, members, data, device))
             log(_job_line(name, kind, members))
-    table = []
-    for i, (values, spec) in enumerate(configs):
-        make_model, _ = make_trainer(params, spec, name, data, device)
-        table.append({"config": i, "values": values, "n_parameters": n_parameters(make_model()),
-                      "epochs_max": spec.epochs, **results[unique[spec.model_dump_json()]]})
-    if all(r["diverged"] for r in table):
-        raise params.error(f"select.searches.{search}.grid",
-                           "expected at least one configuration that trains, found every one "
-                           "diverged; lower the optimizer.lr values")
-    best = choose(table, metric)
-    spec = configs[best["config"]][1].model_copy(update={"epochs": best["epochs_chosen"]})
-    make_model, train_fn = make_trainer(params, spec, name, data, device)
-    model = make_model()
-    history = train_fn(model, data.splits)
-    return table, best, spec, model.cpu(), history
+    return results

@@ -124,6 +124,86 @@ def _read_exact(fh: BinaryIO, n: int) -> bytearray:
     return buf if got == n else buf[:got]
 
 
+_FIX = "replace it with an intact copy"  # what a damaged file's message tells the user to do
+
+
+def _read_idx_header(fh: BinaryIO, path: Path, kind: str) -> tuple[int, tuple[int, ...]]:
+    """(type code, dims) from the header of the IDX file open at `fh`; DataError if malformed."""
+    head = _read_exact(fh, 4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+        raise DataError(
+            f"{path}: not an IDX file (magic {bytes(head).hex() or 'empty'}, expected "
+            f"00 00 <type 08/09/0b/0c/0d/0e> <ndim>); {_FIX}"
+        )
+    ndim = head[3]
+    raw_dims = _read_exact(fh, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(
+            f"{path}: truncated header: {ndim} dims need {4 + 4 * ndim} bytes, found "
+            f"{4 + len(raw_dims)} {kind}bytes; {_FIX}"
+        )
+    return head[2], struct.unpack(f">{ndim}I", raw_dims)
+
+
+def _read_idx_payload(path: Path) -> tuple[int, tuple[int, ...], bytearray]:
+    """(type code, dims, payload) of an IDX file whose size is exactly what its header says."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    kind = "decompressed " if path.suffix == ".gz" else ""
+    try:
+        with opener(path, "rb") as fh:
+            code, dims = _read_idx_header(fh, path, kind)
+            dtype = _IDX_TYPES[code]
+            header = 4 + 4 * len(dims)
+            expected = header + math.prod(dims) * dtype.itemsize
+            # A corrupt header can claim any size: allocate no more than the file could hold.
+            limit = path.stat().st_size * (_GZIP_MAX_RATIO if kind else 1)
+            need = expected - header
+            payload = _read_exact(fh, need) if need <= limit else bytearray()
+            extra = 0
+            while block := fh.read(1 << 20):
+                extra += len(block)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; check the path") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: not a valid or complete gzip file ({exc}); {_FIX}") from None
+    found = header + len(payload) + extra
+    if found != expected:
+        what = "truncated" if found < expected else "trailing bytes"
+        shape = " x ".join(map(str, dims))
+        raise DataError(
+            f"{path}: {what}: header says {shape} {dtype.name} = {expected} {kind}bytes, "
+            f"found {found}; {_FIX}"
+        )
+    return code, dims, payload
+
+
+def _check_idx_expectations(
+    path: Path,
+    code: int,
+    dims: tuple[int, ...],
+    expect_dtype: npt.DTypeLike | None,
+    expect_ndim: int | None,
+    expect_shape_tail: tuple[int, ...] | None,
+) -> None:
+    """DataError naming `path` when its type or dims are not what the caller expects."""
+    dtype = _IDX_TYPES[code]
+    if expect_dtype is not None and dtype.newbyteorder("=") != np.dtype(expect_dtype):
+        raise DataError(
+            f"{path}: holds {dtype.name} values (type 0x{code:02x}), expected "
+            f"{np.dtype(expect_dtype).name}; is it the right file?"
+        )
+    if expect_ndim is not None and len(dims) != expect_ndim:
+        raise DataError(
+            f"{path}: has {len(dims)} dims {tuple(dims)}, expected {expect_ndim}; is it the right "
+            f"file (images are 3-d, labels 1-d)?"
+        )
+    if expect_shape_tail is not None and tuple(dims[1:]) != tuple(expect_shape_tail):
+        raise DataError(
+            f"{path}: items are {tuple(dims[1:])}, expected {tuple(expect_shape_tail)}; "
+            f"is it the right file?"
+        )
+
+
 def read_idx(
     path: str | Path,
     *,
@@ -138,61 +218,9 @@ def read_idx(
     the file's exact size raises DataError naming the file.
     """
     path = Path(path)
-    fix = "replace it with an intact copy"
-    opener = gzip.open if path.suffix == ".gz" else open
-    kind = "decompressed " if path.suffix == ".gz" else ""
-    try:
-        with opener(path, "rb") as fh:
-            head = _read_exact(fh, 4)
-            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
-                raise DataError(
-                    f"{path}: not an IDX file (magic {bytes(head).hex() or 'empty'}, expected "
-                    f"00 00 <type 08/09/0b/0c/0d/0e> <ndim>); {fix}"
-                )
-            dtype, ndim = _IDX_TYPES[head[2]], head[3]
-            raw_dims = _read_exact(fh, 4 * ndim)
-            header = 4 + 4 * ndim
-            if len(raw_dims) < 4 * ndim:
-                raise DataError(
-                    f"{path}: truncated header: {ndim} dims need {header} bytes, found "
-                    f"{4 + len(raw_dims)} {kind}bytes; {fix}"
-                )
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            expected = header + math.prod(dims) * dtype.itemsize
-            # A corrupt header can claim any size: allocate no more than the file could hold.
-            limit = path.stat().st_size * (_GZIP_MAX_RATIO if kind else 1)
-            need = expected - header
-            payload = _read_exact(fh, need) if need <= limit else bytearray()
-            extra = 0
-            while block := fh.read(1 << 20):
-                extra += len(block)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; check the path") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: not a valid or complete gzip file ({exc}); {fix}") from None
-    found = header + len(payload) + extra
-    if found != expected:
-        what = "truncated" if found < expected else "trailing bytes"
-        shape = " x ".join(map(str, dims))
-        raise DataError(
-            f"{path}: {what}: header says {shape} {dtype.name} = {expected} {kind}bytes, "
-            f"found {found}; {fix}"
-        )
-    if expect_dtype is not None and dtype.newbyteorder("=") != np.dtype(expect_dtype):
-        raise DataError(
-            f"{path}: holds {dtype.name} values (type 0x{head[2]:02x}), expected "
-            f"{np.dtype(expect_dtype).name}; is it the right file?"
-        )
-    if expect_ndim is not None and ndim != expect_ndim:
-        raise DataError(
-            f"{path}: has {ndim} dims {tuple(dims)}, expected {expect_ndim}; is it the right "
-            f"file (images are 3-d, labels 1-d)?"
-        )
-    if expect_shape_tail is not None and tuple(dims[1:]) != tuple(expect_shape_tail):
-        raise DataError(
-            f"{path}: items are {tuple(dims[1:])}, expected {tuple(expect_shape_tail)}; "
-            f"is it the right file?"
-        )
+    code, dims, payload = _read_idx_payload(path)
+    _check_idx_expectations(path, code, dims, expect_dtype, expect_ndim, expect_shape_tail)
+    dtype = _IDX_TYPES[code]
     array = np.frombuffer(payload, dtype=dtype).reshape(dims)
     return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
 
@@ -370,6 +398,49 @@ def _missing_ancestors(path: Path) -> list[Path]:
     return missing
 
 
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove each of `folders` in turn (deepest first) until one is not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _offline_fix(name: str, params_key: str | None) -> str:
+    """How to supply `name`'s files without network, the end of a failed fetch's message."""
+    return (
+        f"put the four IDX files ({', '.join(FILES.values())}, raw or .gz) in a folder and set "
+        f"data.{params_key or name}.source: local and "
+        f"data.{params_key or name}.path: <that folder>"
+    )
+
+
+def _torchvision_source(spec: IdxDataset, urls: list[str], md5s: Mapping[str, str]) -> type:
+    """torchvision's dataset class for `spec`, made to download from `urls` and check `md5s`."""
+    import torchvision.datasets as tvd  # lazily: heavy, and only needed to download
+
+    base = getattr(tvd, spec.torchvision_class)
+    # Same class name, so torchvision still writes <root>/<class>/raw.
+    return type(base.__name__, (base,), {
+        "mirrors": urls,
+        "resources": [(f"{stem}.gz", md5s[f"{stem}.gz"]) for stem in FILES.values()],
+    })
+
+
+def _download(source: type, folder: Path, timeout: float, name: str, url: str, fix: str) -> None:
+    """`source` downloads into `folder`, each network read bounded by `timeout` seconds."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        source(root=folder, train=True, download=True)
+    except (RuntimeError, URLError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{name}: download from {url} failed ({reason}); {fix}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def fetch(
     name: str,
     root: str | Path,
@@ -404,27 +475,14 @@ def fetch(
     urls = list(spec.mirrors if mirrors is None else mirrors)
     if not urls:
         raise ValueError("fetch: mirrors must hold at least one base URL")
-    local_fix = (
-        f"put the four IDX files ({', '.join(FILES.values())}, raw or .gz) in a folder and set "
-        f"data.{params_key or name}.source: local and "
-        f"data.{params_key or name}.path: <that folder>"
-    )
+    fix = _offline_fix(name, params_key)
     failures = _unreachable(urls, timeout)
     if failures:
         raise DataError(
             f"{name}: cannot be fetched, no mirror reachable: {'; '.join(failures)}; "
-            f"without network, {local_fix}"
+            f"without network, {fix}"
         )
-
-    import torchvision.datasets as tvd  # lazily: heavy, and only needed to download
-
-    base = getattr(tvd, spec.torchvision_class)
-    md5s = {**spec.md5, **(checksums or {})}
-    # Same class name, so torchvision still writes <root>/<class>/raw.
-    source = type(base.__name__, (base,), {
-        "mirrors": urls,
-        "resources": [(f"{stem}.gz", md5s[f"{stem}.gz"]) for stem in FILES.values()],
-    })
+    source = _torchvision_source(spec, urls, {**spec.md5, **(checksums or {})})
     dest = root / spec.torchvision_class
     created = _missing_ancestors(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -432,17 +490,7 @@ def fetch(
         tmp = Path(tempfile.mkdtemp(prefix=f".{spec.torchvision_class}.", suffix=".fetching",
                                     dir=root))
         try:
-            previous = socket.getdefaulttimeout()
-            socket.setdefaulttimeout(timeout)
-            try:
-                source(root=tmp, train=True, download=True)
-            except (RuntimeError, URLError, OSError) as exc:
-                reason = " ".join(str(exc).split())
-                raise DataError(
-                    f"{name}: download from {urls[0]} failed ({reason}); {local_fix}"
-                ) from None
-            finally:
-                socket.setdefaulttimeout(previous)
+            _download(source, tmp, timeout, name, urls[0], fix)
             load_idx_dataset(tmp, name, expected_sizes=expected_sizes, checksums=checksums,
                              params_key=params_key)
             if dest.exists():  # an earlier, incomplete attempt: swap it out
@@ -451,10 +499,6 @@ def fetch(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
-        for folder in created:  # only the folders this call made, and only if still empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        _remove_if_empty(created)  # only the folders this call made, and only if still empty
         raise
     return dest / "raw"

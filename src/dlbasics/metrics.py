@@ -126,7 +126,7 @@ def classification_metrics(
     probs = _softmax_np(scores)
     if probs.ndim != 2 or probs.shape != (yt.size, n_classes):
         raise ValueError(f"scores must have shape [{yt.size}, {n_classes}], got {probs.shape}")
-    yp = probs.argmax(axis=1)
+    yp = predicted_labels(probs, "classification")
     # Fixed label set: a class absent from a small test split must not change
     # the averaging denominator or crash sklearn.
     labels = list(range(n_classes))

@@ -93,6 +93,27 @@ def collapse_linear_stack(layers: list[nn.Linear]) -> tuple[Tensor, Tensor]:
     return W, b
 
 
+def _stacked_linear_models(widths: list[int], seed: int) -> tuple[list[nn.Linear], nn.Linear]:
+    """The stack's layers (widths[i] -> widths[i + 1]) and the single layer [F -> C], each
+    initialised from its own seeded stream."""
+    init = torch_generator(seed, "lesson", "stacked_linear", "init")
+    stack_layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
+    for layer in stack_layers:
+        _torch_default_init(layer, init)
+    single = nn.Linear(widths[0], widths[-1])
+    _torch_default_init(single, torch_generator(seed, "lesson", "stacked_linear", "init_single"))
+    return stack_layers, single
+
+
+@torch.no_grad()
+def _collapse_gap(stack: nn.Module, layers: list[nn.Linear], splits) -> tuple[float, float]:
+    """(max |stack(X) - collapsed map(X)|, max |stack(X)|) over the splits' X [N, F]."""
+    W, b = collapse_linear_stack(layers)
+    diffs = [float((stack(s.X) - (s.X @ W.T + b)).abs().max()) for s in splits]
+    scale = max(float(stack(s.X).abs().max()) for s in splits)
+    return max(diffs), scale
+
+
 def stacked_linear(*, data: Prepared, seed: int, hidden: list[int], epochs: int,
                    batch_size: int, lr: float) -> LessonResult:
     """Linear layers stacked without activations against one linear layer (softmax
@@ -100,77 +121,84 @@ def stacked_linear(*, data: Prepared, seed: int, hidden: list[int], epochs: int,
     n_features, n_classes = _classification(data)
     train, test = data.splits["train"], data.splits["test"]
     widths = [n_features, *hidden, n_classes]
-
-    init = torch_generator(seed, "lesson", "stacked_linear", "init")
-    stack_layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
-    for layer in stack_layers:
-        _torch_default_init(layer, init)
+    stack_layers, single = _stacked_linear_models(widths, seed)
     stack = nn.Sequential(*stack_layers)
-    single = nn.Linear(n_features, n_classes)
-    _torch_default_init(single, torch_generator(seed, "lesson", "stacked_linear", "init_single"))
 
     # The same batch stream for both: any difference is the parametrisation, not the data order.
     for model in (stack, single):
         _train_sgd(model, train.X, train.y, epochs=epochs, batch_size=batch_size, lr=lr,
                    generator=torch_generator(seed, "lesson", "stacked_linear", "batches"))
 
-    W, b = collapse_linear_stack(stack_layers)
-    with torch.no_grad():
-        diffs = [float((stack(s.X) - (s.X @ W.T + b)).abs().max()) for s in (train, test)]
-        scale = max(float(stack(s.X).abs().max()) for s in (train, test))
-    max_diff = max(diffs)
-    stack_train, stack_test = _correct(stack, train.X, train.y), _correct(stack, test.X, test.y)
-    single_train, single_test = (_correct(single, train.X, train.y),
-                                 _correct(single, test.X, test.y))
+    max_diff, scale = _collapse_gap(stack, stack_layers, (train, test))
+    # {model: (train correct, test correct)}
+    counts = {name: (_correct(model, train.X, train.y), _correct(model, test.X, test.y))
+              for name, model in (("stack", stack), ("single", single))}
     n_train, n_test = len(train.y), len(test.y)
-    gain = stack_test - single_test  # in test samples; > 0 means the stack did better
-    # float32 products of two trained matrices: 1e-4 relative to the logits' size is exact.
+    gain = counts["stack"][1] - counts["single"][1]  # in test samples; > 0: the stack did better
+    # The collapse is exact in real arithmetic; 1e-4 of the logits' size leaves room for the
+    # float32 rounding of products of trained matrices.
     collapses = max_diff <= 1e-4 * max(1.0, scale)
     holds = collapses and gain <= 0
-
-    verdict = ("not better than" if gain <= 0 else f"better by {gain} test samples than")
-    measured = (
-        f"The trained stack {' -> '.join(map(str, widths))} equals its collapsed affine map "
-        f"W [{n_classes}, {n_features}] to {max_diff:.1e} (max abs logit difference, logits "
-        f"up to {scale:.1f}). Its test accuracy {stack_test / n_test:.4f} is {verdict} the "
-        f"single layer's {single_test / n_test:.4f} ({stack_test} against {single_test} of "
-        f"{n_test} correct; train {stack_train / n_train:.4f} against "
-        f"{single_train / n_train:.4f})."
-    )
-    if gain > 0:
-        measured += (" What holds is the collapse: the stack is one affine map, and its edge "
-                     "comes from fitting the training set faster in the same epochs (another "
-                     "path through the same function class), not from more capacity.")
+    values = {
+        "collapse_max_abs_diff": max_diff,
+        "logit_max_abs": scale,
+        "stack_train_accuracy": counts["stack"][0] / n_train,
+        "stack_test_accuracy": counts["stack"][1] / n_test,
+        "single_train_accuracy": counts["single"][0] / n_train,
+        "single_test_accuracy": counts["single"][1] / n_test,
+        "test_gain_samples": gain,
+        "n_test": n_test,
+        "stack_parameters": sum(p.numel() for p in stack.parameters()),
+        "single_parameters": sum(p.numel() for p in single.parameters()),
+    }
     return LessonResult(
         title="Stacked linear layers without activations collapse to one",
         source="file 004, 3.1.6-3.1.8 and 3.12 (stacking layers); file 002, 4.1.1",
         claim=("Linear layers stacked without an activation compute one affine map of the "
                "input, so the stack adds no expressive power: trained alike it is no more "
                "accurate than a single linear layer (softmax regression)."),
-        measured=measured,
+        measured=_stacked_linear_measured(widths, values, counts),
         holds=bool(holds),
-        values={
-            "collapse_max_abs_diff": max_diff,
-            "logit_max_abs": scale,
-            "stack_train_accuracy": stack_train / n_train,
-            "stack_test_accuracy": stack_test / n_test,
-            "single_train_accuracy": single_train / n_train,
-            "single_test_accuracy": single_test / n_test,
-            "test_gain_samples": gain,
-            "n_test": n_test,
-            "stack_parameters": sum(p.numel() for p in stack.parameters()),
-            "single_parameters": sum(p.numel() for p in single.parameters()),
-        },
-        tables=[Table(
-            title="stack of linear layers against one linear layer",
-            columns=["model", "parameters", "train accuracy", "test accuracy", "test correct"],
-            rows=[
-                [" -> ".join(map(str, widths)), sum(p.numel() for p in stack.parameters()),
-                 round(stack_train / n_train, 4), round(stack_test / n_test, 4), stack_test],
-                [f"{n_features} -> {n_classes}", sum(p.numel() for p in single.parameters()),
-                 round(single_train / n_train, 4), round(single_test / n_test, 4), single_test],
-            ],
-        )],
+        values=values,
+        tables=[_stacked_linear_table(widths, values, counts)],
+    )
+
+
+def _stacked_linear_measured(widths: list[int], values: dict[str, Any],
+                             counts: dict[str, tuple[int, int]]) -> str:
+    """The measured sentences of stacked_linear from its values and correct counts."""
+    v, gain = values, values["test_gain_samples"]
+    stack_test, single_test = counts["stack"][1], counts["single"][1]
+    verdict = ("not better than" if gain <= 0 else f"better by {gain} test samples than")
+    measured = (
+        f"The trained stack {' -> '.join(map(str, widths))} equals its collapsed affine map "
+        f"W [{widths[-1]}, {widths[0]}] to {v['collapse_max_abs_diff']:.1e} (max abs logit "
+        f"difference, logits up to {v['logit_max_abs']:.1f}). Its test accuracy "
+        f"{v['stack_test_accuracy']:.4f} is {verdict} the single layer's "
+        f"{v['single_test_accuracy']:.4f} ({stack_test} against {single_test} of "
+        f"{v['n_test']} correct; train {v['stack_train_accuracy']:.4f} against "
+        f"{v['single_train_accuracy']:.4f})."
+    )
+    if gain > 0:
+        measured += (" What holds is the collapse: the stack is one affine map, and its edge "
+                     "comes from fitting the training set faster in the same epochs (another "
+                     "path through the same function class), not from more capacity.")
+    return measured
+
+
+def _stacked_linear_table(widths: list[int], values: dict[str, Any],
+                          counts: dict[str, tuple[int, int]]) -> Table:
+    """One row per model: parameters, accuracies (4 decimals) and test correct."""
+    rows = []
+    for name, label in (("stack", " -> ".join(map(str, widths))),
+                        ("single", f"{widths[0]} -> {widths[-1]}")):
+        rows.append([label, values[f"{name}_parameters"],
+                     round(values[f"{name}_train_accuracy"], 4),
+                     round(values[f"{name}_test_accuracy"], 4), counts[name][1]])
+    return Table(
+        title="stack of linear layers against one linear layer",
+        columns=["model", "parameters", "train accuracy", "test accuracy", "test correct"],
+        rows=rows,
     )
 
 
@@ -193,13 +221,10 @@ def _relative_spread(weight: Tensor) -> float:
     return hidden_unit_spread(weight) / top if top > 0 else 0.0
 
 
-def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size: int, lr: float,
-             constant: float) -> LessonResult:
-    """A one-hidden-layer sigmoid MLP [F -> hidden -> C] initialised with every parameter
-    equal to `constant`, against the same net randomly initialised, trained alike."""
-    n_features, n_classes = _classification(data)
-    train, test = data.splits["train"], data.splits["test"]
-
+def _symmetry_nets(n_features: int, hidden: int, n_classes: int, constant: float,
+                   seed: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Two sigmoid MLPs [F -> hidden -> C]: every parameter = `constant`, and PyTorch's
+    default init drawn from a seeded stream."""
     # Sigmoid, not ReLU: sigmoid's derivative is never zero, so every hidden unit receives a
     # gradient at every step. With ReLU, units that stay identical could simply be dead (never
     # updated), which would not show that gradient descent itself preserves the symmetry.
@@ -215,22 +240,36 @@ def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size:
     for layer in random_net:
         if isinstance(layer, nn.Linear):
             _torch_default_init(layer, init)
+    return constant_net, random_net
 
+
+def _unit_stats(model: nn.Sequential, train, test) -> dict[str, float]:
+    """How far the trained hidden units are apart (absolute and relative to the largest
+    weight, incoming and outgoing) and the model's train / test accuracy."""
+    w_in, w_out = model[0].weight, model[2].weight.T  # rows: one per hidden unit
+    return {
+        "in_spread": hidden_unit_spread(w_in),
+        "in_relative": _relative_spread(w_in),
+        "out_spread": hidden_unit_spread(w_out),
+        "out_relative": _relative_spread(w_out),
+        "train_accuracy": _correct(model, train.X, train.y) / len(train.y),
+        "test_accuracy": _correct(model, test.X, test.y) / len(test.y),
+    }
+
+
+def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size: int, lr: float,
+             constant: float) -> LessonResult:
+    """A one-hidden-layer sigmoid MLP [F -> hidden -> C] initialised with every parameter
+    equal to `constant`, against the same net randomly initialised, trained alike."""
+    n_features, n_classes = _classification(data)
+    train, test = data.splits["train"], data.splits["test"]
+    constant_net, random_net = _symmetry_nets(n_features, hidden, n_classes, constant, seed)
     for model in (constant_net, random_net):
         _train_sgd(model, train.X, train.y, epochs=epochs, batch_size=batch_size, lr=lr,
                    generator=torch_generator(seed, "lesson", "symmetry", "batches"))
 
-    stats: dict[str, dict[str, float]] = {}
-    for name, model in (("constant", constant_net), ("random", random_net)):
-        w_in, w_out = model[0].weight, model[2].weight.T  # rows: one per hidden unit
-        stats[name] = {
-            "in_spread": hidden_unit_spread(w_in),
-            "in_relative": _relative_spread(w_in),
-            "out_spread": hidden_unit_spread(w_out),
-            "out_relative": _relative_spread(w_out),
-            "train_accuracy": _correct(model, train.X, train.y) / len(train.y),
-            "test_accuracy": _correct(model, test.X, test.y) / len(test.y),
-        }
+    stats = {name: _unit_stats(model, train, test)
+             for name, model in (("constant", constant_net), ("random", random_net))}
     c, r = stats["constant"], stats["random"]
     # Training must have moved the weights: identical but untouched units would prove nothing.
     c["in_moved"] = float((constant_net[0].weight.detach() - constant).abs().max())
@@ -240,7 +279,8 @@ def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size:
 
     measured = (
         f"After {epochs} epochs the constant-initialised net's {hidden} hidden units are "
-        f"{'still identical' if stays else 'no longer identical'}: largest difference to unit 0 {c['in_spread']:.1e} (incoming) and "
+        f"{'still identical' if stays else 'no longer identical'}: largest difference to unit 0 "
+        f"{c['in_spread']:.1e} (incoming) and "
         f"{c['out_spread']:.1e} (outgoing) while its weights moved by up to {c['in_moved']:.2f} "
         f"from {constant}; with random init they differ by {r['in_spread']:.2f} and "
         f"{r['out_spread']:.2f}. Test accuracy {c['test_accuracy']:.4f} (constant, in effect "
@@ -248,7 +288,6 @@ def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size:
     )
     if not holds:
         measured += " The claim did not hold in full at these settings (see values)."
-    values = {f"{name}_{key}": v for name, s in stats.items() for key, v in s.items()}
     return LessonResult(
         title="Constant initialisation never breaks the symmetry of hidden units",
         source="file 002, 4.8.1 (breaking the symmetry) and 4.8.3",
@@ -259,7 +298,7 @@ def symmetry(*, data: Prepared, seed: int, hidden: int, epochs: int, batch_size:
                "its slope is never zero, so no unit stays put merely for lack of gradient.)"),
         measured=measured,
         holds=bool(holds),
-        values=values,
+        values={f"{name}_{key}": v for name, s in stats.items() for key, v in s.items()},
         tables=[Table(
             title="hidden units after training (spread: max |unit - unit 0|)",
             columns=["init", "incoming spread", "outgoing spread", "train accuracy",
