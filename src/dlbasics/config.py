@@ -8,6 +8,7 @@ what was found (exit code 2, see `dlbasics.cli`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -737,61 +738,73 @@ def check_profiles(raw: dict[str, Any]) -> None:
         return
     images = {n for n, d in _mapping(raw.get("data")).items()
               if isinstance(d, dict) and d.get("kind") in IMAGE_KINDS}
-
-    def targets(section: str):
-        """(where, the entry's raw settings, its model, profile keys set, how to set them)."""
-        prof = profiles[name]
-        if section == "variants":
-            for v, spec in _mapping(raw.get("train")).items():
-                if isinstance(spec, dict) and spec.get("dataset") in images:
-                    yield f"train.{v}", spec, VariantSpec, prof.variants, set_path
-        elif section == "prepare":
-            for d, spec in _mapping(raw.get("prepare")).items():
-                if d in images and isinstance(spec, dict):
-                    yield f"prepare.{d}", spec, PrepareSpec, prof.prepare, _set_key
-        elif section == "searches":
-            for sname, spec in _mapping(_mapping(raw.get("select")).get("searches")).items():
-                if not isinstance(spec, dict):
-                    continue
-                yield f"select.searches.{sname}", spec, SearchSpec, prof.searches, _set_key
-        else:
-            for lname, keys in prof.lessons.items():
-                field = LessonsSpec.model_fields.get(lname)
-                kinds = [a for a in getattr(field.annotation, "__args__", ())
-                         if hasattr(a, "model_fields")] if field else []
-                entry = _mapping(raw.get("lessons")).get(lname)
-                if kinds:
-                    yield (f"lessons.{lname}", entry if isinstance(entry, dict) else {},
-                           kinds[0], {f"{lname}.{k}": v for k, v in keys.items()},
-                           lambda tree, path, value: _set_key(tree, path.split(".", 1)[1], value))
-
     for name in list(profiles):
         try:
             profiles[name] = ProfileSpec.model_validate(profiles[name])
         except ValidationError:
             return  # reported with its key path when the whole file is validated
         for section in ("variants", "prepare", "searches", "lessons"):
-            for where, spec, model, keys, put in targets(section):
-                try:
-                    model.model_validate(spec)
-                except ValidationError:
-                    continue  # the entry's own problem: reported at the entry
-                for path, value in keys.items():
-                    try:
-                        model.model_validate(put(dict(spec), path, value))
-                    except ValidationError as exc:
-                        # The entry was valid: this profile key made it invalid.
-                        err = exc.errors()[0]
-                        ctx_exc = (err.get("ctx") or {}).get("error")
-                        if isinstance(ctx_exc, _KeyProblem):
-                            expected = ctx_exc.what
-                            found = (ctx_exc.found if isinstance(ctx_exc.found, _Shown)
-                                     else repr(ctx_exc.found))
-                        else:
-                            expected, found = _describe(err, {})
-                        raise _ProfileError(
-                                f"profiles.{name}.{section}.{path}: expected {expected}, found "
-                                f"{found} (where it applies, {where})") from None
+            for target in _profile_targets(raw, images, profiles[name], section):
+                _check_profile_keys(f"profiles.{name}.{section}", *target)
+
+
+# An entry a profile section reaches: (where, the entry's raw settings, its model, the profile's
+# keys for it, how to set one key in a copy of the settings).
+_ProfileTarget = tuple[str, dict[str, Any], type[BaseModel], dict[str, Any],
+                       Callable[[dict[str, Any], str, Any], dict[str, Any]]]
+
+
+def _profile_targets(raw: dict[str, Any], images: set[str], prof: ProfileSpec,
+                     section: str) -> Iterator[_ProfileTarget]:
+    """The entries of `raw` that section `section` of profile `prof` sets keys in."""
+    if section == "variants":
+        for v, spec in _mapping(raw.get("train")).items():
+            if isinstance(spec, dict) and spec.get("dataset") in images:
+                yield f"train.{v}", spec, VariantSpec, prof.variants, set_path
+    elif section == "prepare":
+        for d, spec in _mapping(raw.get("prepare")).items():
+            if d in images and isinstance(spec, dict):
+                yield f"prepare.{d}", spec, PrepareSpec, prof.prepare, _set_key
+    elif section == "searches":
+        for sname, spec in _mapping(_mapping(raw.get("select")).get("searches")).items():
+            if not isinstance(spec, dict):
+                continue
+            yield f"select.searches.{sname}", spec, SearchSpec, prof.searches, _set_key
+    else:
+        for lname, keys in prof.lessons.items():
+            field = LessonsSpec.model_fields.get(lname)
+            kinds = [a for a in getattr(field.annotation, "__args__", ())
+                     if hasattr(a, "model_fields")] if field else []
+            entry = _mapping(raw.get("lessons")).get(lname)
+            if kinds:
+                yield (f"lessons.{lname}", entry if isinstance(entry, dict) else {},
+                       kinds[0], {f"{lname}.{k}": v for k, v in keys.items()},
+                       lambda tree, path, value: _set_key(tree, path.split(".", 1)[1], value))
+
+
+def _check_profile_keys(prefix: str, where: str, spec: dict[str, Any], model: type[BaseModel],
+                        keys: dict[str, Any],
+                        put: Callable[[dict[str, Any], str, Any], dict[str, Any]]) -> None:
+    """_ProfileError at `prefix`.KEY for the first of `keys` that makes a valid `spec` invalid."""
+    try:
+        model.model_validate(spec)
+    except ValidationError:
+        return  # the entry's own problem: reported at the entry
+    for path, value in keys.items():
+        try:
+            model.model_validate(put(dict(spec), path, value))
+        except ValidationError as exc:
+            # The entry was valid: this profile key made it invalid.
+            err = exc.errors()[0]
+            ctx_exc = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_exc, _KeyProblem):
+                expected = ctx_exc.what
+                found = (ctx_exc.found if isinstance(ctx_exc.found, _Shown)
+                         else repr(ctx_exc.found))
+            else:
+                expected, found = _describe(err, {})
+            raise _ProfileError(f"{prefix}.{path}: expected {expected}, found {found} (where it "
+                                f"applies, {where})") from None
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -407,6 +407,24 @@ def _remove_if_empty(folders: Sequence[Path]) -> None:
             break
 
 
+def _local_copy(
+    root: Path,
+    name: str,
+    params_key: str | None,
+    expected_sizes: tuple[int, int] | None,
+    checksums: Mapping[str, str] | None,
+) -> Path | None:
+    """The folder under `root` holding all four files of `name`, checked; None if any is missing."""
+    try:
+        paths = locate_idx_files(root, name, params_key)
+    except DataError:
+        return None
+    # All four present: check them (raw files have no published md5; .gz files do).
+    load_idx_dataset(root, name, expected_sizes=expected_sizes, checksums=checksums,
+                     params_key=params_key)
+    return paths["X_train"].parent
+
+
 def _offline_fix(name: str, params_key: str | None) -> str:
     """How to supply `name`'s files without network, the end of a failed fetch's message."""
     return (
@@ -462,15 +480,9 @@ def fetch(
     published ones (with mirrors, for a set served locally).
     """
     spec, root = dataset_spec(name), Path(root)
-    try:
-        paths = locate_idx_files(root, name, params_key)
-    except DataError:
-        paths = {}
-    if paths:
-        # All four present: check them (raw files have no published md5; .gz files do).
-        load_idx_dataset(root, name, expected_sizes=expected_sizes, checksums=checksums,
-                         params_key=params_key)
-        return paths["X_train"].parent
+    local = _local_copy(root, name, params_key, expected_sizes, checksums)
+    if local is not None:
+        return local
 
     urls = list(spec.mirrors if mirrors is None else mirrors)
     if not urls:

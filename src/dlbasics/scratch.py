@@ -240,7 +240,9 @@ def cross_entropy_from_probs(p: Tensor, t_onehot: Tensor, eps: float = 1e-7) -> 
 def multilabel_softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """The book's multi-label loss: mean over rows of -sum_j t_j log softmax(z)_j, for logits and
     0/1 targets [N, L] -> scalar (the `multilabel_softmax` loss)."""
-    logp = stable_log_softmax(logits, dim=-1)  # max-shifted: logits of 1e3 do not overflow
+    # torch's log_softmax (max-shifted: logits of 1e3 do not overflow) as the variant has always
+    # used it: stable_log_softmax is equal to rounding, not to the bit.
+    logp = torch.log_softmax(logits, dim=-1)
     return -(targets.to(logp.dtype) * logp).sum(dim=-1).mean()
 
 

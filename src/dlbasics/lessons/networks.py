@@ -351,6 +351,59 @@ def _flow_norms(X: Tensor, y: Tensor, widths: list[int], activation, init: str,
     return weight_norms, signal_norms
 
 
+def _flow_values(weight_norms: dict[str, list[float]],
+                 signal_norms: dict[str, list[float]]) -> dict[str, Any]:
+    """Per network: first / last ratios of the weight gradients and of the signal, the largest,
+    first, middle and last weight-gradient norms; then ReLU N(0, 1)'s largest over Kaiming's."""
+    values: dict[str, Any] = {}
+    for name, key in _FLOW_KEYS.items():
+        wn, sn = weight_norms[name], signal_norms[name]
+        values[f"{key}_first_last_ratio"] = wn[0] / wn[-1]
+        values[f"{key}_signal_ratio"] = sn[0] / sn[-1]
+        values[f"{key}_max_weight_grad"] = max(wn)
+        values[f"{key}_first_weight_grad"] = wn[0]
+        values[f"{key}_middle_weight_grad"] = wn[len(wn) // 2]
+        values[f"{key}_last_weight_grad"] = wn[-1]
+    values["relu_normal_over_kaiming"] = (values["relu_normal_max_weight_grad"]
+                                          / values["relu_kaiming_max_weight_grad"])
+    return values
+
+
+def _flow_figure(weight_norms: dict[str, list[float]],
+                 signal_norms: dict[str, list[float]]) -> bytes:
+    """Weight-gradient and backpropagated-signal norms by layer, one line per network (PNG)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
+    for name, _, _ in _FLOW_NETS:
+        layers = range(1, len(weight_norms[name]) + 1)
+        axes[0].plot(layers, weight_norms[name], marker="o", markersize=3, label=name)
+        axes[1].plot(layers, signal_norms[name], marker="o", markersize=3, label=name)
+    axes[0].set(yscale="log", xlabel="layer (1 = next to the input)",
+                ylabel="||dL/dW||", title="weight gradients")
+    axes[1].set(yscale="log", xlabel="layer output (last = logits)",
+                ylabel="||dL/dh||", title="backpropagated signal")
+    axes[0].legend(fontsize=7)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.17, top=0.88, wspace=0.3)
+    return _png(fig)
+
+
+def _flow_table(weight_norms: dict[str, list[float]], signal_norms: dict[str, list[float]],
+                depth: int, width: int) -> Table:
+    """One row per network: first and last layer's weight-gradient norm, their ratio, the
+    largest, and the signal's first / last ratio."""
+    rows = []
+    for name, _, _ in _FLOW_NETS:
+        wn, sn = weight_norms[name], signal_norms[name]
+        rows.append([name, f"{wn[0]:.2e}", f"{wn[-1]:.2e}", f"{wn[0] / wn[-1]:.2e}",
+                     f"{max(wn):.2e}", f"{sn[0] / sn[-1]:.2e}"])
+    return Table(
+        title=f"gradient norms after one backward pass (depth {depth}, width {width})",
+        columns=["network", "first layer ||dL/dW||", "last layer ||dL/dW||",
+                 "first / last", "largest ||dL/dW||", "signal ||dL/dh1|| / ||dL/dz||"],
+        rows=rows,
+    )
+
+
 def gradient_flow(*, data: Prepared, seed: int, depth: int, width: int,
                   batch: int) -> LessonResult:
     """Per-layer gradient norms after one backward pass, for three MLPs of `depth` hidden
@@ -369,21 +422,11 @@ def gradient_flow(*, data: Prepared, seed: int, depth: int, width: int,
         weight_norms[name], signal_norms[name] = _flow_norms(
             X, y, widths, activation, init, torch_generator(seed, "lesson", "gradient_flow", key))
 
-    values: dict[str, Any] = {}
-    for name, key in _FLOW_KEYS.items():
-        wn, sn = weight_norms[name], signal_norms[name]
-        values[f"{key}_first_last_ratio"] = wn[0] / wn[-1]
-        values[f"{key}_signal_ratio"] = sn[0] / sn[-1]
-        values[f"{key}_max_weight_grad"] = max(wn)
-        values[f"{key}_first_weight_grad"] = wn[0]
-        values[f"{key}_middle_weight_grad"] = wn[len(wn) // 2]
-        values[f"{key}_last_weight_grad"] = wn[-1]
+    values = _flow_values(weight_norms, signal_norms)
     sig, rel, kai = (values["sigmoid_normal_first_last_ratio"],
                      values["relu_normal_first_last_ratio"],
                      values["relu_kaiming_first_last_ratio"])
-    explode = values["relu_normal_max_weight_grad"] / values["relu_kaiming_max_weight_grad"]
-    values["relu_normal_over_kaiming"] = explode
-
+    explode = values["relu_normal_over_kaiming"]
     vanishes = sig < 1e-2
     explodes = values["relu_normal_signal_ratio"] > 1e3 and explode > 1e3
     stable = all(0.1 <= values[f"relu_kaiming_{k}"] <= 10.0
@@ -405,26 +448,6 @@ def gradient_flow(*, data: Prepared, seed: int, depth: int, width: int,
     )
     if not holds:
         measured += " Not every part of the claim held at these settings (see values)."
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.0))
-    for name, _, _ in _FLOW_NETS:
-        layers = range(1, len(weight_norms[name]) + 1)
-        axes[0].plot(layers, weight_norms[name], marker="o", markersize=3, label=name)
-        axes[1].plot(layers, signal_norms[name], marker="o", markersize=3, label=name)
-    axes[0].set(yscale="log", xlabel="layer (1 = next to the input)",
-                ylabel="||dL/dW||", title="weight gradients")
-    axes[1].set(yscale="log", xlabel="layer output (last = logits)",
-                ylabel="||dL/dh||", title="backpropagated signal")
-    axes[0].legend(fontsize=7)
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.17, top=0.88, wspace=0.3)
-    figure = _png(fig)
-
-    table_rows = []
-    for name, _, _ in _FLOW_NETS:
-        wn, sn = weight_norms[name], signal_norms[name]
-        table_rows.append([name, f"{wn[0]:.2e}", f"{wn[-1]:.2e}", f"{wn[0] / wn[-1]:.2e}",
-                           f"{max(wn):.2e}", f"{sn[0] / sn[-1]:.2e}"])
     return LessonResult(
         title="Vanishing and exploding gradients in deep MLPs",
         source="file 004, 3.3.7; file 002, 4.8.1-4.8.2",
@@ -435,13 +458,8 @@ def gradient_flow(*, data: Prepared, seed: int, depth: int, width: int,
         measured=measured,
         holds=bool(holds),
         values=values,
-        tables=[Table(
-            title=f"gradient norms after one backward pass (depth {depth}, width {width})",
-            columns=["network", "first layer ||dL/dW||", "last layer ||dL/dW||",
-                     "first / last", "largest ||dL/dW||", "signal ||dL/dh1|| / ||dL/dz||"],
-            rows=table_rows,
-        )],
-        figures={"gradient_flow": figure},
+        tables=[_flow_table(weight_norms, signal_norms, depth, width)],
+        figures={"gradient_flow": _flow_figure(weight_norms, signal_norms)},
     )
 
 
@@ -468,6 +486,45 @@ def _value_and_grad(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     return out.detach(), grad
 
 
+def _leaky_formula(xs: Tensor, a: float) -> tuple[Tensor, Tensor]:
+    """max(0, x) + a min(0, x) and its derivative (1 for x > 0, else a), both [n]."""
+    # At x = 0 the function has a kink; torch's backward takes the slope there.
+    return (xs.clamp(min=0) + a * xs.clamp(max=0),
+            torch.where(xs > 0, torch.ones_like(xs), torch.full_like(xs, a)))
+
+
+def _slope_grad(prelu: nn.PReLU, xs: Tensor) -> float:
+    """d sum(PReLU(x)) / d a, by backward into the slope parameter (formula: sum(min(0, x)))."""
+    prelu.zero_grad()
+    prelu(xs).sum().backward()
+    return float(prelu.weight.grad[0])
+
+
+def _book_leaky_error(leaky: nn.LeakyReLU) -> float:
+    """Max |leaky(BOOK_LEAKY_IN) - BOOK_LEAKY_OUT|: the book's printed example, 4 decimals."""
+    with torch.no_grad():
+        book_y = leaky(torch.tensor(BOOK_LEAKY_IN, dtype=torch.float64))
+    return float((book_y - torch.tensor(BOOK_LEAKY_OUT, dtype=torch.float64)).abs().max())
+
+
+def _activations_measured(xs: Tensor, negative_slope: float, prelu_slope: float,
+                          errs: dict[str, float], book_diff: float, slope_grad: float) -> str:
+    """The measured sentences of `activations`."""
+    value_err = max(errs["leaky_value_max_err"], errs["prelu_value_max_err"])
+    grad_err = max(errs["leaky_grad_max_err"], errs["prelu_grad_max_err"])
+    at_zero = " and at the kink x = 0" if bool((xs == 0).any()) else ""
+    negative_side = (f"+{negative_slope} (PReLU +{prelu_slope}) for x < 0"
+                     if bool((xs < 0).any()) else "(no x < 0 given) the negative side unmeasured")
+    return (
+        f"torch's LeakyReLU({negative_slope}) and PReLU (initial slope {prelu_slope}) match "
+        f"max(0, x) + a min(0, x) to {value_err:.1e} and reproduce the book's printed example "
+        f"to {book_diff:.1e}; autograd's derivative is 1 for x > 0 and {negative_side}"
+        f"{at_zero}, matching the formula to {grad_err:.1e}. The book's "
+        f"(3-121) writes -gamma for x <= 0, a sign slip (the slope of gamma x is +gamma); "
+        f"PReLU's slope gradient is sum(min(0, x)) = {slope_grad:.4f}."
+    )
+
+
 def activations(*, negative_slope: float, x: list[float]) -> LessonResult:
     """LeakyReLU(negative_slope) and PReLU (torch's initial slope) at `x`: values and
     derivatives from torch against the formulas max(0, x) + a min(0, x) and 1 / a."""
@@ -476,23 +533,12 @@ def activations(*, negative_slope: float, x: list[float]) -> LessonResult:
     prelu = nn.PReLU().double()  # one learnable slope; torch initialises it to 0.25
     prelu_slope = float(prelu.weight.detach()[0])
 
-    def formula(a: float) -> tuple[Tensor, Tensor]:
-        # At x = 0 the function has a kink; torch's backward takes the slope there.
-        return (xs.clamp(min=0) + a * xs.clamp(max=0),
-                torch.where(xs > 0, torch.ones_like(xs), torch.full_like(xs, a)))
-
     leaky_y, leaky_d = _value_and_grad(leaky, xs)
     prelu_y, prelu_d = _value_and_grad(prelu, xs)
-    leaky_fy, leaky_fd = formula(negative_slope)
-    prelu_fy, prelu_fd = formula(prelu_slope)
-    # PReLU's slope is a parameter: d PReLU(x) / d a = min(0, x).
-    prelu.zero_grad()
-    prelu(xs).sum().backward()
-    slope_grad = float(prelu.weight.grad[0])
-
-    with torch.no_grad():
-        book_y = leaky(torch.tensor(BOOK_LEAKY_IN, dtype=torch.float64))
-    book_diff = float((book_y - torch.tensor(BOOK_LEAKY_OUT, dtype=torch.float64)).abs().max())
+    leaky_fy, leaky_fd = _leaky_formula(xs, negative_slope)
+    prelu_fy, prelu_fd = _leaky_formula(xs, prelu_slope)
+    slope_grad = _slope_grad(prelu, xs)  # PReLU's slope is a parameter: d PReLU / d a = min(0, x)
+    book_diff = _book_leaky_error(leaky)
 
     errs = {
         "leaky_value_max_err": float((leaky_y - leaky_fy).abs().max()),
@@ -507,31 +553,14 @@ def activations(*, negative_slope: float, x: list[float]) -> LessonResult:
     # +gamma, which is what autograd returns.
     book_sign_holds = bool(negative.any()) and abs(neg_grad + negative_slope) < 1e-12
     holds = formulas_hold and book_diff < 5e-5 and book_sign_holds
-
-    value_err = max(errs["leaky_value_max_err"], errs["prelu_value_max_err"])
-    grad_err = max(errs["leaky_grad_max_err"], errs["prelu_grad_max_err"])
-    at_zero = " and at the kink x = 0" if bool((xs == 0).any()) else ""
-    negative_side = (f"+{negative_slope} (PReLU +{prelu_slope}) for x < 0" if bool(negative.any())
-                     else "(no x < 0 given) the negative side unmeasured")
-    measured = (
-        f"torch's LeakyReLU({negative_slope}) and PReLU (initial slope {prelu_slope}) match "
-        f"max(0, x) + a min(0, x) to {value_err:.1e} and reproduce the book's printed example "
-        f"to {book_diff:.1e}; autograd's derivative is 1 for x > 0 and {negative_side}"
-        f"{at_zero}, matching the formula to {grad_err:.1e}. The book's "
-        f"(3-121) writes -gamma for x <= 0, a sign slip (the slope of gamma x is +gamma); "
-        f"PReLU's slope gradient is sum(min(0, x)) = {slope_grad:.4f}."
-    )
-    rows = []
-    for i, xi in enumerate(x):
-        rows.append([xi, round(float(leaky_y[i]), 6), round(float(leaky_d[i]), 6),
-                     round(float(prelu_y[i]), 6), round(float(prelu_d[i]), 6)])
     return LessonResult(
         title="LeakyReLU and PReLU: values and derivatives",
         source="file 004, 3.12.4 (formulas 3-120, 3-121)",
         claim=("LeakyReLU is max(0, x) + gamma min(0, x) (the book uses gamma = 0.2) and keeps "
                "a small gradient for x < 0 so units cannot die; the book gives its derivative "
                "as 1 for x > 0 and -gamma for x <= 0."),
-        measured=measured,
+        measured=_activations_measured(xs, negative_slope, prelu_slope, errs, book_diff,
+                                       slope_grad),
         holds=bool(holds),
         values={
             "negative_slope": negative_slope,
@@ -546,6 +575,8 @@ def activations(*, negative_slope: float, x: list[float]) -> LessonResult:
         tables=[Table(
             title=f"LeakyReLU({negative_slope}) and PReLU({prelu_slope}) by torch autograd",
             columns=["x", "LeakyReLU", "d LeakyReLU / dx", "PReLU", "d PReLU / dx"],
-            rows=rows,
+            rows=[[xi, round(float(leaky_y[i]), 6), round(float(leaky_d[i]), 6),
+                   round(float(prelu_y[i]), 6), round(float(prelu_d[i]), 6)]
+                  for i, xi in enumerate(x)],
         )],
     )

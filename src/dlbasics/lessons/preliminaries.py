@@ -235,8 +235,9 @@ def _f_control_flow(a: torch.Tensor) -> torch.Tensor:
     return c
 
 
-def autograd() -> LessonResult:
-    """Gradients by autograd against analytic ones: 2 x.x, y.sum(), detach, control flow."""
+def _tensor_gradient_diffs() -> dict[str, float]:
+    """Max |autograd - analytic gradient| at x = [0, 1, 2, 3] for y = 2 x.x, y = x * x through
+    y.sum() (also against the explicit vector-Jacobian product), and z = detach(x * x) * x."""
     x = torch.arange(4.0, requires_grad=True)
     y = 2 * torch.dot(x, x)
     y.backward()
@@ -249,8 +250,6 @@ def autograd() -> LessonResult:
     sum_grad = x.grad.clone()
     jac = torch.autograd.functional.jacobian(lambda t: t * t, x.detach())  # [4, 4]
     vjp = torch.ones(4) @ jac
-    vjp_diff = float((sum_grad - vjp).abs().max())
-    square_diff = float((sum_grad - 2 * x.detach()).abs().max())
 
     # detach: u has y's values but no history, so z = u * x has dz/dx = u.
     x.grad = None
@@ -261,24 +260,37 @@ def autograd() -> LessonResult:
     detach_diff = float((x.grad - u).abs().max())
     x.grad = None
     y.sum().backward()  # y itself still has its graph: d(x*x)/dx = 2x
-    detached_y_diff = float((x.grad - 2 * x.detach()).abs().max())
+    return {"dot_grad_max_abs_diff": dot_diff,
+            "sum_vjp_max_abs_diff": float((sum_grad - vjp).abs().max()),
+            "sum_grad_vs_2x_max_abs_diff": float((sum_grad - 2 * x.detach()).abs().max()),
+            "detach_max_abs_diff": detach_diff,
+            "detached_y_grad_max_abs_diff": float((x.grad - 2 * x.detach()).abs().max())}
 
-    # Control flow: f is piecewise linear, f(a) = k a, so df/da = k = f(a) / a. A drawn value
-    # (fixed stream) as in d2l, its negative so both branches of the `if` run, and a small
-    # value that needs many passes of the loop.
+
+def _control_flow_rows() -> tuple[float, list[list[float]]]:
+    """The drawn a of d2l's example and one row per a: [a, f(a), df/da, f(a) / a, relative
+    difference of the two]."""
+    # f is piecewise linear, f(a) = k a, so df/da = k = f(a) / a. A drawn value (fixed stream)
+    # as in d2l, its negative so both branches of the `if` run, and a small value that needs
+    # many passes of the loop.
     drawn = float(torch.randn((), generator=torch_generator(0, "lesson", "autograd")))
-    flow_rows, flow_diffs = [], []
+    rows = []
     for start in (drawn, -drawn, 0.003):
         a = torch.tensor(start, requires_grad=True)
         d = _f_control_flow(a)
         d.backward()
         grad, ratio = float(a.grad), float(d.detach() / start)
-        rel = abs(grad - ratio) / abs(grad)
-        flow_diffs.append(rel)
-        flow_rows.append([round(start, 6), float(d.detach()), grad, ratio, rel])
+        rows.append([round(start, 6), float(d.detach()), grad, ratio,
+                     abs(grad - ratio) / abs(grad)])
+    return drawn, rows
 
-    diffs = [dot_diff, vjp_diff, square_diff, detach_diff, detached_y_diff]
-    holds = max(diffs) == 0.0 and max(flow_diffs) < 1e-6
+
+def autograd() -> LessonResult:
+    """Gradients by autograd against analytic ones: 2 x.x, y.sum(), detach, control flow."""
+    diffs = _tensor_gradient_diffs()
+    drawn, flow_rows = _control_flow_rows()
+    flow_diff = max(row[-1] for row in flow_rows)
+    holds = max(diffs.values()) == 0.0 and flow_diff < 1e-6
     return LessonResult(
         title="Automatic differentiation",
         source=f"{SOURCE_CH2}, 2.5.1-2.5.4",
@@ -288,13 +300,10 @@ def autograd() -> LessonResult:
                "for d2l's f)."),
         measured=(f"All four gradients equal their analytic values exactly (4x, 2x, the "
                   f"explicit vector-Jacobian product with ones, u); for d2l's f the gradient "
-                  f"equals f(a) / a to {max(flow_diffs):.1e} (relative) at a = {drawn:.4f}, "
+                  f"equals f(a) / a to {flow_diff:.1e} (relative) at a = {drawn:.4f}, "
                   f"{-drawn:.4f} (both branches of the if) and 0.003."),
         holds=bool(holds),
-        values={"dot_grad_max_abs_diff": dot_diff, "sum_vjp_max_abs_diff": vjp_diff,
-                "sum_grad_vs_2x_max_abs_diff": square_diff, "detach_max_abs_diff": detach_diff,
-                "detached_y_grad_max_abs_diff": detached_y_diff,
-                "control_flow_max_rel_diff": max(flow_diffs), "control_flow_a": drawn},
+        values={**diffs, "control_flow_max_rel_diff": flow_diff, "control_flow_a": drawn},
         tables=[Table(title="d2l's f(a) with a while loop and an if",
                       columns=["a", "d = f(a)", "autograd df/da", "d / a", "relative diff"],
                       rows=flow_rows)],
