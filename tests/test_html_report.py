@@ -39,8 +39,10 @@ def _history(epochs: int, start: float, rate: float, accuracy: bool) -> list[dic
     return out
 
 
-@pytest.fixture(scope="module")
-def inputs() -> dict:
+def report_inputs() -> dict:
+    """render_html's arguments, shaped like the report stage's DVC outputs: polynomial and
+    classifier variants with histories, a confusion matrix, a three-configuration search, image
+    grids, a dataset manifest, the environment."""
     params = load_params(REPO / "params.yaml")
     histories = {"poly3": _history(6, 20.0, 0.5, False), "poly20": _history(6, 25.0, 0.3, False)}
     metrics = {"poly3": {"train_mse": 0.0118, "test_mse": 0.0098, "w_norm": 8.28},
@@ -93,6 +95,11 @@ def inputs() -> dict:
 
 
 @pytest.fixture(scope="module")
+def inputs() -> dict:
+    return report_inputs()
+
+
+@pytest.fixture(scope="module")
 def page(inputs) -> str:
     return render_html(**inputs)
 
@@ -102,6 +109,15 @@ def test_page_references_nothing_outside_itself(page: str):
     assert "<script" not in page.lower()
     # The manifest's download address is still shown, as text that is not a link.
     assert "example.org/digits.tar.gz" in page
+
+
+def test_every_table_scrolls_in_its_own_box(page: str):
+    """A table wider than the page scrolls inside a box of its own, never the page (the
+    browser test measures it at a laptop's width)."""
+    tables = page.count("<table")
+    assert tables and page.count('<div class="scroll"><table>') == tables
+    assert re.search(r"div\.scroll\{[^}]*overflow-x:auto", page)
+    assert re.search(r"img\{[^}]*max-width:100%", page)
 
 
 def test_every_image_is_an_embedded_png(page: str, inputs: dict):
@@ -143,6 +159,9 @@ def test_sections_show_their_numbers(page: str, inputs: dict):
     assert "configuration 2, 1 hidden layer of 64 relu units (2 epochs, fixed" in selection
     base = inputs["metrics"]["mlp"]["test_accuracy"]
     assert f"the hand-set base variant `mlp` ({base:.4g})" in selection.replace("&#x60;", "`")
+    # The choice is stated before the search's table and figure: a reader meets it first.
+    search = selection.split("<h3>select@tiny</h3>")[1]
+    assert search.index("configuration 2, 1 hidden layer of 64 relu units") < search.index("<table")
     confusion = page.split('id="confusion"')[1].split("<h2")[0]
     assert "softmax" in confusion and "macro avg" in confusion
 
@@ -160,6 +179,7 @@ def test_both_reports_state_the_same_search(inputs: dict, page: str):
         assert sentence in md
         assert html.escape(sentence) in page
     assert "configuration 2, 1 hidden layer of 64 relu units" in md
+    assert md.index("configuration 2, 1 hidden layer of 64 relu units") < md.index("| config |")
     selection = page.split('id="selection"')[1].split("<h2")[0]
     for c in summary.configs:
         val = [r["val_accuracy"] for r in inputs["searches"]["tiny"]["rows"]

@@ -61,17 +61,23 @@ SECTIONS = {
     "environment": "Environment",
 }
 
+# The page never scrolls sideways on a laptop: a table wider than the text scrolls inside its
+# own box (div.scroll), its first column (the variant, the configuration) staying in view; a
+# figure and its image shrink to the width there is; a long word breaks.
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
-max-width:72rem;padding:0 1rem;color:#1b1b1b;line-height:1.45}
+max-width:72rem;padding:0 1rem;color:#1b1b1b;line-height:1.45;overflow-wrap:break-word}
 h1{font-size:1.7rem}h2{font-size:1.3rem;border-bottom:1px solid #ccc;padding-bottom:.2rem;
 margin-top:2.2rem}h3{font-size:1.05rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem}
+div.scroll{overflow-x:auto;max-width:100%;margin:.6rem 0}
+table{border-collapse:collapse;font-size:.85rem}
 th,td{border:1px solid #d0d0d0;padding:.2rem .5rem;text-align:right;vertical-align:top}
+th:first-child,td:first-child{position:sticky;left:0}td:first-child{background:#fff}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr.chosen td{background:#e8f4e8;font-weight:600}
 code{font-size:.85em;background:#f5f5f5;padding:0 .2em}
-figure{display:inline-block;margin:.4rem;vertical-align:top}figcaption{font-size:.8rem;
-text-align:center}img{max-width:100%}nav ol{columns:2}details{margin:.3rem 0}
+figure{display:inline-block;margin:.4rem;vertical-align:top;max-width:calc(100% - .8rem)}
+figcaption{font-size:.8rem;text-align:center}img{max-width:100%;height:auto}
+nav ol{columns:2}details{margin:.3rem 0}
 summary{cursor:pointer}p.note{color:#555;font-size:.85rem}
 """
 
@@ -95,7 +101,8 @@ def _figure(png: bytes, caption: str) -> str:
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
            classes: Sequence[str] | None = None) -> str:
-    """An HTML table; the first `left` columns are left-aligned text, the rest numbers."""
+    """An HTML table in its own horizontally scrolling box; the first `left` columns are
+    left-aligned text, the rest numbers."""
     def cells(tag: str, values: Sequence[Any]) -> str:
         return "".join(
             f'<{tag}{" class=l" if i < left else ""}>{_text(_cell(v))}</{tag}>'
@@ -105,8 +112,8 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
     for i, r in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
         body.append(f"<tr{cls}>{cells('td', r)}</tr>")
-    return (f"<table><thead><tr>{cells('th', head)}</tr></thead><tbody>"
-            + "".join(body) + "</tbody></table>")
+    return (f'<div class="scroll"><table><thead><tr>{cells("th", head)}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table></div>")
 
 
 def _cell(v: Any) -> str:

@@ -14,7 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from dlbasics.figures import fixed_margins, log_scale_if_positive, plot_splits, png_bytes, pyplot
+from dlbasics.figures import (
+    DPI,
+    epoch_axis,
+    fit_margins,
+    log_scale_if_positive,
+    name_ticks,
+    plot_splits,
+    png_bytes,
+    pyplot,
+    scale_label,
+)
 from dlbasics.report_content import SearchSummary
 
 _LEAKY_SLOPE = 0.2  # the slope the shipped mlp_leaky_relu sets (the book's)
@@ -44,33 +54,46 @@ def overlay_png(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str
     """Several variants' curves on shared axes: one colour per variant, one line style per
     split (train solid, val dotted, test dashed); loss on a log scale when positive. A
     one-epoch history (a closed-form fit) is one marker."""
+    return png_bytes(overlay_figure(histories, title, splits))
+
+
+def overlay_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str,
+                   splits: Sequence[str] = ("train", "test")):
+    """overlay_png's figure, open (png_bytes saves and closes it)."""
     plt = pyplot()
     has_acc = any(k.endswith("_accuracy") for h in histories.values() for r in h for k in r)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(8.4 if has_acc else 6.4, 3.0),
-                             squeeze=False)
+                             squeeze=False, dpi=DPI)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     metrics = ["loss", "accuracy"] if has_acc else ["loss"]
+    epochs = [r["epoch"] for h in histories.values() for r in h]
     for ax, what in zip(axes[0], metrics):
         for i, (name, h) in enumerate(histories.items()):
             plot_splits(ax, h, what, label=name, color=colors[i % len(colors)], splits=splits)
         if what == "loss":
             log_scale_if_positive(ax, histories.values(), "loss")
-        ax.set(xlabel="epoch", ylabel=what, title=f"{title}: {what}")
+        else:
+            ax.set_ylabel(what)
+        epoch_axis(ax, epochs)
+        ax.set_title(f"{title}: {what}")
         if has_acc:
             ax.legend(fontsize=6, ncol=2)
-        else:  # one panel: the legend beside it, clear of the curves
+        else:  # one panel: the legend beside it, clear of the curves (the margins make room)
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fixed_margins(fig)
-    if not has_acc:
-        fig.subplots_adjust(right=0.68)
-    return png_bytes(fig)
+    fit_margins(fig)
+    return fig
 
 
 def activations_png() -> bytes:
     """Each function of ACTIVATION_FORMULAS and its derivative on x in [-6, 6]."""
+    return png_bytes(activations_figure())
+
+
+def activations_figure():
+    """activations_png's figure, open (png_bytes saves and closes it)."""
     plt = pyplot()
     x = np.linspace(-6.0, 6.0, 241)  # (241,)
-    fig, (ax_f, ax_d) = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    fig, (ax_f, ax_d) = plt.subplots(1, 2, figsize=(8.4, 3.0), dpi=DPI)
     for name, (f, df) in ACTIVATION_FORMULAS.items():
         ax_f.plot(x, f(x), label=name, linewidth=1.2)
         ax_d.plot(x, df(x), label=name, linewidth=1.2)
@@ -79,8 +102,8 @@ def activations_png() -> bytes:
     for ax in (ax_f, ax_d):
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return png_bytes(fig)
+    fit_margins(fig)
+    return fig
 
 
 def _symlog_x(ax, xs: Sequence[float]) -> None:
@@ -97,9 +120,14 @@ def weight_decay_png(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Train and test mse, and the weight norm, against lambda.
 
     rows: the weight-decay series of reports/series.json, ordered by x (lambda)."""
+    return png_bytes(weight_decay_figure(rows))
+
+
+def weight_decay_figure(rows: Sequence[Mapping[str, Any]]):
+    """weight_decay_png's figure, open (png_bytes saves and closes it)."""
     plt = pyplot()
     xs = [r["x"] for r in rows]
-    fig, (ax_l, ax_w) = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    fig, (ax_l, ax_w) = plt.subplots(1, 2, figsize=(8.4, 3.0), dpi=DPI)
     for key, style in (("train_mse", "-"), ("test_mse", "--")):
         ax_l.plot(xs, [r.get(key, math.nan) for r in rows], linestyle=style, marker="o",
                   label=key.replace("_", " "))
@@ -108,32 +136,45 @@ def weight_decay_png(rows: Sequence[Mapping[str, Any]]) -> bytes:
     ax_w.plot(xs, [r.get("w_norm", math.nan) for r in rows], marker="o", color="C2")
     for ax in (ax_l, ax_w):
         _symlog_x(ax, xs)
-        ax.set_xlabel("lambda")
-    ax_l.set(ylabel="mse", title="loss against lambda")
+        ax.set_xlabel(scale_label("lambda", ax.get_xscale()))
+    ax_l.set(ylabel=scale_label("mse", ax_l.get_yscale()), title="loss against lambda")
     ax_l.legend(fontsize=7)
     ax_w.set(ylabel="||w||", title="weight norm against lambda")
-    fig.tight_layout()
-    return png_bytes(fig)
+    fit_margins(fig)
+    return fig
 
 
 def sparsity_png(names: Sequence[str], metrics: Mapping[str, Mapping[str, float]]) -> bytes:
     """Weights near zero and test mse of each named variant, as bars side by side."""
+    return png_bytes(sparsity_figure(names, metrics))
+
+
+def sparsity_figure(names: Sequence[str], metrics: Mapping[str, Mapping[str, float]]):
+    """sparsity_png's figure, open (png_bytes saves and closes it)."""
     plt = pyplot()
-    fig, (ax_z, ax_m) = plt.subplots(1, 2, figsize=(8.4, 2.8))
-    ax_z.bar(names, [metrics[n].get("n_near_zero", 0) for n in names], color="C0")
-    ax_z.set(ylabel="weights near zero", title="sparsity")
-    ax_m.bar(names, [metrics[n].get("test_mse", math.nan) for n in names], color="C1")
-    ax_m.set(ylabel="test mse", title="test error")
-    fig.tight_layout()
-    return png_bytes(fig)
+    fig, (ax_z, ax_m) = plt.subplots(1, 2, figsize=(8.4, 2.8), dpi=DPI)
+    at = range(len(names))
+    ax_z.bar(at, [metrics[n].get("n_near_zero", 0) for n in names], color="C0")
+    ax_z.set(xlabel="variant", ylabel="weights near zero", title="sparsity")
+    ax_m.bar(at, [metrics[n].get("test_mse", math.nan) for n in names], color="C1")
+    ax_m.set(xlabel="variant", ylabel="test mse", title="test error")
+    for ax in (ax_z, ax_m):
+        name_ticks(ax, names)
+    fit_margins(fig)
+    return fig
 
 
 def search_png(search: SearchSummary) -> bytes:
     """A search's mean validation score +/- sd over folds per configuration that trained, the
     chosen one marked: a glance at how much the grid matters."""
+    return png_bytes(search_figure(search))
+
+
+def search_figure(search: SearchSummary):
+    """search_png's figure, open (png_bytes saves and closes it)."""
     plt = pyplot()
     scored = [c for c in search.configs if not c.diverged]
-    fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(scored)), 2.6))
+    fig, ax = plt.subplots(figsize=(min(9.0, 2.5 + 0.35 * len(scored)), 2.6), dpi=DPI)
     means = [c.mean for c in scored]
     ax.errorbar(range(len(scored)), means, yerr=[c.sd for c in scored], fmt="o", capsize=3)
     at = [i for i, c in enumerate(scored) if c.config == search.chosen]
@@ -143,5 +184,5 @@ def search_png(search: SearchSummary) -> bytes:
     ax.set_xticks(range(len(scored)), [str(c.config) for c in scored], fontsize=7)
     ax.set(xlabel="configuration", ylabel=f"val {search.metric}",
            title=f"select@{search.name}: mean +/- sd over folds")
-    fig.tight_layout()
-    return png_bytes(fig)
+    fit_margins(fig)
+    return fig
