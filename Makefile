@@ -37,7 +37,10 @@ pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
 test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real end-to-end dvc repros)
 	python -m pytest -q -n 2 --dist loadscope
 
+# First the address of the runs table (MLflow 3's UI opens on GenAI pages otherwise); a store that
+# cannot be read then is a line, and the UI starts anyway.
 ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker
+	-@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" PYTHONPATH=src python -m dlbasics.tracking --ui-address params.yaml http://127.0.0.1:$(PORT)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-$(STORE)}" --host 127.0.0.1 --port $(PORT) --workers 1
 
 # RTOL / ATOL override the default tolerance (make compare RTOL=1e-3); the curves of the changed

@@ -4,6 +4,7 @@ K-fold search of params.select.searches; the best configuration refitted."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
@@ -18,7 +19,14 @@ def main(argv=None) -> None:
     ap.add_argument("--data", type=Path, required=True, help="prepared data root")
     ap.add_argument("--out", type=Path, required=True, help="refitted model directory")
     ap.add_argument("--table", type=Path, required=True, help="every configuration and fold")
+    ap.add_argument("--verbose", action="store_true",
+                    help="one line per epoch, as DLBASICS_VERBOSE=1 (default: a bar on a "
+                         "terminal, one line per variant in a log)")
     args = ap.parse_args(argv)
+    if args.verbose:
+        from dlbasics.training import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # read by the training code, here and in worker processes
     params = load_params(args.params)
     searches = params.select.searches if params.select is not None else {}
     if args.search not in searches:

@@ -4,6 +4,7 @@ up to date; see dlbasics.changes)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
@@ -18,7 +19,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="models root (a DVC output)")
     ap.add_argument("--variant", action="append", default=None,
                     help="train only this variant (repeatable); by hand, not from dvc.yaml")
+    ap.add_argument("--verbose", action="store_true",
+                    help="one line per epoch, as DLBASICS_VERBOSE=1 (default: a bar on a "
+                         "terminal, one line per variant in a log)")
     args = ap.parse_args(argv)
+    if args.verbose:
+        # Imported only here: the stage's default path imports torch later, beside its workers.
+        from dlbasics.training import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # read by the training code, here and in worker processes
     params = load_params(args.params)
     status = train_all(params, args.data, args.out, only=args.variant)
     counts = {s: sum(v == s for v in status.values()) for s in ("trained", "up to date",

@@ -77,6 +77,9 @@ def shrink(params: dict) -> dict:
     params["prepare"] = {k: v for k, v in params["prepare"].items() if k in used}
     notes = params.get("report", {}).get("notes", {})
     params.setdefault("report", {})["notes"] = {k: notes[k] for k in E2E_VARIANTS if k in notes}
+    groups = params["report"].get("groups", {})
+    params["report"]["groups"] = {g: [n for n in names if n in E2E_VARIANTS]
+                                  for g, names in groups.items()}
     # Two seeds each and one paired comparison: repeated runs through every stage.
     for name in ("softmax", "mlp"):
         params["train"][name]["seeds"] = [0, 1]

@@ -532,7 +532,7 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(sig, work, tmp_path, in_s
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     out = tmp_path / "out"
-    argv = train_argv(work, path, out=out / "m")
+    argv = [*train_argv(work, path, out=out / "m"), "--verbose"]  # epoch lines: it trains
     env = tool_env(MLFLOW_TRACKING_URI=in_store, PYTHONPATH=str(REPO / "src"))
     proc = subprocess.Popen([sys.executable, str(REPO / "stages/train.py"), *argv], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -890,7 +890,9 @@ def test_kill_9_during_training_leaves_no_half_output_and_next_repro_completes(s
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = digest_tree(proj, skip=(".git", ".dvc", "mlflow.db", "mlartifacts", "params.yaml",
                                      "dvc.lock"))
-    proc = subprocess.Popen(["dvc", "repro"], cwd=proj, env=tool_env(), text=True,
+    # DLBASICS_VERBOSE: the stage prints its epochs, so the test sees that training runs.
+    proc = subprocess.Popen(["dvc", "repro"], cwd=proj, env=tool_env(DLBASICS_VERBOSE="1"),
+                            text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:

@@ -14,7 +14,7 @@ import torch
 from dlbasics.data import Prepared, Split
 from dlbasics.selection import fold_indices, n_parameters, primary_score
 from dlbasics.tasks import PRIMARY, choose
-from dlbasics.training import make_trainer
+from dlbasics.training import HEARTBEAT_S, Progress, make_trainer
 
 
 def _arch_key(spec) -> str:
@@ -290,7 +290,7 @@ def _job_line(name: str, kind: str, members: list[int]) -> str:
 
 
 def run_search(params, search: str, data: Prepared, device: torch.device | None = None,
-               batched: str | None = None, log=print, ray=None):
+               batched: str | None = None, log=None, ray=None):
     """K-fold cross-validation of every configuration of the named search, then the best one
     (by mean validation score; ties to the smaller model) refitted on the whole training split.
 
@@ -305,6 +305,10 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
     (dlbasics.cluster), on `ray` when given connected, else on a connection made here.
     Returns (table of configurations in grid order, the chosen record, its spec as refitted,
     the refitted model, its history).
+
+    What a person sees (training.Progress): on a terminal a bar of the configurations, then
+    one of the refit's epochs; one line per job as it ends (`log`, by default printed above
+    the bar); the refit's line of results.
     """
     sel = params.select.searches[search]
     device = device or torch.device("cpu")
@@ -333,9 +337,27 @@ def run_search(params, search: str, data: Prepared, device: torch.device | None 
 def _run_jobs(params, search: str, jobs, data: Prepared, device, log, ray
               ) -> dict[int, dict[str, Any]]:
     """Every job's records ({index into the unique specs: record}): on Ray (runtime.executor
-    ray; on `ray` when given connected), in runtime.workers spawned processes, or here."""
-    results: dict[int, dict[str, Any]] = {}
+    ray; on `ray` when given connected), in runtime.workers spawned processes, or here. Each
+    job says one line as it ends; in a log, HEARTBEAT_S seconds without one (worker
+    processes) bring a line of how many configurations are done."""
     name = f"select@{search}"
+    progress = Progress(name, sum(len(members) for _, members in jobs), unit="configuration")
+    say = log or progress.write
+
+    def ended(kind: str, members: list[int], where: str = "") -> None:
+        say(_job_line(name, kind, members) + where)
+        progress.advance(len(members), status="")
+
+    try:
+        return _run_jobs_reported(params, search, jobs, data, device, ray, ended, progress)
+    finally:
+        progress.close()
+
+
+def _run_jobs_reported(params, search: str, jobs, data: Prepared, device, ray, ended,
+                       progress: Progress) -> dict[int, dict[str, Any]]:
+    """_run_jobs's work: `ended(kind, members)` as each job ends."""
+    results: dict[int, dict[str, Any]] = {}
     workers = min(params.runtime.workers, len(jobs)) if device.type == "cpu" else 1
     if params.runtime.executor == "ray":
         from contextlib import nullcontext
@@ -346,26 +368,32 @@ def _run_jobs(params, search: str, jobs, data: Prepared, device, log, ray
               else cluster.connected(params.runtime.ray, params.runtime.threads)) as conn:
             results = cluster.run_jobs(
                 conn, params, search, jobs, data, _job_in_worker,
-                lambda kind, members: log(_job_line(name, kind, members) + ", on Ray"))
+                lambda kind, members: ended(kind, members, ", on Ray"))
     elif workers > 1:
         # Jobs in parallel processes of runtime.threads threads each: the same arithmetic as in
         # this process, so the same bits whatever the number of workers (tested).
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         import torch.multiprocessing as torch_mp
 
         with ProcessPoolExecutor(workers, mp_context=torch_mp.get_context("spawn")) as pool:
             try:
-                futures = [pool.submit(_job_in_worker, params, search, kind, members, data)
-                           for kind, members in jobs]
-                for (kind, members), fut in zip(jobs, futures):
-                    results.update(fut.result())
-                    log(_job_line(name, kind, members))
+                futures = {pool.submit(_job_in_worker, params, search, kind, members, data): i
+                           for i, (kind, members) in enumerate(jobs)}
+                pending = set(futures)
+                while pending:
+                    # Woken at least every HEARTBEAT_S, so that a log hears of a long wait.
+                    finished, pending = wait(pending, timeout=HEARTBEAT_S,
+                                             return_when=FIRST_COMPLETED)
+                    progress.advance(0, status="")
+                    for fut in sorted(finished, key=futures.get):
+                        results.update(fut.result())  # keyed by configuration: order immaterial
+                        ended(*jobs[futures[fut]])
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
     else:
         for kind, members in jobs:
             results.update(_job(params, search, kind, members, data, device))
-            log(_job_line(name, kind, members))
+            ended(kind, members)
     return results

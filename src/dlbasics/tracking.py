@@ -5,6 +5,10 @@ The store is resolved to the *user's* repository, so `dvc repro`, `dvc exp run`,
 one store that `make ui` shows. MLFLOW_TRACKING_URI overrides it. mlflow is imported lazily:
 importing this module touches no file and no server.
 
+The experiment is tagged as classic model training (EXPERIMENT_KIND), and `make ui` prints
+the address of its runs table (ui_address): MLflow 3's UI otherwise opens an experiment on
+its GenAI overview (traces, token usage), which this project never logs.
+
 A remote store (http/https) is probed before first use, so a server that is not there stops
 a stage within seconds with one line (TrackingError) instead of minutes of HTTP retries. Every
 run records the host and pid of its process, so a run left RUNNING by a killed process is
@@ -33,6 +37,8 @@ except ImportError:  # not POSIX: no lock (and no parallel queue workers to race
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 CONNECT_TIMEOUT_S = 3.0  # the TCP probe of a remote tracking server
+# What the experiment is to MLflow's UI: model training, not GenAI (genai_development).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # HTTP settings for a remote server, unless the user set them: mlflow's defaults (7 retries
 # with exponential backoff, 120 s per request) turn a dead server into minutes of silence.
 HTTP_DEFAULTS = {
@@ -175,25 +181,45 @@ def dvc_tags() -> dict[str, str]:
 
 
 def setup(experiment: str) -> str:
-    """Point mlflow at the project's store and return the experiment id (created if new)."""
+    """Point mlflow at the project's store and return the experiment id (created if new,
+    tagged as model training: EXPERIMENT_KIND)."""
     # Nothing leaves this machine: no usage telemetry from mlflow.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking_uri()
     client = open_client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # a kind chosen in the UI is left alone
+            try:
+                client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                          EXPERIMENT_KIND)
+            except Exception:  # noqa: BLE001 - only a label for the UI: a user without the
+                pass  # right to edit the experiment still logs to it
         return exp.experiment_id
     # A local store gets an absolute artifact root beside it: mlflow's default (./mlruns
     # relative to the working directory) would scatter artifacts into DVC's temp copies.
     location = (project_root() / ARTIFACT_DIR).as_uri() if _is_local_store(uri) else None
     try:
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(experiment, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:
         # Another process (a parallel queued experiment) created it first.
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def ui_address(experiment: str, base: str) -> str:
+    """The address of `experiment`'s runs table in the MLflow UI at `base` (http://HOST:PORT);
+    the experiment is set up (created, tagged) first.
+
+    MLflow 3.17's UI picks its GenAI or model-training pages by a workflowType kept in the
+    browser (GenAI until the sidebar's "Model training" switch is clicked), whatever the
+    experiment's tag says; workflowType in the address overrides it for that page.
+    """
+    return (f"{base.rstrip('/')}/#/experiments/{setup(experiment)}/runs"
+            "?workflowType=machine_learning")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -427,10 +453,29 @@ def _log_aside(experiment: str, run_name: str, tags_json: str) -> int:
     return 0
 
 
+def _print_ui_address(params_path: str, base: str) -> int:
+    """`make ui`: print where the runs of the experiment of params.yaml are (exit 0, or 5 with
+    one line on stderr when the store cannot be used: the UI starts anyway)."""
+    import sys
+
+    from dlbasics.config import ConfigError, load_params
+
+    try:
+        experiment = load_params(params_path).tracking.experiment
+        print(f"The runs of experiment {experiment}: {ui_address(experiment, base)}", flush=True)
+    except (ConfigError, TrackingError) as exc:
+        print(exc, file=sys.stderr)
+        return 5
+    return 0
+
+
 if __name__ == "__main__":
     import sys
 
-    code = _log_aside(*sys.argv[1:4])
+    if sys.argv[1:2] == ["--ui-address"]:  # python -m dlbasics.tracking --ui-address PARAMS BASE
+        code = _print_ui_address(*sys.argv[2:4])
+    else:
+        code = _log_aside(*sys.argv[1:4])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # without the interpreter's teardown, as cli.exit_fast (not imported: the

@@ -3,13 +3,18 @@ least-squares solver, and a variant's settings turned into (make_model, train_fn
 
 The loop keeps the whole split resident as tensors and slices each batch out of one
 `torch.randperm` per epoch: no per-sample Dataset or DataLoader in the hot path.
+
+What a person sees while it runs is Progress: a bar on a terminal, a quiet log elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
-from typing import Callable
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -130,6 +135,105 @@ def evaluate_split(
     return metrics
 
 
+# ----------------------------------------------------------------------------- progress
+
+VERBOSE_ENV = "DLBASICS_VERBOSE"  # set (not 0): one line per epoch, thinned to ~100 a fit
+HEARTBEAT_S = 30.0  # off a terminal, something that runs longer says where it is this often
+
+
+def verbose() -> bool:
+    """Whether DLBASICS_VERBOSE (or a stage's --verbose) asks for one line per epoch."""
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def figures(record: dict[str, float], digits: int = 6) -> str:
+    """An epoch's record as `train_loss=0.0123 val_accuracy=0.97` (the epoch left out)."""
+    return " ".join(f"{k}={v:.{digits}g}" for k, v in record.items() if k != "epoch")
+
+
+class Progress:
+    """What a person sees while something trains: `total` units (epochs of one or more fits,
+    or configurations of a search) under `label`.
+
+    On a terminal (stderr a TTY), a tqdm bar, cleared when closed; in a log (not a TTY), nothing
+    but a line every `every` seconds while it runs; with DLBASICS_VERBOSE, one line per epoch
+    either way. close() returns the one line of results that the caller prints. It reads the
+    clock and the records only: nothing here draws from a random generator or touches a tensor.
+    """
+
+    def __init__(self, label: str, total: int, unit: str = "epoch", every: float = HEARTBEAT_S):
+        self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.done = 0
+        self.last: dict[str, float] | None = None
+        self.verbose = verbose()
+        self.start = self._said = time.monotonic()
+        self.bar = (tqdm(total=total, desc=label, unit=unit, leave=False, dynamic_ncols=True)
+                    if sys.stderr.isatty() else None)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # the bar, also when a failure stopped the work
+
+    def write(self, line: str) -> None:
+        """One line on stdout, above the bar while there is one."""
+        if self.bar is not None:
+            tqdm.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+        self._said = time.monotonic()
+
+    def epoch(self, record: dict[str, float], epochs: int) -> None:
+        """Epoch record["epoch"] of a fit of `epochs` ended with these figures."""
+        epoch = int(record["epoch"])
+        if self.verbose and (epoch % max(1, epochs // 100) == 0 or epoch == epochs):
+            self.write(f"{self.label} epoch {epoch}/{epochs} {figures(record)}")
+        self.last = record
+        self.advance()
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        """`n` more units done; `status` (else the last record's figures) shows beside them."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if shown := self._status(status):
+                self.bar.set_postfix_str(shown, refresh=False)
+            return
+        now = time.monotonic()
+        if not self.verbose and now - self._said >= self.every:
+            shown = self._status(status)
+            self.write(f"{self.label}: {self.done}/{self.total} {self.unit}s after "
+                       f"{now - self.start:.0f} s" + (f": {shown}" if shown else ""))
+
+    def _status(self, status: str | None) -> str:
+        return status if status is not None else figures(self.last, 4) if self.last else ""
+
+    def close(self, record: dict[str, float] | None = None) -> str:
+        """Clear the bar; the results: `30 epochs in 0.8 s: train_loss=...` (the time since the
+        start) with the figures of `record` (else the last epoch's)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        seconds = time.monotonic() - self.start
+        line = f"{self.done} {self.unit}{'' if self.done == 1 else 's'} in {seconds:.1f} s"
+        record = record if record is not None else self.last
+        return f"{line}: {figures(record, 4)}" if record else line
+
+
+@contextmanager
+def _reported(progress: Progress | None, label: str, epochs: int) -> Iterator[Progress]:
+    """`progress` (its owner closes it), or a Progress of this fit alone that prints its line
+    of results when the fit ends."""
+    if progress is not None:
+        yield progress
+        return
+    with Progress(label, epochs) as own:
+        yield own
+        line = own.close()
+    own.write(f"{label}: {line}")
+
+
 def train_epoch(
     model: nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -155,8 +259,9 @@ def train_epoch(
     total = torch.zeros((), dtype=torch.float64, device=X.device)
     scored = task is not None and task != "regression"
     correct = torch.zeros((), dtype=torch.int64, device=X.device)
+    # Only an epoch longer than 2 s shows its batches (below the fit's bar of epochs).
     steps = tqdm(range(0, n, batch_size), desc=label, leave=False, disable=not bar,
-                 unit="batch")
+                 unit="batch", delay=2.0)
     manual = getattr(model, "manual_backward", False)
     for start in steps:
         idx = perm[start : start + batch_size]
@@ -193,6 +298,7 @@ def fit(
     task: str,
     label: str = "train",
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, float]]:
     """Minibatch training; returns one record per epoch: train_loss (the mean minibatch loss,
     penalty excluded), train_accuracy (classifiers: the running accuracy over the epoch's
@@ -203,26 +309,26 @@ def fit(
     `generator` (CPU) draws the batch order, so shuffling never depends on the device.
     `penalty` (a callable returning a scalar) is added to the loss that is differentiated.
     Raises DivergenceError at the first epoch whose training loss is not finite.
+    Each epoch is reported to `progress` (see Progress); without one, the fit has its own
+    under `label` and prints its line of results at the end.
     """
     X, y = train.X, train.y  # already on the model's device
     lr = optimizer.lr if hasattr(optimizer, "lr") else optimizer.param_groups[0]["lr"]
     history: list[dict[str, float]] = []
-    tty = sys.stderr.isatty()
-    for epoch in range(1, epochs + 1):
-        train_loss, train_accuracy = train_epoch(
-            model, loss_fn, optimizer, X, y, penalty=penalty, batch_size=batch_size,
-            generator=generator, task=task, label=f"{label} epoch {epoch}/{epochs}", bar=tty)
-        if not math.isfinite(train_loss):
-            raise DivergenceError(epoch, train_loss, lr)
-        record = _epoch_record(model, loss_fn, epoch, train_loss, train_accuracy,
-                               {"val": val, "test": test}, task)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        # Off a terminal: one line per epoch, thinned to about 100 lines for long runs.
-        if not tty and (epoch % max(1, epochs // 100) == 0 or epoch == epochs):
-            shown = " ".join(f"{k}={v:.6g}" for k, v in record.items() if k != "epoch")
-            print(f"{label} epoch {epoch}/{epochs} {shown}", flush=True)
+    with _reported(progress, label, epochs) as shown:
+        for epoch in range(1, epochs + 1):
+            train_loss, train_accuracy = train_epoch(
+                model, loss_fn, optimizer, X, y, penalty=penalty, batch_size=batch_size,
+                generator=generator, task=task, label=f"{label} epoch {epoch}/{epochs}",
+                bar=shown.bar is not None)
+            if not math.isfinite(train_loss):
+                raise DivergenceError(epoch, train_loss, lr)
+            record = _epoch_record(model, loss_fn, epoch, train_loss, train_accuracy,
+                                   {"val": val, "test": test}, task)
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            shown.epoch(record, epochs)
     return history
 
 
@@ -256,21 +362,27 @@ def fit_lstsq(model: nn.Linear, train: Split) -> None:
 
 
 def _solve(spec: VariantSpec, model: nn.Module, splits: dict[str, Split], task: str,
-           on_epoch) -> list[dict[str, float]]:
-    """solver lstsq: the closed form, recorded as one epoch."""
+           on_epoch, progress: Progress | None = None, label: str = "train"
+           ) -> list[dict[str, float]]:
+    """solver lstsq: the closed form, recorded (and reported) as one epoch."""
     loss_fn = build_loss(spec.loss)
-    fit_lstsq(model, splits["train"])
-    record: dict[str, float] = {"epoch": 1}
-    for split in ("train", "val", "test"):
-        if splits[split].X.shape[0]:
-            record.update({f"{split}_{k}": v
-                           for k, v in evaluate_split(model, loss_fn, splits[split], task).items()})
-    on_epoch(record)
+    with _reported(progress, label, 1) as shown:
+        fit_lstsq(model, splits["train"])
+        record: dict[str, float] = {"epoch": 1}
+        for split in ("train", "val", "test"):
+            if splits[split].X.shape[0]:
+                record.update({f"{split}_{k}": v for k, v in
+                               evaluate_split(model, loss_fn, splits[split], task).items()})
+        on_epoch(record)
+        shown.epoch(record, 1)
     return [record]
 
 
-def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, device):
-    """(make_model, train_fn) for one variant's settings on `data`.
+def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, device,
+                 progress: Progress | None = None):
+    """(make_model, train_fn) for one variant's settings on `data`; each epoch train_fn runs is
+    reported to `progress` when given (one bar for all of a variant's fits), else each fit
+    reports on its own.
 
     make_model() builds a fresh model with the seeded initial weights (the same on every call);
     train_fn(model, splits, on_epoch) trains it in place and returns the per-epoch history.
@@ -293,13 +405,13 @@ def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, d
         torch.manual_seed(derive_seed(params.seed, "dropout", name))
         splits = {k: Split(v.X.to(device), v.y.to(device)) for k, v in splits.items()}
         if spec.solver == "lstsq":
-            return _solve(spec, model, splits, data.task, on_epoch)
+            return _solve(spec, model, splits, data.task, on_epoch, progress, f"train {name}")
         return fit(
             model, build_loss(spec.loss), build_optimizer(spec.optimizer, model), splits["train"],
             splits["val"], test=splits["test"], penalty=build_penalty(spec.penalty, model),
             epochs=spec.epochs, batch_size=spec.batch_size,
             generator=torch_generator(params.seed, "batches", man["identity"]),
-            task=data.task, label=f"train {name}", on_epoch=on_epoch,
+            task=data.task, label=f"train {name}", on_epoch=on_epoch, progress=progress,
         )
 
     return make_model, train_fn

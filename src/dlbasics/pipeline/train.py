@@ -66,6 +66,7 @@ class _TrainStage:
         self.evaluator: Evaluator | None = None  # started by the first variant with work to do
         self.fps: dict[str, tuple[str, str]] = {}
         self.run_ids: dict[str, str] = {}  # variant -> the MLflow run its evaluation goes to
+        self.results: dict[str, str] = {}  # variant -> its training's line of results
 
     def run(self, name: str) -> None:
         """Train, re-evaluate or skip variant `name`, as its record and files say."""
@@ -94,12 +95,13 @@ class _TrainStage:
         else:
             self.evaluator = self.evaluator or Evaluator(params)
             self.status[name] = "trained"
-            self.run_ids[name] = _train_and_evaluate(params, name, self.prepared_root,
-                                                     model_dir, self.evaluator)
+            self.run_ids[name], self.results[name] = _train_and_evaluate(
+                params, name, self.prepared_root, model_dir, self.evaluator)
 
     def settle(self, wait: bool) -> None:
         """Record each variant whose evaluation came back (oldest first): only then are its
-        files complete. A failed evaluation raises here and stops the stage."""
+        files complete, and it says so in one line (with its training's results). A failed
+        evaluation raises here and stops the stage."""
         ev = self.evaluator
         while ev is not None and ev.pending and (wait or ev.ready()):
             oldest = ev.pending[0]
@@ -112,8 +114,10 @@ class _TrainStage:
             self.record[done] = {"training": tfp, "evaluation": efp,
                                  "files": changes.output_digests(self.models_root / done)}
             write_json_atomic(self.rec_path, self.record)
-            print(f"train {done}: " + ("trained" if self.status[done] == "trained" else
-                                       "evaluated again (evaluation settings or code changed)"))
+            print(f"train {done}: " + (f"trained, {self.results[done]}"
+                                       if self.status[done] == "trained" else
+                                       "evaluated again (evaluation settings or code changed)"),
+                  flush=True)
 
     def close(self) -> None:
         if self.evaluator is not None:
@@ -252,21 +256,21 @@ def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
 
 
 def _train_and_evaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
-                        evaluator: Evaluator) -> str:
+                        evaluator: Evaluator) -> tuple[str, str]:
     """Train variant `name` and hand its evaluation, and the logging of its model, metrics and
-    figures to its MLflow run, to the evaluation process (train_all records it once done).
-    Returns the run's id."""
+    figures to its MLflow run (ended by then), to the evaluation process (train_all records it
+    once done). Returns (the run's id, the training's line of results)."""
     from dlbasics.pipeline.variant import train_variant
 
-    ids = []
+    done = []
 
-    def finish(run_id: str) -> None:
+    def finish(run_id: str, results: str) -> None:
         evaluator.submit(params, name, prepared_root, model_dir, run_id)
-        ids.append(run_id)
+        done.append((run_id, results))
 
     spec = params.train[name]
     train_variant(params, name, prepared_root / spec.dataset, model_dir, finish=finish)
-    return ids[0]
+    return done[0]
 
 
 def _mark_failed(run_id: str | None, exc: BaseException) -> None:
