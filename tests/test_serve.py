@@ -195,7 +195,6 @@ def every_task(tmp_path_factory):
     raw["prepare"] = {k: v for k, v in raw["prepare"].items() if k in used}
     raw["report"] = {"notes": {}, "compare": []}
     raw.pop("select")
-    raw["tracking"]["registry"]["variants"] = []
     params = parse_params(raw)
     return params, prepared_data(params, tmp_path_factory.mktemp("tasks"))
 

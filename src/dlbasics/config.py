@@ -62,18 +62,18 @@ class Runtime(Strict):
 class Registry(Strict):
     """What goes to the MLflow Model Registry (dlbasics.registry): every search's refitted
     winner (or those in `searches`) and the train variants in `variants`, as versions of one
-    registered model; alias `champion` on the best test score."""
+    registered model, named `model`; alias `champion` on the best test score."""
 
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    model: Annotated[str, Field(min_length=1, max_length=128)]
     searches: list[str] | None = None  # names under select.searches; None: every search
     variants: list[str] = []  # names under train
 
     @model_validator(mode="after")
     def _name_fits_a_uri(self) -> Registry:
-        if not _REGISTERED_NAME.fullmatch(self.name):
-            raise _KeyProblem(("name",), "letters, digits, '.', '_' or '-', starting with a "
-                              "letter or digit (it is written models:/<name>@champion)",
-                              self.name)
+        if not _REGISTERED_NAME.fullmatch(self.model):
+            raise _KeyProblem(("model",), "letters, digits, '.', '_' or '-', starting with a "
+                              "letter or digit (it is written models:/<model>@champion)",
+                              self.model)
         return self
 
 

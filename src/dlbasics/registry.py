@@ -1,7 +1,7 @@
 """The MLflow Model Registry: the winner of a comparison, findable by name.
 
 Each `select@NAME` stage's refitted winner (and each train variant listed in
-tracking.registry.variants) becomes a version of one registered model, tracking.registry.name,
+tracking.registry.variants) becomes a version of one registered model, tracking.registry.model,
 as the pyfunc model of dlbasics.serving logged to the run that made it. The alias `champion`
 moves to a new version only when its test score (the task's test metric, evaluation.
 REPEAT_METRIC) is at least as good as the current champion's. A version is found again by the
@@ -110,7 +110,7 @@ def register(params: Params, name: str, run_id: str, model_dir: Path, prepared_r
     score = json.loads((model_dir / "eval" / "metrics.json").read_text())[f"test_{metric}"]
     client = mlflow.MlflowClient()
     with _registry_lock():
-        version = find_version(client, reg.name, info["model_sha256"])
+        version = find_version(client, reg.model, info["model_sha256"])
         new = version is None
         if new:
             test = load_prepared(prepared_root / info["dataset"], splits=("test",))
@@ -124,14 +124,14 @@ def register(params: Params, name: str, run_id: str, model_dir: Path, prepared_r
                     "metric": metric, f"test_{metric}": repr(float(score))}
             if os.environ.get("DVC_EXP_NAME"):
                 tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-            version = mlflow.register_model(logged.model_uri, reg.name, tags=tags)
+            version = mlflow.register_model(logged.model_uri, reg.model, tags=tags)
             words = info.get("chosen_words")
             if words:
-                client.update_model_version(reg.name, version.version,
+                client.update_model_version(reg.model, version.version,
                                             description=f"{name}: {words}")
-        moved, best, was = _promote(client, reg.name, version, metric)
-    _say(reg.name, name, version, new, metric, score, moved, best, was)
-    return {"name": reg.name, "version": int(version.version), "new": new,
+        moved, best, was = _promote(client, reg.model, version, metric)
+    _say(reg.model, name, version, new, metric, score, moved, best, was)
+    return {"name": reg.model, "version": int(version.version), "new": new,
             "champion": int(best.version), "moved": moved}
 
 
@@ -164,13 +164,13 @@ def _say(reg_name: str, name: str, version: Any, new: bool, metric: str, score: 
     else:
         held = best.tags.get(key)
         tail = (f"{ALIAS} stays version {best.version}"
-                + (f" (test {metric} {float(held):.4f} against {score:.4f})"
+                + (f" (test {metric} {float(held):.4f}; this one {score:.4f})"
                    if held is not None and best.version != version.version else ""))
     print(f"{head}; {tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m dlbasics.registry --name`: print tracking.registry.name of params.yaml (for
+    """`python -m dlbasics.registry --name`: print tracking.registry.model of params.yaml (for
     `make serve`); exit 2 with one line when params.yaml sets no registry."""
     import argparse
     import sys
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="the registered model's name")
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--name", action="store_true", help="print tracking.registry.name")
+    ap.add_argument("--name", action="store_true", help="print tracking.registry.model")
     args = ap.parse_args(argv)
     try:
         params = load_params(args.params)
@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if params.tracking.registry is None:
-        print(f"error: {args.params}: tracking.registry: expected a registry (name: ...), "
+        print(f"error: {args.params}: tracking.registry: expected a registry (model: ...), "
               "found nothing; nothing is registered to serve", file=sys.stderr)
         return 2
-    print(params.tracking.registry.name)
+    print(params.tracking.registry.model)
     return 0
 
 
