@@ -12,7 +12,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline test ui bench compare deps venv clean-venv services services-stop services-env ray
+.PHONY: pipeline test ui serve bench compare deps venv clean-venv services services-stop services-env ray
 
 venv: $(STAMP)
 
@@ -42,6 +42,13 @@ test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real e
 ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker
 	-@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" PYTHONPATH=src python -m dlbasics.tracking --ui-address params.yaml http://127.0.0.1:$(PORT)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-$(STORE)}" --host 127.0.0.1 --port $(PORT) --workers 1
+
+# The champion of the registered model (tracking.registry.model) from this project's store, in
+# this virtual environment: POST rows of the prepared data to http://127.0.0.1:$(PORT)/invocations.
+serve: $(STAMP)  ## serve models:/<tracking.registry.model>@champion on 127.0.0.1, one worker
+	@name=$$(PYTHONPATH=src python -m dlbasics.registry --name) && \
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" exec mlflow models serve \
+	  -m "models:/$$name@champion" --env-manager local -h 127.0.0.1 -p $(PORT) -w 1
 
 # RTOL / ATOL override the default tolerance (make compare RTOL=1e-3); the curves of the changed
 # variants go to compare/<variant>.png.

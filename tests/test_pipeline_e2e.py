@@ -133,6 +133,8 @@ def test_mlflow_holds_one_complete_run_per_variant(repro):
     models = mlflow.search_logged_models(
         experiment_ids=[runs[0].info.experiment_id], output_format="list"
     )
+    # Each run's pytorch model; registered ones also hold a `served` model (test_registry.py).
+    models = [m for m in models if m.name == "model"]
     select_runs = [r for r in runs_of(proj, variants_only=False)
                    if r.data.tags.get("variant") == "select@tiny"]
     parents = [r for r in select_runs if "mlflow.parentRunId" not in r.data.tags]

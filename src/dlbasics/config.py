@@ -60,9 +60,31 @@ class Runtime(Strict):
     ray: RaySettings = RaySettings()
 
 
+class Registry(Strict):
+    """What goes to the MLflow Model Registry (dlbasics.registry): every search's refitted
+    winner (or those in `searches`) and the train variants in `variants`, as versions of one
+    registered model, named `model`; alias `champion` on the best test score."""
+
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    searches: list[str] | None = None  # names under select.searches; None: every search
+    variants: list[str] = []  # names under train
+
+    @model_validator(mode="after")
+    def _name_fits_a_uri(self) -> Registry:
+        if not _REGISTERED_NAME.fullmatch(self.model):
+            raise _KeyProblem(("model",), "letters, digits, '.', '_' or '-', starting with a "
+                              "letter or digit (it is written models:/<model>@champion)",
+                              self.model)
+        return self
+
+
+_REGISTERED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 class Tracking(Strict):
     experiment: Annotated[str, Field(min_length=1)] = "dlbasics"
     log_models: bool = True
+    registry: Registry | None = None  # None: nothing is registered
 
 
 # ----------------------------------------------------------------------------- data
@@ -979,6 +1001,31 @@ class Params(Strict):
                     "two different variants with the same `seeds`, or the same `kfold` on the "
                     "same dataset (a paired comparison)", pair)
 
+    @model_validator(mode="after")
+    def _registry_resolves(self) -> Params:
+        reg = self.tracking.registry
+        if reg is None:
+            return self
+        searches = self.select.searches if self.select else {}
+        for i, sname in enumerate(reg.searches or []):
+            if sname not in searches:
+                raise _KeyProblem(("tracking", "registry", "searches", i),
+                                  f"a search under select.searches {sorted(searches)}", sname)
+        for i, vname in enumerate(reg.variants):
+            if vname not in self.train:
+                raise _KeyProblem(("tracking", "registry", "variants", i),
+                                  "the name of a variant under train", vname)
+        # The champion is the best test score: comparable only on one test set.
+        datasets = {f"select@{s}": self.train[searches[s].base].dataset
+                    for s in (searches if reg.searches is None else reg.searches)}
+        datasets.update({v: self.train[v].dataset for v in reg.variants})
+        if len(set(datasets.values())) > 1:
+            raise _KeyProblem(("tracking", "registry"),
+                              "models of one dataset (the champion is chosen by test score)",
+                              _Shown(", ".join(f"{k} on {v}" for k, v in datasets.items())))
+        return self
+
+
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
@@ -1055,6 +1102,7 @@ def _allowed_fields(params: dict[str, Any]) -> dict[str, list[str]]:
     """Key path -> allowed keys, to list them next to an unknown key."""
     out: dict[str, list[str]] = {"<top level>": list(Params.model_fields)}
     for section, model in (("runtime", Runtime), ("tracking", Tracking),
+                           ("tracking.registry", Registry),
                            ("evaluate", EvaluateSpec), ("report", ReportSpec),
                            ("lessons", LessonsSpec)):
         out[section] = list(model.model_fields)

@@ -14,6 +14,7 @@ from dlbasics.gridsearch import run_search
 from dlbasics.io import write_json_atomic
 from dlbasics.model_logging import log_evaluation
 from dlbasics.models import state_dict_bytes
+from dlbasics.registry import register
 from dlbasics.runtime import configure
 from dlbasics.selection import describe
 
@@ -81,6 +82,7 @@ def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
         mlflow.log_metrics({f"cv_{k}": v for k, v in best.items() if k.endswith(("_mean", "_std"))})
         mlflow.set_tag("model_sha256", info["model_sha256"])
         log_evaluation(params, name, parent.info.run_id, model_dir, prepared_root, ev)
+        register(params, name, parent.info.run_id, model_dir, prepared_root)
     return info
 
 

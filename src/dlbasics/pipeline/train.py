@@ -199,6 +199,7 @@ def _worker(conn, params: Params) -> None:
     from dlbasics.evaluation import evaluate_model
     from dlbasics.model_logging import log_evaluation
     from dlbasics.modelfiles import write_evaluation
+    from dlbasics.registry import register
 
     figures.pyplot()
     # MLflow and the store too, before the first job: a one-variant edit waits for this
@@ -228,6 +229,7 @@ def _worker(conn, params: Params) -> None:
             write_evaluation(model_dir, ev)
             if run_id is not None:
                 log_evaluation(job_params, name, run_id, model_dir, prepared_root, ev)
+                register(job_params, name, run_id, model_dir, prepared_root)
             reply = (True, ev)
         except Exception as exc:  # noqa: BLE001 - handed to the stage process, which raises it
             try:
