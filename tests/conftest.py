@@ -150,6 +150,23 @@ def make_project(dest: Path, params_edit=shrink) -> Path:
     return dest
 
 
+@pytest.fixture(autouse=True)
+def _own_code_first():
+    """Loading a logged MLflow model in-process (mlflow.pyfunc.load_model) puts the model's
+    bundled code first on sys.path and may swap the `dlbasics` modules for that bundle; the
+    served model bundles only the files it runs. Undo both after each test, so a later test
+    (and the processes it spawns, which inherit sys.path) imports this checkout's package."""
+    path = list(sys.path)
+    modules = {k: v for k, v in sys.modules.items() if k == "dlbasics" or k.startswith("dlbasics.")}
+    yield
+    sys.path[:] = path
+    ours = str(Path(__file__).resolve().parents[1] / "src")
+    for k in [k for k in sys.modules if k == "dlbasics" or k.startswith("dlbasics.")]:
+        if k not in modules and not str(getattr(sys.modules[k], "__file__", "")).startswith(ours):
+            del sys.modules[k]  # a module of a model's bundle
+    sys.modules.update(modules)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")

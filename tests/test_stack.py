@@ -323,7 +323,9 @@ def test_a_tracking_server_killed_mid_training_fails_the_stage_in_15_s(stack, pu
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["train"]["linreg"]["epochs"] = 3000
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=tool_env(**client_env), text=True,
+    # DLBASICS_VERBOSE: one line per epoch, so the test sees that training has started.
+    proc = subprocess.Popen(["dvc", "repro"], cwd=clone,
+                            env=tool_env(DLBASICS_VERBOSE="1", **client_env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         seen = _wait_for_line(proc, r"train linreg epoch \d+/3000", timeout=240)

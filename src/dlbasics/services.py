@@ -283,7 +283,10 @@ def _start_mlflow(state: Path, ports: Ports, creds: dict[str, str]) -> None:
                         f"auth_cache_ttl_seconds = {_auth_cache_s()}\n")
     env = {**os.environ, **creds, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
            "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{ports.s3}",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "MLFLOW_DISABLE_TELEMETRY": "true",
+           # No job runner: mlflow 3.17 otherwise starts seven worker processes for GenAI
+           # jobs (scorers) that this project never submits.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(key, None)
     # The backend URI carries the database password: it goes on the command line of a process
