@@ -172,35 +172,44 @@ def check(repo: Path, dvc_yaml: Path | None = None) -> list[str]:
     return problems
 
 
-def write(repo: Path, dvc_yaml: Path | None = None) -> bool:
-    """Rewrite each stage's code deps in dvc.yaml to its closure (comments kept); True when
-    the file changed."""
+def rewrite_yaml(path: Path, edit) -> bool:
+    """Load `path` keeping its comments and layout, apply `edit(doc)`, write it back if that
+    changed anything; True when the file changed (dvc.yaml's generated parts: `make deps`)."""
+    import io
+
     from ruamel.yaml import YAML
 
-    path = dvc_yaml or repo / "dvc.yaml"
     yml = YAML()
     yml.preserve_quotes = True
     yml.width = 4096
     yml.indent(mapping=2, sequence=4, offset=2)
     text = path.read_text()
     doc = yml.load(text)
-    for stage in (doc.get("stages") or {}).values():
-        stage = stage_body(stage)
-        deps = stage.get("deps")
-        code = stage_code(repo, stage["cmd"])
-        if deps is None or not code:
-            continue
-        others = [d for d in deps if not (isinstance(d, str) and _is_code(d))]
-        deps.clear()
-        deps.extend([*code, *others])
-    import io
-
+    edit(doc)
     buf = io.StringIO()
     yml.dump(doc, buf)
     if buf.getvalue() == text:
         return False
     path.write_text(buf.getvalue())
     return True
+
+
+def write(repo: Path, dvc_yaml: Path | None = None) -> bool:
+    """Rewrite each stage's code deps in dvc.yaml to its closure (comments kept); True when
+    the file changed."""
+
+    def declare(doc) -> None:
+        for stage in (doc.get("stages") or {}).values():
+            stage = stage_body(stage)
+            deps = stage.get("deps")
+            code = stage_code(repo, stage["cmd"])
+            if deps is None or not code:
+                continue
+            others = [d for d in deps if not (isinstance(d, str) and _is_code(d))]
+            deps.clear()
+            deps.extend([*code, *others])
+
+    return rewrite_yaml(dvc_yaml or repo / "dvc.yaml", declare)
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,6 @@ variant needs no hand edit of dvc.yaml.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,22 +68,10 @@ def check(repo: Path, dvc_yaml: Path | None = None) -> list[str]:
 def write(repo: Path, dvc_yaml: Path | None = None) -> bool:
     """Rewrite dvc.yaml's top-level plots from params (the rest of the file, comments
     included, kept); True when the file changed."""
-    from ruamel.yaml import YAML
+    from dlbasics.codedeps import rewrite_yaml
 
     params, path = _load(repo, dvc_yaml or repo / "dvc.yaml")
-    yml = YAML()
-    yml.preserve_quotes = True
-    yml.width = 4096
-    yml.indent(mapping=2, sequence=4, offset=2)
-    text = path.read_text()
-    doc = yml.load(text)
-    doc["plots"] = overlays(params)
-    buf = io.StringIO()
-    yml.dump(doc, buf)
-    if buf.getvalue() == text:
-        return False
-    path.write_text(buf.getvalue())
-    return True
+    return rewrite_yaml(path, lambda doc: doc.__setitem__("plots", overlays(params)))
 
 
 def main(argv=None) -> int:
