@@ -534,8 +534,11 @@ def test_ctrl_c_marks_the_run_killed_and_exits_cleanly(sig, work, tmp_path, in_s
     out = tmp_path / "out"
     argv = [*train_argv(work, path, out=out / "m"), "--verbose"]  # epoch lines: it trains
     env = tool_env(MLFLOW_TRACKING_URI=in_store, PYTHONPATH=str(REPO / "src"))
+    # As a shell starts it: SIGINT at its default (a test worker may have inherited it
+    # ignored, and Python then leaves it ignored in the stage).
     proc = subprocess.Popen([sys.executable, str(REPO / "stages/train.py"), *argv], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_line(proc, r"train linreg epoch \d+/3000", timeout=180)
         proc.send_signal(sig)
