@@ -88,7 +88,17 @@ def shrink(params: dict) -> dict:
     params["select"] = {"searches": {"tiny": {
         "base": "mlp", "k": 2, "overrides": {"epochs": 1},
         "grid": {"optimizer.lr": [0.05, 0.1]}}}}
-    # Every lesson still runs, on small settings (what each shows is tested in-process).
+    small_lessons(params)
+    for spec in params["train"].values():
+        spec["epochs"] = min(spec["epochs"], 3)
+        if spec["model"].get("hidden"):
+            spec["model"]["hidden"] = [min(h, 32) for h in spec["model"]["hidden"]]
+    return params
+
+
+def small_lessons(params: dict) -> dict:
+    """Every lesson still runs, on small settings (what each shows is tested in-process): at
+    the defaults, the lessons on 784-pixel images take minutes."""
     params["lessons"].update({
         "accuracy_signal": {"dataset": "images", "epochs": 1, "probes": 20},
         "numerical_training": {"dataset": "images", "hidden": 8, "rows": 40, "batch_size": 10,
@@ -97,10 +107,6 @@ def shrink(params: dict) -> dict:
         "symmetry": {"dataset": "images", "hidden": 16, "epochs": 2},
         "gradient_flow": {"dataset": "images", "depth": 6, "width": 16, "batch": 64},
     })
-    for spec in params["train"].values():
-        spec["epochs"] = min(spec["epochs"], 3)
-        if spec["model"].get("hidden"):
-            spec["model"]["hidden"] = [min(h, 32) for h in spec["model"]["hidden"]]
     return params
 
 

@@ -31,7 +31,7 @@ import yaml
 from sklearn.metrics import accuracy_score
 from torch import nn
 
-from conftest import REPO, make_project, run, tool_env
+from conftest import REPO, make_project, run, small_lessons, tool_env
 from dlbasics.config import ConfigError, PrepareSpec, parse_params
 from dlbasics.data import Prepared, Split, generate_all, prepare_all, split_indices
 from dlbasics.errors import DataError
@@ -130,8 +130,8 @@ def mnist_repro(tmp_path_factory):
         for spec in variants.values():
             spec["epochs"] = 3
         variants["mlp"]["model"]["hidden"] = [32]
-        params = only(params, {"images": mnist_local(root / "idx")},
-                      {"images": {"val_fraction": 0.1, "scale": "unit"}}, variants)
+        params = small_lessons(only(params, {"images": mnist_local(root / "idx")},
+                                    {"images": {"val_fraction": 0.1, "scale": "unit"}}, variants))
         # Models are logged to MLflow by evaluate; test_pipeline_e2e checks that, here it
         # only costs time.
         params["tracking"]["log_models"] = False
