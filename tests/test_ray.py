@@ -31,7 +31,7 @@ SEARCHES = {
     "grid": {"base": "base", "k": 2, "overrides": {"epochs": 20},
              "grid": {"optimizer.lr": [0.01, 0.03, 50.0], "batch_size": [10, 50]}},
     # Three configurations one by one: three tasks, long enough to kill one mid-way.
-    "seq": {"base": "base", "k": 2, "overrides": {"epochs": 150}, "batched": "never",
+    "seq": {"base": "base", "k": 2, "overrides": {"epochs": 80}, "batched": "never",
             "grid": {"optimizer.lr": [0.01, 0.02, 0.03]}},
 }
 

@@ -344,14 +344,17 @@ def test_a_tracking_server_killed_mid_training_fails_the_stage_in_15_s(stack, pu
     assert len(ours) == 1 and "tracking server" in ours[0], err[-3000:]
     assert "exited with 5" in err, err[-3000:]
     assert "Traceback" not in err, err[-4000:]
-    # Back up: the same command completes, and no run is left RUNNING.
+    # Back up: `dvc repro` completes (at 30 epochs: the 3000 were only there to be
+    # interrupted), and no run is left RUNNING.
     assert services.up(state, ports) == env
+    params["train"]["linreg"]["epochs"] = 30
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     again = run(["dvc", "repro"], clone, **client_env)
     assert "train" in ran(again)
     client = _client(env)
     exp = client.get_experiment_by_name("dlbasics")
     assert not client.search_runs([exp.experiment_id], filter_string="status = 'RUNNING'")
-    assert any(r.data.params.get("epochs") == "3000" and r.info.status == "FINISHED"
+    assert any(r.data.params.get("epochs") == "30" and r.info.status == "FINISHED"
                for r in _linreg_runs(env))
 
 
@@ -365,8 +368,8 @@ def test_s3_stopped_during_push_is_one_error_and_the_next_push_completes(stack, 
     big = clone / "big"
     big.mkdir()
     rng = __import__("random").Random(14)
-    for i in range(40):
-        (big / f"{i:02d}.bin").write_bytes(rng.randbytes(2 << 20))
+    for i in range(24):
+        (big / f"{i:02d}.bin").write_bytes(rng.randbytes(1 << 20))
     run(["dvc", "add", "big"], clone)
     log = state / "s3.log"
     offset = log.stat().st_size
@@ -398,7 +401,7 @@ def test_s3_stopped_during_push_is_one_error_and_the_next_push_completes(stack, 
     assert "in sync" in run(["dvc", "status", "-c"], clone, **aws).stdout
     keys = {o["Key"] for o in _s3(env).list_objects_v2(Bucket=services.BUCKET,
                                                         Prefix="dvc/").get("Contents", [])}
-    assert len(keys) >= 40
+    assert len(keys) >= 24
 
 
 def test_stop_keeps_the_runs_and_up_brings_them_back(stack):
