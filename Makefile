@@ -32,8 +32,8 @@ $(RAY_STAMP): requirements-ray.lock $(STAMP)
 pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
 	dvc repro
 
-# Two workers, one test module each at a time (module fixtures stay in one process): the
-# suite mostly waits on dvc and stage subprocesses: 2 cores take it in 9 to 11 minutes.
+# Two workers, one test module each at a time (module fixtures stay in one process); the
+# README's "Tests" section has the time it took on 2 cores.
 test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real end-to-end dvc repros)
 	python -m pytest -q -n 2 --dist loadscope
 
