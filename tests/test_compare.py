@@ -318,3 +318,17 @@ def test_diff_counts_and_orders_in_process():
     assert [(c.variant, c.metric) for c in d.changes] == [
         ("b", "x"), ("b", "z"), ("fresh", "x"), ("gone", "x")]
     assert d.within == 2 and d.largest[1:] == ("a", "x")
+
+
+def test_the_curves_name_a_log_loss_axis_and_leave_a_linear_one_plain():
+    from dlbasics.compare import curves_figure
+
+    base = [{"epoch": e, "train_loss": 1.0 / e, "val_accuracy": 0.5 + e / 10} for e in (1, 2, 3)]
+    new = [{**row, "train_loss": row["train_loss"] / 2} for row in base]
+    loss, accuracy = curves_figure("mlp", base, new).axes
+    assert (loss.get_yscale(), loss.get_ylabel()) == ("log", "loss (log scale)")
+    assert (accuracy.get_yscale(), accuracy.get_ylabel()) == ("linear", "accuracy")
+    # A loss that reaches 0 cannot be on a log axis: linear, and the label says nothing more.
+    zero = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.0}]
+    (ax,) = curves_figure("linreg", zero, zero).axes
+    assert (ax.get_yscale(), ax.get_ylabel()) == ("linear", "loss")

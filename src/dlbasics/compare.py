@@ -329,10 +329,21 @@ def _series(history: list[dict[str, Any]] | None, key: str) -> tuple[list[float]
 
 
 def curves_png(variant: str, base: list[dict] | None, new: list[dict] | None) -> bytes:
+    """curves_figure as PNG bytes (no timestamp in them)."""
+    fig = curves_figure(variant, base, new)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def curves_figure(variant: str, base: list[dict] | None, new: list[dict] | None):
     """Losses (and accuracies, when recorded) per epoch: base dashed, new solid, one colour per
-    series. Drawn on a Figure of its own with the Agg canvas: no pyplot state, no display."""
+    series; a log loss axis says so in its label. Drawn on a Figure of its own with the Agg
+    canvas: no pyplot state, no display."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from dlbasics.figures import scale_label
 
     keys = curve_keys(new, base)
     acc = [k for k in keys if "acc" in k]
@@ -355,16 +366,14 @@ def curves_png(variant: str, base: list[dict] | None, new: list[dict] | None) ->
         if panel is other and positive:
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if panel is acc else "loss")
+        ax.set_ylabel(scale_label("accuracy" if panel is acc else "loss", ax.get_yscale()))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     if not panels:
         axes[0].text(0.5, 0.5, "no history", ha="center", va="center")
     fig.suptitle(f"{variant}: base dashed, new solid", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return fig
 
 
 def curves_table(base: list[dict] | None, new: list[dict] | None) -> str:
