@@ -65,6 +65,25 @@ def tracked_files() -> list[str]:
     return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
 
 
+# Real Fashion-MNIST where Debian installs it (apt-get install dataset-fashion-mnist).
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+REQUIRE_FASHION = "DLBASICS_REQUIRE_FASHION_MNIST"  # set by CI: absent data fails, never skips
+
+
+def require_fashion_mnist() -> Path:
+    """The folder of the real Fashion-MNIST files; the test is skipped with the reason where
+    they are absent, or fails where $DLBASICS_REQUIRE_FASHION_MNIST is 1 (CI)."""
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+    if all((FASHION_DIR / s).is_file() or (FASHION_DIR / f"{s}.gz").is_file() for s in stems):
+        return FASHION_DIR
+    reason = (f"real Fashion-MNIST not in {FASHION_DIR}: apt-get install "
+              f"dataset-fashion-mnist")
+    if os.environ.get(REQUIRE_FASHION) == "1":
+        pytest.fail(f"{reason} (required: {REQUIRE_FASHION}=1)")
+    pytest.skip(reason)
+
+
 E2E_VARIANTS = ("linreg", "softmax", "mlp")
 
 
@@ -80,6 +99,9 @@ def shrink(params: dict) -> dict:
     groups = params["report"].get("groups", {})
     params["report"]["groups"] = {g: [n for n in names if n in E2E_VARIANTS]
                                   for g, names in groups.items()}
+    params["report"]["book"] = [
+        f for f in params["report"].get("book", [])
+        if f["variant"] in E2E_VARIANTS and f.get("same_as", "mlp") in E2E_VARIANTS]
     # Two seeds each and one paired comparison: repeated runs through every stage.
     for name in ("softmax", "mlp"):
         params["train"][name]["seeds"] = [0, 1]

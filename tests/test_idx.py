@@ -152,7 +152,7 @@ def test_labels_file_in_place_of_images_is_named(tmp_path):
     # The labels file copied over the images file: a 1-d array where images (3-d) belong.
     (tmp_path / FILES["X_test"]).write_bytes((tmp_path / FILES["y_test"]).read_bytes())
     with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: has 1 dims .* expected 3"):
-        load_idx_dataset(tmp_path, "mnist", expected_sizes=None)
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -231,59 +231,95 @@ def test_table_equals_torchvision():
 @pytest.mark.parametrize("gz", [False, True])
 def test_load_tiny_set(tmp_path, gz):
     arrays = make_set(tmp_path, gz=gz)
-    checksums = {f"{s}.gz": md5_of(tmp_path / f"{s}.gz") for s in FILES.values()} if gz else None
-    data = load_idx_dataset(tmp_path, "fashion_mnist", expected_sizes=None, checksums=checksums)
+    digests = {s: hashlib.sha256(idx_bytes(arrays[k])).hexdigest() for k, s in FILES.items()}
+    data = load_idx_dataset(tmp_path, "fashion_mnist", expected_sizes=None, digests=digests)
     for key in FILES:
         np.testing.assert_array_equal(data[key], arrays[key])
     assert data["X_train"].dtype == np.uint8 and data["X_train"].shape == (5, 28, 28)
     assert data["y_train"].dtype == np.int64 and data["y_test"].shape == (3,)
     assert data["class_names"][0] == "T-shirt/top" and len(data["class_names"]) == 10
-    suffix = ".gz" if gz else ""
-    assert data["source"] == [
-        {"file": f"{stem}{suffix}",
-         "sha256": hashlib.sha256((tmp_path / f"{stem}{suffix}").read_bytes()).hexdigest()}
-        for stem in FILES.values()
-    ]
+    # Each file by its stem and the sha256 of its IDX bytes, whatever its compression.
+    raw_bytes = {s: gzip.decompress(p.read_bytes()) if gz else p.read_bytes()
+                 for s in FILES.values() for p in [tmp_path / (f"{s}.gz" if gz else s)]}
+    assert data["source"] == [{"file": s, "sha256": hashlib.sha256(raw_bytes[s]).hexdigest()}
+                              for s in FILES.values()]
 
 
 def test_official_sizes_are_the_default(tmp_path):
     make_set(tmp_path)
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte: 5 train images, the official "
                                         r"mnist has 60000"):
-        load_idx_dataset(tmp_path, "mnist")
-    assert len(load_idx_dataset(tmp_path, "mnist", expected_sizes=(5, 3))["X_test"]) == 3
+        load_idx_dataset(tmp_path, "mnist", verify_checksums=False)
+    assert len(load_idx_dataset(tmp_path, "mnist", expected_sizes=(5, 3),
+                                verify_checksums=False)["X_test"]) == 3
 
 
 def test_raw_preferred_over_gz(tmp_path):
     raw = make_set(tmp_path, seed=1)
     make_set(tmp_path, gz=True, seed=2)  # different content, wrong md5: must not be read
-    data = load_idx_dataset(tmp_path, "mnist", expected_sizes=None)
+    data = load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
     np.testing.assert_array_equal(data["X_train"], raw["X_train"])
     assert [s["file"] for s in data["source"]] == list(FILES.values())
 
 
-def test_md5_checked_for_gz(tmp_path):
-    make_set(tmp_path, gz=True)
-    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
-    published = DATASETS["mnist"].md5[path.name]
-    # A user's own small .gz cannot match the published md5: an error by default ...
+@pytest.mark.parametrize("gz", [False, True])
+def test_content_checked_whatever_the_compression(tmp_path, gz):
+    make_set(tmp_path, gz=gz)
+    suffix = ".gz" if gz else ""
+    first = tmp_path / f"train-images-idx3-ubyte{suffix}"
+    # A set of one's own cannot have the official digests: by default, an error that names the
+    # first file, what it found and what was expected, and what to do, in one line.
     with pytest.raises(DataError) as err:
         load_idx_dataset(tmp_path, "mnist", expected_sizes=None)
-    assert str(err.value).startswith(f"{tmp_path / 'train-images-idx3-ubyte.gz'}: md5 ")
-    # ... which names the file, what it found and what was expected.
-    checksums = {f"{s}.gz": md5_of(tmp_path / f"{s}.gz") for s in FILES.values()}
-    del checksums[path.name]
-    with pytest.raises(DataError) as err:
-        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, checksums=checksums)
+    found = hashlib.sha256(idx_bytes(read_idx(first))).hexdigest()
+    official = DATASETS["mnist"].sha256["train-images-idx3-ubyte"]
     msg = str(err.value)
-    assert msg.startswith(f"{path}: md5 {md5_of(path)}, expected {published} for mnist; ")
+    assert msg.startswith(f"{first}: decompressed content has sha256 {found}, expected "
+                          f"{official} (the official mnist train-images-idx3-ubyte); ")
     assert "verify_checksums: false" in msg and "\n" not in msg
-    # Accepted with its own md5, or with verification off.
-    checksums[path.name] = md5_of(path)
-    assert len(load_idx_dataset(tmp_path, "mnist", expected_sizes=None, checksums=checksums)
+    # Its own digests (by file stem, of the IDX bytes) are accepted; one wrong one is named.
+    digests = {s: hashlib.sha256(idx_bytes(read_idx(tmp_path / f"{s}{suffix}"))).hexdigest()
+               for s in FILES.values()}
+    assert len(load_idx_dataset(tmp_path, "mnist", expected_sizes=None, digests=digests)
                ["y_test"]) == 3
+    label_file = tmp_path / f"t10k-labels-idx1-ubyte{suffix}"
+    with pytest.raises(DataError, match=rf"^{label_file}: decompressed content has sha256 "
+                                        rf"{digests['t10k-labels-idx1-ubyte']}, expected 0+ "
+                                        r"\(the sha256 given for t10k-labels-idx1-ubyte\)"):
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None,
+                         digests={**digests, "t10k-labels-idx1-ubyte": "0" * 64})
     assert len(load_idx_dataset(tmp_path, "mnist", expected_sizes=None,
                                 verify_checksums=False)["y_test"]) == 3
+
+
+def test_identity_is_the_content(tmp_path):
+    """The same arrays raw, gzipped at two levels, in two folders: one identity, one source
+    record; one changed pixel: another identity. The official digests give the bare name."""
+    arrays = make_set(tmp_path / "raw")
+    for folder, level in (("gz1", 1), ("gz9", 9)):
+        (tmp_path / folder).mkdir()
+        for stem in FILES.values():
+            (tmp_path / folder / f"{stem}.gz").write_bytes(
+                gzip.compress((tmp_path / "raw" / stem).read_bytes(), compresslevel=level))
+    loaded = [load_idx_dataset(tmp_path / f, "fashion_mnist", expected_sizes=None,
+                               verify_checksums=False) for f in ("raw", "gz1", "gz9")]
+    assert {d["identity"] for d in loaded} == {loaded[0]["identity"]}
+    assert loaded[0]["identity"].startswith("fashion_mnist-") and len(loaded[0]["identity"]) == 26
+    assert loaded[1]["source"] == loaded[0]["source"] == loaded[2]["source"]
+    assert [s["file"] for s in loaded[0]["source"]] == list(FILES.values())
+    arrays["X_test"][0, 0, 0] ^= 1
+    write_idx(tmp_path / "raw" / FILES["X_test"], arrays["X_test"])
+    changed = load_idx_dataset(tmp_path / "raw", "fashion_mnist", expected_sizes=None,
+                               verify_checksums=False)
+    assert changed["identity"] != loaded[0]["identity"]
+    # content_identity: the bare name exactly for the official digests, for either set.
+    from dlbasics.idx import content_identity
+
+    for name, spec in DATASETS.items():
+        assert content_identity(name, spec.sha256) == name
+        other = {**spec.sha256, "t10k-labels-idx1-ubyte": "f" * 64}
+        assert content_identity(name, other).startswith(f"{name}-")
+    assert DATASETS["mnist"].sha256 != DATASETS["fashion_mnist"].sha256
 
 
 def test_label_out_of_range(tmp_path):
@@ -291,7 +327,7 @@ def test_label_out_of_range(tmp_path):
     write_idx(tmp_path / FILES["y_train"], np.array([1, 2, 10, 3, 4], np.uint8))
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: label 10 at index 2 is "
                                         r"outside 0..9 for mnist"):
-        load_idx_dataset(tmp_path, "mnist", expected_sizes=None)
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
 
 
 def test_count_mismatch(tmp_path):
@@ -299,14 +335,15 @@ def test_count_mismatch(tmp_path):
     write_idx(tmp_path / FILES["y_test"], np.array([1, 2], np.uint8))  # 3 images, 2 labels
     with pytest.raises(DataError, match=r"mnist test has 3 images in t10k-images-idx3-ubyte but "
                                         r"2 labels in t10k-labels-idx1-ubyte"):
-        load_idx_dataset(tmp_path, "mnist", expected_sizes=None)
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
 
 
 def test_missing_file_message(tmp_path):
     make_set(tmp_path)
     (tmp_path / FILES["y_train"]).unlink()
     with pytest.raises(DataError) as err:
-        load_idx_dataset(tmp_path, "fashion_mnist", expected_sizes=None)
+        load_idx_dataset(tmp_path, "fashion_mnist", expected_sizes=None,
+                         verify_checksums=False)
     assert str(err.value) == (
         f"{tmp_path}: missing train-labels-idx1-ubyte(.gz) for fashion_mnist; put the four IDX "
         f"files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
@@ -323,11 +360,12 @@ def test_missing_file_message(tmp_path):
 
 def test_torchvision_layout_found(tmp_path):
     arrays = make_set(tmp_path / "FashionMNIST" / "raw", n_train=4)
-    data = load_idx_dataset(tmp_path, "fashion_mnist", expected_sizes=(4, 3))
+    data = load_idx_dataset(tmp_path, "fashion_mnist", expected_sizes=(4, 3),
+                            verify_checksums=False)
     np.testing.assert_array_equal(data["X_train"], arrays["X_train"])
     # MNIST's folder is another: not found under FashionMNIST's name.
     with pytest.raises(DataError, match="missing"):
-        load_idx_dataset(tmp_path, "mnist", expected_sizes=None)
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
 
 
 # ----------------------------------------------------------------------------- fetch
@@ -382,8 +420,9 @@ def test_fetch_uses_files_in_place_without_network(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     arrays = make_set(raw)
     unused = ["http://127.0.0.1:1/"]  # were it contacted, the fetch would fail
-    assert fetch("mnist", tmp_path, expected_sizes=None, mirrors=unused) == raw
-    assert fetch("mnist", raw, expected_sizes=None, mirrors=unused) == raw  # the flat layout too
+    assert fetch("mnist", tmp_path, expected_sizes=None, mirrors=unused, verify_checksums=False) == raw
+    assert fetch("mnist", raw, expected_sizes=None, mirrors=unused,
+                 verify_checksums=False) == raw  # the flat layout too
     # torchvision agrees the files are in place (it downloads nothing) and reads the same data.
     for train, key in ((True, "train"), (False, "test")):
         ds = MNIST(root=tmp_path, train=train, download=True)
@@ -392,7 +431,7 @@ def test_fetch_uses_files_in_place_without_network(tmp_path):
     # Files in place are checked, not trusted: a bad one is an error, not a silent download.
     write_idx(raw / FILES["y_test"], np.array([1], np.uint8))
     with pytest.raises(DataError, match="3 images in t10k-images-idx3-ubyte but 1 labels"):
-        fetch("mnist", tmp_path, expected_sizes=None, mirrors=unused)
+        fetch("mnist", tmp_path, expected_sizes=None, mirrors=unused, verify_checksums=False)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -428,7 +467,7 @@ def test_fetch_downloads_through_torchvision(tmp_path, mirror):
         ["FashionMNIST", "FashionMNIST/raw"]
         + [f"FashionMNIST/raw/{s}{x}" for s in FILES.values() for x in ("", ".gz")]
     )
-    data = load_idx_dataset(root, "fashion_mnist", expected_sizes=(6, 2))
+    data = load_idx_dataset(root, "fashion_mnist", expected_sizes=(6, 2), verify_checksums=False)
     for key in FILES:
         np.testing.assert_array_equal(data[key], arrays[key])
     # A second call finds them in place: the server's files are gone and it still succeeds.

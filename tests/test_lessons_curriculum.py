@@ -263,6 +263,55 @@ def test_full_size_profile_gives_image_variants_the_sources_settings():
         parse_params({**raw, "profile": "fullsize"})
 
 
+def test_fashion_profile_is_full_size_on_the_real_data():
+    """profile fashion: full_size's settings, then its overrides: the images from Debian's
+    folder with the official test set, 5 seeds for the book's variants, its own MLflow names."""
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    full = parse_params({**raw, "profile": "full_size"})
+    fashion = parse_params({**raw, "profile": "fashion"})
+    images = fashion.data["images"]
+    assert (images.kind, images.source, images.path) == (
+        "fashion_mnist", "local", "/usr/share/datasets/fashion-mnist")
+    assert images.verify_checksums and images.official_sizes
+    prep = fashion.prepare["images"]
+    assert (prep.val_fraction, prep.test_fraction, prep.scale) == (0.1, None, "unit")
+    assert fashion.tracking.experiment != full.tracking.experiment
+    assert fashion.tracking.registry.model == "dlbasics-fashion"
+    for fig in fashion.report.book:
+        assert fashion.train[fig.variant].seeds == [0, 1, 2, 3, 4], fig.variant
+        assert (fashion.train[fig.variant].batch_size, fashion.train[fig.variant].epochs) == (
+            256, 10)
+    for name, spec in fashion.train.items():
+        if name not in {f.variant for f in fashion.report.book}:
+            assert spec == full.train[name], name
+
+
+def test_profile_overrides_skip_removed_entries_and_name_bad_keys():
+    raw = yaml.safe_load(PARAMS_YAML.read_text())
+    # A variant removed from train: its override is skipped, selected or not (no profile edit).
+    for name in ("softmax_scratch",):
+        del raw["train"][name]
+    raw["report"]["book"] = [f for f in raw["report"]["book"]
+                             if "softmax_scratch" not in (f["variant"], f.get("same_as"))]
+    del raw["report"]["notes"]["softmax_scratch"]
+    assert "softmax_scratch" not in parse_params({**raw, "profile": "fashion"}).train
+    over = raw["profiles"]["fashion"]["overrides"]
+    bad = [
+        ({"profile": "full_size"}, r"profiles\.fashion\.overrides\.profile: expected a key path "
+                                   r"under one of seed, runtime, .*, found 'profile'"),
+        ({"train..lr": 1}, r"profiles\.fashion\.overrides\.train\.\.lr: expected a key path"),
+        ({"seed.x": 1}, r"profiles\.fashion\.overrides\.seed\.x: expected a key path through "
+                        r"mappings, found seed holding 0"),
+        # A bad value in a profile that is not selected is still reported, at the profile.
+        ({"train.mlp.epochs": 0}, r"profiles\.fashion\.overrides: train\.mlp\.epochs: "
+                                  r"expected a value > 0, found 0$"),
+    ]
+    for extra, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            parse_params({**raw, "profiles": {**raw["profiles"], "fashion": {
+                **raw["profiles"]["fashion"], "overrides": {**over, **extra}}}})
+
+
 def test_full_size_profile_scales_pixels_to_unit_range(tmp_path):
     """An IDX image set under the profile: pixels in [0, 1], as d2l's ToTensor gives them."""
     from dlbasics.idx import FILES, write_idx

@@ -686,6 +686,10 @@ class ProfileSpec(Strict):
     see each variant's settings as resolved."""
 
     description: str = ""
+    # Key paths of the whole file set first, each to the value as written (a mapping replaces
+    # the entry whole): e.g. data.images to a Fashion-MNIST folder, train.softmax.seeds, a
+    # search's grid. The sections below then apply to the result.
+    overrides: dict[str, Any] = {}
     # Keys set in prepare.<name> of every image dataset (kind digits, mnist, fashion_mnist).
     prepare: dict[str, Any] = {}
     # Key paths (e.g. batch_size, optimizer.lr) set in every variant trained on an image dataset.
@@ -710,6 +714,7 @@ def apply_profile(raw: dict[str, Any]) -> dict[str, Any]:
         prof = ProfileSpec.model_validate(profiles[name])
     except ValidationError:
         return raw  # reported with its key path when the whole file is validated
+    raw = _apply_overrides(raw, name, prof.overrides)
     out = dict(raw)
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     images = {n for n, d in data.items() if isinstance(d, dict) and d.get("kind") in IMAGE_KINDS}
@@ -751,6 +756,32 @@ class _ProfileError(ValueError):
     pass
 
 
+# Top-level keys a profile's overrides may not reach: the profile switch and the profiles.
+_NOT_OVERRIDABLE = ("profile", "profiles")
+
+
+def _apply_overrides(raw: dict[str, Any], name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with each of profile `name`'s override key paths set (a new mapping). A path into
+    an entry the file does not have (a variant or search removed from it) is skipped, as the
+    profile's sections skip what is not there: removing an entry needs no profile edit."""
+    allowed = [f for f in Params.model_fields if f not in _NOT_OVERRIDABLE]
+    for path, value in overrides.items():
+        parts = path.split(".")
+        if parts[0] not in allowed or "" in parts:
+            raise _ProfileError(f"profiles.{name}.overrides.{path}: expected a key path under "
+                                f"one of {', '.join(allowed)}, found {path!r}")
+        node: Any = raw
+        for part in parts[:-1]:  # the entry the last key goes into
+            node = node.get(part) if isinstance(node, dict) else None
+        if len(parts) > 1 and node is None:
+            continue
+        if len(parts) > 1 and not isinstance(node, dict):
+            raise _ProfileError(f"profiles.{name}.overrides.{path}: expected a key path through "
+                                f"mappings, found {'.'.join(parts[:-1])} holding {node!r}")
+        raw = set_path(raw, path, value)
+    return raw
+
+
 def check_profiles(raw: dict[str, Any]) -> None:
     """Every profile of `raw`, selected or not, must make valid settings where it applies: a
     bad value is reported at its own key (profiles.NAME.variants.batch_size), not at the entry
@@ -768,6 +799,33 @@ def check_profiles(raw: dict[str, Any]) -> None:
         for section in ("variants", "prepare", "searches", "lessons"):
             for target in _profile_targets(raw, images, profiles[name], section):
                 _check_profile_keys(f"profiles.{name}.{section}", *target)
+        _check_overrides(raw, name, profiles[name])
+
+
+def _check_overrides(raw: dict[str, Any], name: str, prof: ProfileSpec) -> None:
+    """_ProfileError at profiles.NAME.overrides when the file is valid without them and not
+    with them (the first problem, at its key path in the file as overridden)."""
+    if not prof.overrides:
+        return
+    plain = {k: v for k, v in raw.items() if k != "profile"}
+    try:
+        Params.model_validate(plain)
+    except ValidationError:
+        return  # the file's own problem: reported where it is
+    try:
+        Params.model_validate(_apply_overrides(plain, name, prof.overrides))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_exc = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_exc, _KeyProblem):
+            loc = _format_loc((*err["loc"], *ctx_exc.loc))
+            found = ctx_exc.found if isinstance(ctx_exc.found, _Shown) else repr(ctx_exc.found)
+            expected = ctx_exc.what
+        else:
+            loc = _format_loc(err["loc"])
+            expected, found = _describe(err, {})
+        raise _ProfileError(f"profiles.{name}.overrides: {loc}: expected {expected}, found "
+                            f"{found}") from None
 
 
 # An entry a profile section reaches: (where, the entry's raw settings, its model, the profile's
@@ -846,6 +904,24 @@ class ReportGroups(Strict):
     initialisations: list[str] = []
 
 
+class BookFigure(Strict):
+    """A figure a source states for one of the variants on a named data set: the report sets the
+    measured test metric (mean and sd over the variant's `seeds`) beside it, with a verdict."""
+
+    variant: Annotated[str, Field(min_length=1)]
+    source: Annotated[str, Field(min_length=1)]  # where it is stated, e.g. "d2l 3.6"
+    stated: Annotated[str, Field(min_length=1)]  # the source's claim in words, e.g. "about 0.83"
+    value: float  # the claim as a number, in the metric's units
+    metric: Literal["accuracy"] = "accuracy"  # the test metric it is about
+    # The measured mean reproduces the figure when within this distance of it.
+    tolerance: Annotated[float, Field(gt=0, le=1)] = 0.02
+    # The data set the figure is about: on any other the report says so and gives no verdict.
+    on: Literal["mnist", "fashion_mnist"] = "fashion_mnist"
+    # A variant this one must agree with (a scratch version's concise twin): the report gives
+    # their paired difference over the seeds both list.
+    same_as: Annotated[str, Field(min_length=1)] | None = None
+
+
 class ReportSpec(Strict):
     # variant -> one line saying what it shows; kept out of `train` so editing prose
     # never re-runs training.
@@ -857,6 +933,8 @@ class ReportSpec(Strict):
     # The variants each comparison section of the report sets side by side (plots overlaid, one
     # table): a new variant joins a section by being listed here, with no report code.
     groups: ReportGroups = ReportGroups()
+    # The sources' figures for runs on a real image set, set against what this project measures.
+    book: list[BookFigure] = []
 
 
 class Params(Strict):
@@ -986,6 +1064,12 @@ class Params(Strict):
             for j, vname in enumerate(getattr(self.report.groups, group)):
                 if vname not in self.train:
                     raise _KeyProblem(("report", "groups", group, j),
+                                      "the name of a variant under train", vname)
+        for i, fig in enumerate(self.report.book):
+            for key in ("variant", "same_as"):
+                vname = getattr(fig, key)
+                if vname is not None and vname not in self.train:
+                    raise _KeyProblem(("report", "book", i, key),
                                       "the name of a variant under train", vname)
         for i, pair in enumerate(self.report.compare):
             for j, vname in enumerate(pair):

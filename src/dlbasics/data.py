@@ -147,7 +147,8 @@ def generate_images(name: str, spec: ImageDataset, seed: int, stream: str | None
         directory = Path(spec.path)
     else:
         directory = idx.fetch(spec.kind, Path(spec.path or DOWNLOADS), timeout=spec.timeout,
-                              expected_sizes=sizes, params_key=name)
+                              expected_sizes=sizes, params_key=name,
+                              verify_checksums=spec.verify_checksums)
     raw = idx.load_idx_dataset(directory, spec.kind, expected_sizes=sizes,
                                verify_checksums=spec.verify_checksums, params_key=name)
     X = np.concatenate([raw["X_train"], raw["X_test"]]).reshape(-1, 28 * 28)
@@ -158,7 +159,8 @@ def generate_images(name: str, spec: ImageDataset, seed: int, stream: str | None
         "image_shape": [28, 28],
         "pixel_max": 255,
         "n_official_test": int(len(raw["y_test"])),
-        "source": raw["source"],
+        "source": raw["source"],  # each file's stem and the sha256 of its IDX bytes
+        "identity": raw["identity"],  # from the contents: no path, no compression
     }
     return {"X": X, "y": y, "meta": meta}
 
@@ -218,9 +220,11 @@ def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> No
 def data_identity(spec) -> str:
     """What a dataset *is*, independent of its key in params: the kind for a bundled set, the
     kind and a digest of the settings for a generated one. Random streams (data, split,
-    initialisation, batch order, folds) derive from it, so renaming a key changes nothing."""
+    initialisation, batch order, folds) derive from it, so renaming a key changes nothing.
+    An IDX set read from files is known by its contents instead (idx.content_identity, set by
+    generate_images): its folder, compression and checks are not what it is."""
     fields = spec.model_dump(mode="json")
-    if set(fields) == {"kind"}:
+    if set(fields) == {"kind"} or isinstance(spec, ImageDataset):
         return spec.kind
     return f"{spec.kind}-{sha256_bytes(json.dumps(fields, sort_keys=True).encode())[:12]}"
 
@@ -230,7 +234,7 @@ def generate_all(params, out_dir: Path) -> list[str]:
     for name, spec in params.data.items():
         identity = data_identity(spec)
         arrays = GENERATORS[spec.kind](name, spec, params.seed, stream=identity)
-        arrays["meta"]["identity"] = identity
+        arrays["meta"].setdefault("identity", identity)
         write_raw(out_dir, name, spec.kind, arrays)
     return list(params.data)
 

@@ -4,12 +4,17 @@ IDX (LeCun's format): magic `00 00 <type> <ndim>`, then `ndim` big-endian uint32
 the values in C order, big-endian. Each set is four files, raw or gzip-compressed:
   train-images-idx3-ubyte  [N_train, 28, 28] uint8    train-labels-idx1-ubyte  [N_train] uint8
   t10k-images-idx3-ubyte   [N_test, 28, 28] uint8     t10k-labels-idx1-ubyte   [N_test] uint8
+
+A set is known by the sha256 of each file's decompressed IDX bytes (`content_identity`), never
+by its folder or its compression: Debian's re-compressed .gz files, the published ones and the
+raw files are the same set.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import os
 import queue
@@ -30,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dlbasics.errors import DataError
-from dlbasics.io import sha256_file, write_bytes_atomic
+from dlbasics.io import write_bytes_atomic
 
 # The four files of a set, by the array each one holds.
 FILES: dict[str, str] = {
@@ -62,7 +67,8 @@ class IdxDataset:
     name: str
     torchvision_class: str  # also the folder torchvision writes: <root>/<class>/raw
     mirrors: tuple[str, ...]  # base URLs torchvision tries in turn
-    md5: Mapping[str, str]  # published md5 per .gz file name
+    md5: Mapping[str, str]  # published md5 per .gz file name (what torchvision checks)
+    sha256: Mapping[str, str]  # the official sha256 of each file's decompressed IDX bytes
     class_names: tuple[str, ...]
 
 
@@ -82,6 +88,12 @@ DATASETS: dict[str, IdxDataset] = {
             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
         },
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
         class_names=tuple(str(d) for d in range(10)),
     ),
     "fashion_mnist": IdxDataset(
@@ -93,6 +105,12 @@ DATASETS: dict[str, IdxDataset] = {
             "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
         },
         class_names=(
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -127,8 +145,9 @@ def _read_exact(fh: BinaryIO, n: int) -> bytearray:
 _FIX = "replace it with an intact copy"  # what a damaged file's message tells the user to do
 
 
-def _read_idx_header(fh: BinaryIO, path: Path, kind: str) -> tuple[int, tuple[int, ...]]:
-    """(type code, dims) from the header of the IDX file open at `fh`; DataError if malformed."""
+def _read_idx_header(fh: BinaryIO, path: Path, kind: str) -> tuple[int, tuple[int, ...], bytes]:
+    """(type code, dims, the header's bytes) of the IDX file open at `fh`; DataError if
+    malformed."""
     head = _read_exact(fh, 4)
     if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
         raise DataError(
@@ -142,16 +161,17 @@ def _read_idx_header(fh: BinaryIO, path: Path, kind: str) -> tuple[int, tuple[in
             f"{path}: truncated header: {ndim} dims need {4 + 4 * ndim} bytes, found "
             f"{4 + len(raw_dims)} {kind}bytes; {_FIX}"
         )
-    return head[2], struct.unpack(f">{ndim}I", raw_dims)
+    return head[2], struct.unpack(f">{ndim}I", raw_dims), bytes(head + raw_dims)
 
 
-def _read_idx_payload(path: Path) -> tuple[int, tuple[int, ...], bytearray]:
-    """(type code, dims, payload) of an IDX file whose size is exactly what its header says."""
+def _read_idx_payload(path: Path) -> tuple[int, tuple[int, ...], bytearray, str]:
+    """(type code, dims, payload, sha256 of the decompressed bytes) of an IDX file whose size is
+    exactly what its header says."""
     opener = gzip.open if path.suffix == ".gz" else open
     kind = "decompressed " if path.suffix == ".gz" else ""
     try:
         with opener(path, "rb") as fh:
-            code, dims = _read_idx_header(fh, path, kind)
+            code, dims, head = _read_idx_header(fh, path, kind)
             dtype = _IDX_TYPES[code]
             header = 4 + 4 * len(dims)
             expected = header + math.prod(dims) * dtype.itemsize
@@ -174,7 +194,9 @@ def _read_idx_payload(path: Path) -> tuple[int, tuple[int, ...], bytearray]:
             f"{path}: {what}: header says {shape} {dtype.name} = {expected} {kind}bytes, "
             f"found {found}; {_FIX}"
         )
-    return code, dims, payload
+    digest = hashlib.sha256(head)
+    digest.update(payload)
+    return code, dims, payload, digest.hexdigest()
 
 
 def _check_idx_expectations(
@@ -217,12 +239,25 @@ def read_idx(
     types are converted to native byte order). Any disagreement between header, expectations and
     the file's exact size raises DataError naming the file.
     """
+    return read_idx_digest(path, expect_dtype=expect_dtype, expect_ndim=expect_ndim,
+                           expect_shape_tail=expect_shape_tail)[0]
+
+
+def read_idx_digest(
+    path: str | Path,
+    *,
+    expect_dtype: npt.DTypeLike | None = np.uint8,
+    expect_ndim: int | None = None,
+    expect_shape_tail: tuple[int, ...] | None = None,
+) -> tuple[np.ndarray, str]:
+    """read_idx's array and the sha256 of the file's IDX bytes (decompressed for a .gz): the
+    same digest for a raw file and any gzip of it."""
     path = Path(path)
-    code, dims, payload = _read_idx_payload(path)
+    code, dims, payload, digest = _read_idx_payload(path)
     _check_idx_expectations(path, code, dims, expect_dtype, expect_ndim, expect_shape_tail)
     dtype = _IDX_TYPES[code]
     array = np.frombuffer(payload, dtype=dtype).reshape(dims)
-    return array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))
+    return (array if dtype.itemsize == 1 else array.astype(dtype.newbyteorder("="))), digest
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -250,11 +285,6 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- load
-
-
-def _md5_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def _candidate_dirs(directory: Path, spec: IdxDataset) -> list[Path]:
@@ -285,12 +315,37 @@ def locate_idx_files(
     missing = [f"{FILES[k]}(.gz)" for k, p in found.items() if p is None]
     if missing:
         where = f"{folder}" if holding else f"{directory} (nor {folders[1]})"
+        debian = (" (on Debian, `apt-get install dataset-fashion-mnist` puts them in "
+                  "/usr/share/datasets/fashion-mnist)"
+                  if name == "fashion_mnist" and not holding else "")
         raise DataError(
             f"{where}: missing {', '.join(missing)} for {name}; put the four IDX files "
-            f"({', '.join(FILES.values())}, raw or .gz) there, "
+            f"({', '.join(FILES.values())}, raw or .gz) there{debian}, "
             f"or set data.{params_key or name}.source: download"
         )
     return {k: p for k, p in found.items() if p is not None}
+
+
+def content_identity(name: str, digests: Mapping[str, str]) -> str:
+    """What a set is, from the sha256 of its four files' IDX bytes (by file stem): `name` itself
+    for the official files, else `name-<12 hex digits>` of the digests. No path, no compression."""
+    digests = {stem: digests[stem] for stem in FILES.values()}
+    if digests == dict(dataset_spec(name).sha256):
+        return name
+    blob = json.dumps(digests, sort_keys=True).encode()
+    return f"{name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def _check_digest(path: Path, name: str, stem: str, found: str, expected: str,
+                  params_key: str | None, official: bool) -> None:
+    if found == expected:
+        return
+    what = f"the official {name} {stem}" if official else f"the sha256 given for {stem}"
+    fix = ("replace it with the official file" + (
+        " (Debian: apt-get install dataset-fashion-mnist)" if name == "fashion_mnist" else "")
+        + f", or, for a set of your own, set data.{params_key or name}.verify_checksums: false")
+    raise DataError(f"{path}: decompressed content has sha256 {found}, expected {expected} "
+                    f"({what}); the file is damaged or not that file: {fix}")
 
 
 def load_idx_dataset(
@@ -300,34 +355,31 @@ def load_idx_dataset(
     params_key: str | None = None,
     expected_sizes: tuple[int, int] | None = OFFICIAL_SIZES,
     verify_checksums: bool = True,
-    checksums: Mapping[str, str] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Load and check one set: X_train [N, 28, 28] uint8, y_train [N] int64, X_test, y_test.
 
     directory: holds the four files (raw or .gz; raw preferred), directly or as torchvision
       lays them out (`<directory>/MNIST/raw`).
     expected_sizes: (N_train, N_test); None accepts any size (a custom or tiny set).
-    verify_checksums: check each .gz read against its published md5 (raw files have none).
-    checksums: md5 per .gz file name, overriding the published ones (a custom set's own).
-    Returns also class_names and source: [{"file", "sha256"}] of each file read.
+    verify_checksums: each file's decompressed IDX bytes must have the official sha256 (or the
+      one in `digests`), whatever the compression: Debian's, the published and raw files pass.
+    digests: sha256 per file stem, overriding the official ones (a custom set's own).
+    Returns also class_names, source: [{"file": stem, "sha256": of the IDX bytes}] and
+    identity (content_identity).
     """
     spec = dataset_spec(name)
     paths = locate_idx_files(directory, name, params_key)
-    md5s = {**spec.md5, **(checksums or {})}
+    expected = {**spec.sha256, **(digests or {})}
     out: dict[str, Any] = {}
+    found: dict[str, str] = {}
     for key, path in paths.items():
-        if verify_checksums and path.suffix == ".gz":
-            found = _md5_file(path)
-            if found != md5s[path.name]:
-                raise DataError(
-                    f"{path}: md5 {found}, expected {md5s[path.name]} for {name}; the file is "
-                    f"corrupt or not the official one: fetch it again, or, for your own set, "
-                    f"set data.{params_key or name}.verify_checksums: false"
-                )
+        stem = FILES[key]
         if key.startswith("X"):
-            out[key] = read_idx(path, expect_ndim=3, expect_shape_tail=IMAGE_SHAPE)
+            out[key], found[stem] = read_idx_digest(path, expect_ndim=3,
+                                                    expect_shape_tail=IMAGE_SHAPE)
         else:
-            labels = read_idx(path, expect_ndim=1)
+            labels, found[stem] = read_idx_digest(path, expect_ndim=1)
             if labels.size and labels.max() >= len(spec.class_names):
                 bad = int(np.argmax(labels >= len(spec.class_names)))
                 raise DataError(
@@ -335,7 +387,10 @@ def load_idx_dataset(
                     f"is it the right file?"
                 )
             out[key] = labels.astype(np.int64)
-    for split, expected in zip(("train", "test"), expected_sizes or (None, None)):
+        if verify_checksums:
+            _check_digest(path, name, stem, found[stem], expected[stem], params_key,
+                          official=stem not in (digests or {}))
+    for split, n_expected in zip(("train", "test"), expected_sizes or (None, None)):
         n_images, n_labels = len(out[f"X_{split}"]), len(out[f"y_{split}"])
         if n_images != n_labels:
             raise DataError(
@@ -343,13 +398,14 @@ def load_idx_dataset(
                 f"{paths[f'X_{split}'].name} but {n_labels} labels in "
                 f"{paths[f'y_{split}'].name}; the two files must come from the same set"
             )
-        if expected is not None and n_images != expected:
+        if n_expected is not None and n_images != n_expected:
             raise DataError(
                 f"{paths[f'X_{split}']}: {n_images} {split} images, the official {name} has "
-                f"{expected}; use the official files, or, for a custom set, expected_sizes=None"
+                f"{n_expected}; use the official files, or, for a custom set, expected_sizes=None"
             )
     out["class_names"] = list(spec.class_names)
-    out["source"] = [{"file": p.name, "sha256": sha256_file(p)} for p in paths.values()]
+    out["source"] = [{"file": stem, "sha256": found[stem]} for stem in FILES.values()]
+    out["identity"] = content_identity(name, found)
     return out
 
 
@@ -413,6 +469,8 @@ def _local_copy(
     params_key: str | None,
     expected_sizes: tuple[int, int] | None,
     checksums: Mapping[str, str] | None,
+    digests: Mapping[str, str] | None,
+    verify_checksums: bool,
 ) -> Path | None:
     """The folder under `root` holding all four files of `name`, checked; None if any is missing."""
     try:
@@ -420,9 +478,17 @@ def _local_copy(
     except DataError:
         return None
     # All four present: check them (raw files have no published md5; .gz files do).
-    load_idx_dataset(root, name, expected_sizes=expected_sizes, checksums=checksums,
-                     params_key=params_key)
+    load_idx_dataset(root, name, expected_sizes=expected_sizes, params_key=params_key,
+                     **_verification(verify_checksums, checksums, digests))
     return paths["X_train"].parent
+
+
+def _verification(verify: bool, checksums: Mapping[str, str] | None,
+                  digests: Mapping[str, str] | None) -> dict[str, Any]:
+    """load_idx_dataset's checks for fetched files: the official content digests, or a custom
+    set's own; a custom set given only by its .gz md5s was checked by torchvision's download."""
+    return {"verify_checksums": verify and (checksums is None or digests is not None),
+            "digests": digests}
 
 
 def _offline_fix(name: str, params_key: str | None) -> str:
@@ -468,6 +534,8 @@ def fetch(
     expected_sizes: tuple[int, int] | None = OFFICIAL_SIZES,
     mirrors: Sequence[str] | None = None,
     checksums: Mapping[str, str] | None = None,
+    digests: Mapping[str, str] | None = None,
+    verify_checksums: bool = True,
 ) -> Path:
     """Download `name` through torchvision into `root/<TorchvisionClass>/raw`; return that folder.
 
@@ -477,10 +545,13 @@ def fetch(
     into place, so a failed or interrupted download leaves nothing half-written and no new empty
     folder. `timeout` also bounds each network read of the download.
     mirrors: base URLs to use instead of torchvision's; checksums: md5 per .gz overriding the
-    published ones (with mirrors, for a set served locally).
+    published ones, which torchvision checks as it downloads (with mirrors, for a set served
+    locally); digests: sha256 per file stem of such a set's IDX bytes, and verify_checksums:
+    False for no content check (see load_idx_dataset).
     """
     spec, root = dataset_spec(name), Path(root)
-    local = _local_copy(root, name, params_key, expected_sizes, checksums)
+    local = _local_copy(root, name, params_key, expected_sizes, checksums, digests,
+                        verify_checksums)
     if local is not None:
         return local
 
@@ -503,8 +574,8 @@ def fetch(
                                     dir=root))
         try:
             _download(source, tmp, timeout, name, urls[0], fix)
-            load_idx_dataset(tmp, name, expected_sizes=expected_sizes, checksums=checksums,
-                             params_key=params_key)
+            load_idx_dataset(tmp, name, expected_sizes=expected_sizes, params_key=params_key,
+                             **_verification(verify_checksums, checksums, digests))
             if dest.exists():  # an earlier, incomplete attempt: swap it out
                 os.replace(dest, tmp / ".previous")
             os.replace(tmp / spec.torchvision_class, dest)
