@@ -15,6 +15,11 @@ On random data of Fashion-MNIST shape (60000 x 784, batch 256):
     in a temporary copy, then the edit loop: `dvc exp run -S` of one hyper-parameter of
     `mlp_adam` and of `linreg`, 3 each.
 
+With --peers only: scikit-learn's LogisticRegression and MLPClassifier against the project's
+softmax, mlp_adam and a faster MLP variant on real Fashion-MNIST, on the project's split, at one
+thread (benchmarks/peers.py). With --full-size only: the whole pipeline under profile full_size
+on real Fashion-MNIST (generated images where it is not installed).
+
 Every timing is repeated: the median, the lowest and the highest run, and the load average.
 Prints a table, writes the same numbers as JSON and, with --readme, the README's table.
 Figures, not tests: nothing is asserted. Run from the repository root:
@@ -36,6 +41,7 @@ import torch
 from benchmarks.epochs import bench_epochs
 from benchmarks.fashion import bench_full_size, bench_memory
 from benchmarks.grid import bench_grid, bench_size_rule
+from benchmarks.peers import bench_peers
 from benchmarks.report import GOALS, check_readme, table, write_readme
 from benchmarks.repro import bench_repro
 from benchmarks.searches import bench_ray, bench_select
@@ -76,8 +82,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ray", action="store_true",
                     help="only: the search (--search) with the local executor against Ray")
     ap.add_argument("--full-size", action="store_true",
-                    help="only: the whole pipeline under profile full_size on 60000 + 10000 "
-                         "Fashion-MNIST-shaped images")
+                    help="only: the whole pipeline under profile full_size on real "
+                         "Fashion-MNIST (60000 + 10000; generated images where it is absent)")
+    ap.add_argument("--peers", action="store_true",
+                    help="only: scikit-learn peers against the project's variants on real "
+                         "Fashion-MNIST, one thread, the project's split")
+    ap.add_argument("--peers-repeats", type=int, default=1,
+                    help="timings of each model for --peers, in turns (the median is kept)")
     ap.add_argument("--readme", type=Path,
                     help="also write the table into this README's bench block")
     return ap
@@ -129,10 +140,14 @@ def _vectorisation(params) -> dict[str, Any]:
 
 
 def _only(args, repo: Path, seed: int) -> tuple[str, str, Callable[[], Any]] | None:
-    """The one section that --full-size, --ray, --stack or --only-dvc asks for, else None."""
+    """The one section that --full-size, --peers, --ray, --stack or --only-dvc asks for, else
+    None."""
     if args.full_size:
         return ("full_size", "dvc repro, profile full_size, 60000 x 784",
                 lambda: bench_full_size(repo, args.dvc_timeout, seed))
+    if args.peers:
+        return ("peers", "scikit-learn peers and project variants on Fashion-MNIST, 1 thread",
+                lambda: bench_peers(args.params, args.peers_repeats))
     if args.ray:
         return ("ray", f"select@{args.search}: local, then on Ray",
                 lambda: bench_ray(args.params, args.search, args.select_repeats))

@@ -1,5 +1,6 @@
 """The pipeline on Fashion-MNIST-sized data (60000 + 10000 images of 28 x 28 as local IDX
-files): the stages' peak memory, and the whole pipeline under `profile: full_size`."""
+files): the stages' peak memory, and the whole pipeline under `profile: full_size` on the real
+Fashion-MNIST (FASHION_DIR) when it is installed, else on generated images."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 sys.exit(rc)
 """
 MEMORY_STAGES = ("generate", "prepare", "train")
+
+# Where the real Fashion-MNIST's four official IDX files (.gz) are installed on this machine.
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+REAL, GENERATED = "real Fashion-MNIST", "generated images"
+
+
+def fashion_entry(folder: Path) -> dict[str, Any]:
+    """The params.yaml `data:` entry that reads the official Fashion-MNIST IDX files in
+    `folder`, with the default checks (official sizes and checksums)."""
+    return {"kind": "fashion_mnist", "source": "local", "path": str(folder)}
 
 
 def write_fashion_idx(folder: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -109,11 +120,24 @@ def bench_memory(repo: Path, seed: int) -> dict[str, Any]:
     return out
 
 
-def _full_size_copy(repo: Path, root: Path, sh, seed: int) -> tuple[Path, dict[str, Any]]:
-    """A clean copy of the repo under root/proj whose params.yaml selects `profile: full_size`
-    and reads its `images` from 60000 + 10000 structured_images; the copy and its params."""
+def full_size_images(root: Path, seed: int, fashion_dir: Path = FASHION_DIR
+                     ) -> tuple[dict[str, Any], str]:
+    """The `data.images` entry of the full-size run and which images it reads (REAL or
+    GENERATED): the Fashion-MNIST in fashion_dir when that folder exists, else 60000 + 10000
+    structured_images written under root/idx."""
+    if fashion_dir.is_dir():
+        return fashion_entry(fashion_dir), REAL
+    print(f"no Fashion-MNIST at {fashion_dir}: full size on {GENERATED}", flush=True)
     # One draw for both splits: the test images come from the same class templates.
-    images = write_fashion_idx(root / "idx", *structured_images(sum(OFFICIAL_SIZES), seed))
+    return write_fashion_idx(root / "idx", *structured_images(sum(OFFICIAL_SIZES), seed)), \
+        GENERATED
+
+
+def _full_size_copy(repo: Path, root: Path, sh, seed: int, fashion_dir: Path = FASHION_DIR
+                    ) -> tuple[Path, dict[str, Any], str]:
+    """A clean copy of the repo under root/proj whose params.yaml selects `profile: full_size`
+    and reads its `images` from full_size_images; the copy, its params and which images."""
+    images, which = full_size_images(root, seed, fashion_dir)
     dest = root / "proj"
     clean_copy(repo, dest, sh)
     params = yaml.safe_load((dest / "params.yaml").read_text())
@@ -121,16 +145,17 @@ def _full_size_copy(repo: Path, root: Path, sh, seed: int) -> tuple[Path, dict[s
     params["data"]["images"] = images
     params["prepare"]["images"].pop("test_fraction", None)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return dest, params
+    return dest, params, which
 
 
-def bench_full_size(repo: Path, timeout_s: float, seed: int) -> dict[str, Any]:
+def bench_full_size(repo: Path, timeout_s: float, seed: int,
+                    fashion_dir: Path = FASHION_DIR) -> dict[str, Any]:
     """The whole pipeline under `profile: full_size` (see _full_size_copy) in a clean temporary
-    copy: seconds per stage (each `dvc repro --single-item STAGE` in DAG order) and the image
-    variants' test accuracy."""
+    copy: which images, seconds per stage (each `dvc repro --single-item STAGE` in DAG order)
+    and the image variants' test accuracy."""
     sh = shell(tool_env(), timeout_s)
     with tempfile.TemporaryDirectory(prefix="dlbasics-full-") as tmp:
-        dest, params = _full_size_copy(repo, Path(tmp), sh, seed)
+        dest, params, which = _full_size_copy(repo, Path(tmp), sh, seed, fashion_dir)
         searches = [f"select@{s}" for s in (params.get("select") or {}).get("searches", {})]
         seconds: dict[str, float] = {}
         for stage in ["generate", "prepare", "train", *searches, "lessons", "report"]:
@@ -139,8 +164,10 @@ def bench_full_size(repo: Path, timeout_s: float, seed: int) -> dict[str, Any]:
                                                     cwd=dest), 1)[0]
             except subprocess.TimeoutExpired:
                 seconds[stage] = timeout_s
-                return {"stages_s": seconds, "total_s": sum(seconds.values()), "timed_out": stage}
+                return {"images": which, "stages_s": seconds,
+                        "total_s": sum(seconds.values()), "timed_out": stage}
         metrics = json.loads((dest / "reports" / "metrics.json").read_text())
     image = [n for n, v in params["train"].items() if v["dataset"] == "images"] + searches
-    return {"stages_s": seconds, "total_s": sum(seconds.values()), "timed_out": None,
+    return {"images": which, "stages_s": seconds, "total_s": sum(seconds.values()),
+            "timed_out": None,
             "test_accuracy": {n: metrics.get(n, {}).get("test_accuracy") for n in image}}

@@ -96,14 +96,42 @@ def _vectorisation(out: _Rows, r: dict[str, Any]) -> None:
 
 
 def _full_size(out: _Rows, r: dict[str, Any]) -> None:
+    images = r.get("images", "generated images")  # runs before it was recorded: generated
     for stage, sec in r["stages_s"].items():
-        out.row(f"full size (profile full_size, 60000 x 784): {stage}", sec, " s", "", "1 run")
+        out.row(f"full size (profile full_size, 60000 x 784, {images}): {stage}", sec, " s", "",
+                "1 run")
     stopped = f" (stopped in {r['timed_out']})" if r.get("timed_out") else ""
     out.row(f"full size: whole pipeline{stopped}", r["total_s"], " s",
             f"<= {GOALS['full_size_s']:g} s", "1 run")
     for name, acc in (r.get("test_accuracy") or {}).items():
         if acc is not None:
-            out.row(f"full size: {name} test accuracy (synthetic images)", acc)
+            out.row(f"full size: {name} test accuracy ({images})", acc)
+
+
+def _peers(out: _Rows, r: dict[str, Any]) -> None:
+    """Each model's test accuracy and fit seconds, then each project model against each peer:
+    time ratio and accuracy difference, the goal met where it is both."""
+    if "skipped" in r:
+        return
+    where = (f"{r['data']}, {r['n_train']} train / {r['n_test']} test rows, "
+             f"{r['threads']} thread")
+    for m in r["models"].values():
+        out.row(f"peers ({where}): {m['what']}: test accuracy", m["accuracy"])
+        out.timed(f"  {m['what']}: fit", m)
+    loads = r["load_avg_1min"]
+    for c in r["comparisons"]:
+        spread = (f"{c['time_ratio_min']:.2f}-{c['time_ratio_max']:.2f}x, "
+                  f"{r['repeats']} pair{'s' if r['repeats'] != 1 else ''}")
+        met = "met" if c["meets"] else "not met"
+        out.row(f"  {c['project']} / {c['peer']}: time", c["time_ratio"], "x", f"<= 1x: {met}",
+                spread)
+        out.row(f"  {c['project']} - {c['peer']}: test accuracy", c["accuracy_diff"], "",
+                f">= 0: {met}")
+    for peer, by in r["goals"].items():
+        out.rows.append((f"  goal vs {peer}: a project model as accurate in no more time",
+                         "met" if by else "NOT met",
+                         f"{', '.join(by) or 'none'}; load average {loads['start']:.1f} at "
+                         f"start, {loads['end']:.1f} at end", "as accurate, no slower"))
 
 
 def _stack(out: _Rows, r: dict[str, Any]) -> None:
@@ -140,7 +168,8 @@ _SECTIONS: list[tuple[str, Callable[[_Rows, Any], None]]] = [
     ("grid_softmax", partial(_grid, "softmax 784-10")),
     ("grid_mlp", partial(_grid, "digits MLP 64-256-10")),
     ("size_rule", _size_rule), ("select", _select), ("ray", _ray),
-    ("vectorisation", _vectorisation), ("full_size", _full_size), ("stack", _stack),
+    ("vectorisation", _vectorisation), ("full_size", _full_size), ("peers", _peers),
+    ("stack", _stack),
     ("repro", _repro),
 ]
 

@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 from benchmarks.grid import bench_grid, grid_configs
+from conftest import require_fashion_mnist
 from dlbasics.config import ModelSpec
 
 
@@ -139,3 +140,118 @@ def test_the_full_size_images_have_classes_to_learn():
     pred = ((X[1000:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
     accuracy = (pred == labels[1000:]).mean()
     assert 0.5 < accuracy < 1.0  # learnable, yet not every image is its template
+
+
+def _peer_models(peer_s: list[float], project_s: list[float], peer_acc: float,
+                 project_acc: float) -> dict:
+    return {"peer": {"side": "peer", "what": "a peer", "accuracy": peer_acc,
+                     "times_s": peer_s},
+            "ours": {"side": "project", "what": "a variant", "accuracy": project_acc,
+                     "times_s": project_s}}
+
+
+def test_the_peer_comparison_takes_ratios_in_turns_and_needs_both_sides_of_the_goal():
+    from benchmarks.peers import compare, goals
+
+    # Turn by turn: 5/10 and 30/20; the median of two ratios is their mean.
+    (c,) = compare(_peer_models([10.0, 20.0], [5.0, 30.0], 0.88, 0.885))
+    assert (c["peer"], c["project"]) == ("peer", "ours")
+    assert c["time_ratio"] == pytest.approx(1.0) and c["time_ratio_min"] == 0.5
+    assert c["accuracy_diff"] == pytest.approx(0.005) and c["meets"]
+    assert goals([c]) == {"peer": ["ours"]}
+    slower = compare(_peer_models([10.0], [10.5], 0.88, 0.9))
+    worse = compare(_peer_models([10.0], [5.0], 0.88, 0.879))
+    assert not slower[0]["meets"] and not worse[0]["meets"]
+    assert goals(slower) == {"peer": []}
+
+
+def test_the_peer_rows_say_the_data_the_ratios_and_whether_each_goal_is_met():
+    from benchmarks.peers import compare, goals
+    from benchmarks.report import rows
+
+    models = _peer_models([10.0], [8.0], 0.88, 0.89)
+    comparisons = compare(models)
+    for m in models.values():
+        m.update({"median_s": m["times_s"][0], "min_s": m["times_s"][0],
+                  "max_s": m["times_s"][0], "runs": 1})
+    peers = {"data": "real Fashion-MNIST", "n_train": 54000, "n_test": 10000, "threads": 1,
+             "repeats": 1, "load_avg_1min": {"start": 1.25, "end": 2.5}, "models": models,
+             "comparisons": comparisons, "goals": goals(comparisons)}
+    got = {name.strip(): (value, rng, goal) for name, value, rng, goal in rows({"peers": peers})}
+    where = "peers (real Fashion-MNIST, 54000 train / 10000 test rows, 1 thread)"
+    assert got[f"{where}: a peer: test accuracy"][0] == "0.88"
+    assert got["a variant: fit"] == ("8 s", "8-8 s, 1 runs", "")
+    assert got["ours / peer: time"] == ("0.8x", "0.80-0.80x, 1 pair", "<= 1x: met")
+    assert got["ours - peer: test accuracy"] == ("0.01", "", ">= 0: met")
+    assert got["goal vs peer: a project model as accurate in no more time"][:2] == (
+        "met", "ours; load average 1.2 at start, 2.5 at end")
+    assert rows({"peers": {"skipped": "no Fashion-MNIST at /nowhere"}}) == []
+
+
+def test_the_peers_bench_skips_with_its_reason_without_the_data(tmp_path, capsys):
+    from benchmarks.peers import bench_peers
+
+    r = bench_peers(REPO / "params.yaml", fashion_dir=tmp_path / "absent")
+    assert r == {"skipped": f"no Fashion-MNIST at {tmp_path / 'absent'}: peers not measured"}
+    assert capsys.readouterr().out.strip() == r["skipped"]
+
+
+def test_the_peers_params_are_the_project_s_split_and_valid():
+    """Validation out of the 60000 training images, the official test set kept, pixels in
+    [0, 1], d2l's batch and epochs, and the default checksum checks."""
+    from benchmarks.fashion import FASHION_DIR
+    from benchmarks.peers import PROJECT, peers_params
+    from dlbasics.config import parse_params
+
+    raw = peers_params(REPO / "params.yaml", FASHION_DIR)
+    assert raw["data"]["images"] == {"kind": "fashion_mnist", "source": "local",
+                                     "path": str(FASHION_DIR)}
+    params = parse_params(raw, "peers")
+    prep = params.prepare["images"]
+    assert (prep.val_fraction, prep.test_fraction, prep.scale) == (0.1, None, "unit")
+    assert set(params.train) == set(PROJECT)
+    assert (params.train["mlp_adam"].batch_size, params.train["mlp_adam"].epochs) == (256, 10)
+    assert params.train["mlp_adam_h128"].epochs == 11
+    assert params.train["mlp_adam_h128"].optimizer.lr == 0.003
+    assert params.train["mlp_adam_h128"].model.hidden == [128]
+
+
+def test_the_peers_bench_trains_every_model_on_the_project_s_rows_of_fashion_mnist():
+    """A small run on the first 600 of the 54000 training rows: every peer and variant fits
+    at one thread and is scored on the official 10000 test images."""
+    import torch
+
+    from benchmarks.peers import PEERS, PROJECT, bench_peers
+
+    folder = require_fashion_mnist()
+    threads = torch.get_num_threads()
+    r = bench_peers(REPO / "params.yaml", rows=600, fashion_dir=folder)
+    assert torch.get_num_threads() == threads  # one thread only inside the bench
+    assert (r["data"], r["n_train"], r["n_test"], r["threads"]) == (
+        "real Fashion-MNIST", 600, 10000, 1)
+    assert list(r["models"]) == [*PEERS, *PROJECT]
+    for m in r["models"].values():
+        assert 0.5 < m["accuracy"] < 0.95 and m["runs"] == 1 and m["median_s"] > 0
+    assert len(r["comparisons"]) == len(PEERS) * len(PROJECT)
+    assert set(r["goals"]) == set(PEERS)
+
+
+def test_the_full_size_bench_reads_real_fashion_mnist_when_present(tmp_path):
+    """The copy's params select profile full_size on the installed files (default checks)
+    and validate; without the folder, generated images, said as much."""
+    import yaml
+
+    from benchmarks.fashion import GENERATED, REAL, _full_size_copy, full_size_images
+    from benchmarks.workspace import shell, tool_env
+    from dlbasics.config import load_params
+
+    folder = require_fashion_mnist()
+    dest, raw, which = _full_size_copy(REPO, tmp_path, shell(tool_env(), 120), 0, folder)
+    assert which == REAL and raw["data"]["images"] == {
+        "kind": "fashion_mnist", "source": "local", "path": str(folder)}
+    params = load_params(dest / "params.yaml")
+    assert params.profile == "full_size" and params.prepare["images"].scale == "unit"
+    assert yaml.safe_load((dest / "params.yaml").read_text())["data"]["images"] == \
+        raw["data"]["images"]
+    images, which = full_size_images(tmp_path / "gen", 0, tmp_path / "absent")
+    assert which == GENERATED and images["path"] == str(tmp_path / "gen" / "idx")
