@@ -23,7 +23,9 @@ from dlbasics.config import Params
 from dlbasics.figures import confusion_png, curves_png
 from dlbasics.io import manifest_digest
 from dlbasics.report_content import (
+    BOOK_TITLE,
     SearchSummary,
+    book_section,
     comparison_sentences,
     fmt,
     repeat_rows,
@@ -42,6 +44,7 @@ from dlbasics.tasks import PRIMARY
 # Section id -> heading, in page order (ids are the anchors of the contents list).
 SECTIONS = {
     "overview": "Every variant",
+    "book": BOOK_TITLE,
     "learning-curves": "Learning curves",
     "fitting": "Under- and over-fitting",
     "weight-decay": "Weight decay",
@@ -175,6 +178,19 @@ def _overview(params: Params, metrics, histories) -> str:
     return _section("overview", _table(head, rows, left=8),
                     "Settings from params.yaml; train and test scores from reports/metrics.json; "
                     "validation scores and losses from the last epoch of reports/history/.")
+
+
+def _book(params: Params, metrics, details) -> str:
+    """The sources' figures (params.report.book) beside the measured test accuracy."""
+    book = book_section(params, dict(metrics), dict(details))
+    if book is None:
+        return ""
+    rows = [[r["source"], r["stated"], r["variant"], r["dataset"], r["n"], r["mean"], r["sd"],
+             r["verdict"]] for r in book.rows]
+    table = _table(["source", "stated", "variant", "data set", "n", "mean", "sd", "verdict"],
+                   rows, left=4)
+    return _section("book", table + "".join(f"<p>{_text(s)}</p>" for s in book.sentences),
+                    book.intro)
 
 
 def _learning_curves(params: Params, histories, curves: Mapping[str, bytes]) -> str:
@@ -462,6 +478,7 @@ def render_html(
                  if (s := search_summary(name, search, metrics, details)) is not None]
     parts = [
         _overview(params, metrics, histories),
+        _book(params, metrics, details),
         _learning_curves(params, histories, curves or {}),
         _fitting(params, metrics, histories),
         _weight_decay(series or {}),

@@ -1,5 +1,5 @@
-"""What the report says, in both of its forms: the numbers and sentences of its model-selection
-and repeated-run sections, its one number format and the environment it names. report.md
+"""What the report says, in both of its forms: the numbers and sentences of its model-selection,
+repeated-run and book sections, its one number format and the environment it names. report.md
 (reporting) and report.html (html_report) only lay these out, so the two cannot disagree.
 
 Built from DVC outputs only; importing this module loads neither torch nor matplotlib.
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dlbasics.config import DATASET_TASKS, Params
+from dlbasics.config import DATASET_TASKS, OFFICIAL_TEST, Params
 from dlbasics.stats import describe_difference, mean_interval, paired_difference
 from dlbasics.tasks import PRIMARY, Metric, choose
 
@@ -239,6 +239,154 @@ def comparison_sentences(params: Params, details: Mapping[str, Any]) -> list[str
         else:
             continue  # not trained yet, or no longer paired
         out.append(f"{over}: " + _state_difference(a, b, xa, xb, primary_metric(metric)))
+    return out
+
+
+# ----------------------------------------------------------------------------- the book's figures
+
+# The section's heading in both reports.
+BOOK_TITLE = "The book's figures beside the measured test accuracy"
+# A data set's kind in a sentence.
+_KIND_WORDS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+# How prepare scaled the pixels (PrepareSpec.scale), in words.
+_SCALE_WORDS = {"unit": "pixels in [0, 1]", "standard": "pixels standardised",
+                "minmax": "pixels min-max scaled", "none": "raw pixel values"}
+# A mean exactly `tolerance` from the stated figure reproduces it; 0.85 - 0.83 is a rounding
+# error above 0.02 in floats, so the comparison allows for it.
+_TOLERANCE_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class BookSection:
+    """The book section: what it was measured at, one row per params.report.book entry (see
+    book_rows), each scratch version against its concise twin in words."""
+
+    intro: str
+    rows: list[dict[str, Any]]
+    sentences: list[str]
+
+
+def book_section(params: Params, metrics: Mapping[str, Any],
+                 details: Mapping[str, Any]) -> BookSection | None:
+    """The book section's content; None when report.book is empty or none of its variants has
+    been trained (then neither report shows the section)."""
+    if not any(fig.variant in metrics for fig in params.report.book):
+        return None
+    rows = book_rows(params, metrics, details)
+    return BookSection(intro=book_intro(params, rows), rows=rows,
+                       sentences=book_sentences(params, details))
+
+
+def book_rows(params: Params, metrics: Mapping[str, Any],
+              details: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per params.report.book entry, in order: the source's figure beside the measured
+    test metric (mean over the variant's seeds, or its one run) and a verdict.
+
+    Row keys: source, stated, value, tolerance (the figure and how near counts), variant,
+    dataset (the kind it trained on), n (runs: its seeds, else 1), mean, sd (ddof 1; None for
+    one run), difference (mean - value) and verdict; n, mean, sd and difference are None when
+    nothing was measured on the data set the figure is about."""
+    rows = []
+    for fig in params.report.book:
+        spec = params.train[fig.variant]
+        kind = params.data[spec.dataset].kind
+        row: dict[str, Any] = {
+            "source": fig.source, "stated": fig.stated, "value": fig.value,
+            "tolerance": fig.tolerance, "variant": fig.variant, "dataset": kind, "n": None,
+            "mean": None, "sd": None, "difference": None}
+        if kind != fig.on:
+            how = ("`make fashion` trains it on Fashion-MNIST" if fig.on == "fashion_mnist"
+                   else f"data.{spec.dataset}.kind {fig.on} trains it on {_kind(fig.on)}")
+            row["verdict"] = f"not measured: trained on {_kind(kind)} ({how})"
+        elif fig.variant not in metrics:
+            row["verdict"] = "not trained"
+        else:
+            scores = _test_scores(fig.variant, fig.metric, metrics, details)
+            if len(scores) > 1:
+                res = mean_interval(scores)
+                mean, sd = res["mean"], res["sd"]
+            else:
+                mean, sd = scores[0], None
+            d = mean - fig.value
+            row |= {"n": len(scores), "mean": mean, "sd": sd, "difference": d,
+                    "verdict": _book_verdict(d, fig.tolerance)}
+        rows.append(row)
+    return rows
+
+
+def _kind(kind: str) -> str:
+    return _KIND_WORDS.get(kind, kind)
+
+
+def _test_scores(name: str, metric: str, metrics: Mapping[str, Any],
+                 details: Mapping[str, Any]) -> list[float]:
+    """A trained variant's test `metric`: one per seed when it lists seeds, else its one run."""
+    rep = details.get(name, {}).get("seeds")
+    if rep and rep["metric"] == metric:
+        return [float(x) for x in rep["test"][metric]]
+    return [float(metrics[name][f"test_{metric}"])]
+
+
+def _book_verdict(difference: float, tolerance: float) -> str:
+    """Measured mean minus stated figure (accuracy) against the figure's tolerance, in words."""
+    if abs(difference) <= tolerance + _TOLERANCE_SLACK:
+        return "reproduces"
+    side = "above" if difference > 0 else "below"
+    return f"{side} the stated figure ({100 * difference:+.1f} points)"
+
+
+def book_intro(params: Params, rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the book rows were measured at (batch, epochs, learning rate, pixel scale, test
+    set) when any was measured on the data set it is about, and the verdict rule."""
+    measured = [r for r in rows if r["mean"] is not None]
+    about = ", ".join(dict.fromkeys(_kind(f.on) for f in params.report.book))
+    tolerances = sorted({f.tolerance for f in params.report.book})
+    within = (f"within ±{tolerances[0]:g} (±{100 * tolerances[0]:.1f} points)"
+              if len(tolerances) == 1 else "within the tolerance params.yaml gives it "
+              f"(±{tolerances[0]:g} to ±{tolerances[-1]:g})")
+    rule = (f"A figure reproduces when the measured mean test accuracy is {within} of it; "
+            "mean and sd are over the variant's n seeds, or its one run (n 1).")
+    if not measured:
+        trained = ", ".join(dict.fromkeys(_kind(r["dataset"]) for r in rows))
+        return (f"The sources' test accuracy on {about}, set beside this project's. This run "
+                f"trains the variants on {trained}, so none is measured here. {rule}")
+    groups: dict[str, list[str]] = {}
+    for r in measured:
+        groups.setdefault(_measured_at(params, r["variant"]), []).append(r["variant"])
+    at = (next(iter(groups)) if len(groups) == 1
+          else "; ".join(f"{s} ({', '.join(names)})" for s, names in groups.items()))
+    return (f"The sources' test accuracy on {about}, set beside this project's, measured at "
+            f"{at}. {rule}")
+
+
+def _measured_at(params: Params, name: str) -> str:
+    """A variant's training settings and test set in words, e.g. "batch 256, 10 epochs, lr
+    0.1, pixels in [0, 1], the official test set"."""
+    spec = params.train[name]
+    test = ("the official test set" if params.data[spec.dataset].kind in OFFICIAL_TEST
+            else "a held-out test split")
+    scale = _SCALE_WORDS[params.prepare[spec.dataset].scale]
+    return (f"batch {spec.batch_size}, {spec.epochs} epochs, lr {spec.optimizer.lr:g}, {scale}, "
+            f"{test}")
+
+
+def book_sentences(params: Params, details: Mapping[str, Any]) -> list[str]:
+    """For each report.book entry with `same_as` whose two variants list the same seeds (on the
+    same dataset): the paired difference of their test metric over those seeds, in words, with
+    its 95% interval: whether the scratch version agrees with its concise twin."""
+    out = []
+    for fig in params.report.book:
+        a, b = fig.variant, fig.same_as
+        if b is None or params.train[a].dataset != params.train[b].dataset:
+            continue
+        ra, rb = details.get(a, {}).get("seeds"), details.get(b, {}).get("seeds")
+        if not (ra and rb and ra["seeds"] == rb["seeds"]
+                and ra["metric"] == rb["metric"] == fig.metric):
+            continue  # not trained yet, or not over the same seeds
+        kind = _kind(params.data[params.train[a].dataset].kind)
+        over = f"test {fig.metric} on {kind} over seeds {', '.join(map(str, ra['seeds']))}"
+        out.append(f"{a} against {b}, {over}: " + _state_difference(
+            a, b, ra["test"][fig.metric], rb["test"][fig.metric], primary_metric(fig.metric)))
     return out
 
 

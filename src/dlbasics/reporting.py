@@ -1,5 +1,5 @@
 """How results are shown: the comparison report as Markdown (report.md), built from DVC outputs
-only (reproducible). What its selection and repeated-run sections say comes from
+only (reproducible). What its book, selection and repeated-run sections say comes from
 report_content, shared with the HTML report; this module only lays it out."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from typing import Any
 
 from dlbasics.config import Params
 from dlbasics.report_content import (
+    BOOK_TITLE,
     SearchSummary,
+    book_section,
     comparison_sentences,
     fmt,
     repeat_rows,
@@ -69,6 +71,24 @@ def variant_table(params: Params, metrics: dict[str, dict[str, float]], task: st
                params.report.notes.get(n, "")]
         lines.append("| " + " | ".join(row) + " |")
     return f"## {TITLES[task]}\n\n" + "\n".join(lines) + "\n"
+
+
+def book_markdown(params: Params, metrics: dict[str, dict[str, float]],
+                  details: dict[str, Any]) -> str:
+    """The sources' figures (params.report.book) beside the measured test accuracy, a verdict
+    each, and each scratch version against its concise twin; "" when none of them trained."""
+    book = book_section(params, metrics, details)
+    if book is None:
+        return ""
+    lines = ["| source | stated | variant | data set | n | mean | sd | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in book.rows:
+        cells = [r["source"], r["stated"], f"`{r['variant']}`", r["dataset"],
+                 *("" if r[k] is None else fmt(r[k]) for k in ("n", "mean", "sd")), r["verdict"]]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    sentences = "".join(f"- {s}\n" for s in book.sentences)
+    return (f"## {BOOK_TITLE}\n\n{book.intro}\n\n" + "\n".join(lines) + "\n"
+            + (f"\n{sentences}" if sentences else ""))
 
 
 def series_section(series: dict[str, list[dict[str, Any]]]) -> str:
@@ -185,6 +205,9 @@ def render_markdown(
         table = variant_table(params, metrics, task)
         if table:
             parts.append(table)
+    book = book_markdown(params, metrics, details or {})
+    if book:
+        parts.append(book)
     if series:
         parts.append(series_section(series))
     if searches:
