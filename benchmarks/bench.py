@@ -15,6 +15,8 @@ On random data of Fashion-MNIST shape (60000 x 784, batch 256):
     in a temporary copy, then the edit loop: `dvc exp run -S` of one hyper-parameter of
     `mlp_adam` and of `linreg`, 3 each.
 
+  - scikit-learn's peers on real Fashion-MNIST where it is installed (below; --no-peers skips).
+
 With --peers only: scikit-learn's LogisticRegression and MLPClassifier against the project's
 softmax, mlp_adam and a faster MLP variant on real Fashion-MNIST, on the project's split, at one
 thread (benchmarks/peers.py). With --full-size only: the whole pipeline under profile full_size
@@ -74,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
                     help="runs of the search on each path, in turns")
     ap.add_argument("--search", default="tuned", help="the search of params.yaml to time")
     ap.add_argument("--no-select", action="store_true", help="skip the select timings")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the scikit-learn peers on real Fashion-MNIST")
     ap.add_argument("--stack", action="store_true",
                     help="only: the clean dvc repro logging to sqlite against the team stack")
     ap.add_argument("--stack-repeats", type=int, default=1,
@@ -185,6 +189,9 @@ def _in_process(run: Run, args, params) -> None:
     if not args.no_select and params.select is not None:
         run.section("select", f"select@{args.search}: batched and one by one",
                     lambda: bench_select(args.params, args.search, args.select_repeats))
+    if not args.no_peers:
+        run.section("peers", "scikit-learn peers and project variants on Fashion-MNIST, 1 thread",
+                    lambda: bench_peers(args.params, args.peers_repeats))
 
 
 def main(argv: list[str] | None = None) -> int:
