@@ -284,6 +284,13 @@ def test_fashion_profile_is_full_size_on_the_real_data():
     for name, spec in fashion.train.items():
         if name not in {f.variant for f in fashion.report.book}:
             assert spec == full.train[name], name
+    # Its own grid for the tuned search (Adam MLPs with dropout); the book's search as full_size.
+    tuned = fashion.select.searches["tuned"]
+    assert tuned.grid == {"model.hidden": [[512], [1024]], "model.dropout": [0.2, 0.4]}
+    assert (tuned.patience, tuned.max_rows, tuned.overrides["optimizer.name"]) == (
+        15, 4000, "adam")
+    assert tuned != full.select.searches["tuned"]
+    assert fashion.select.searches["book"] == full.select.searches["book"]
 
 
 def test_profile_overrides_skip_removed_entries_and_name_bad_keys():
