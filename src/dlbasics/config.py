@@ -187,8 +187,9 @@ class ImageDataset(Strict):
     kind: Literal["mnist", "fashion_mnist"]
     source: Literal["download", "local"] = "download"
     path: Annotated[str, Field(min_length=1)] | None = None
-    # Check .gz files against the published md5 sums, and the official 60000 / 10000 sizes
-    # (turn both off only for your own, smaller files).
+    # Check each file's decompressed contents against the official sha256 (raw or .gz, any
+    # compression), and the official 60000 / 10000 sizes (turn both off only for your own
+    # files). The set's identity comes from its contents either way, never from `path`.
     verify_checksums: bool = True
     official_sizes: bool = True
     timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
