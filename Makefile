@@ -34,8 +34,8 @@ pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
 
 # An experiment of DVC's (`dvc exp show` lists it beside the workspace's runs): params.yaml's
 # profile fashion, real Fashion-MNIST from /usr/share/datasets/fashion-mnist (Debian's
-# dataset-fashion-mnist package). The workspace keeps its results; `git checkout params.yaml`
-# and `dvc checkout` (or `dvc exp apply` of another experiment) return to the digits.
+# dataset-fashion-mnist package). The workspace keeps its results; params.yaml restored to
+# `profile: null` and `make pipeline` return to the digits.
 fashion: $(STAMP)  ## the sources' Fashion-MNIST runs on the real data: the book's table in the report
 	dvc exp run -S profile=fashion
 

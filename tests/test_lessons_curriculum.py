@@ -310,8 +310,14 @@ def test_profile_overrides_skip_removed_entries_and_name_bad_keys():
         ({"seed.x": 1}, r"profiles\.fashion\.overrides\.seed\.x: expected a key path through "
                         r"mappings, found seed holding 0"),
         # A bad value in a profile that is not selected is still reported, at the profile.
-        ({"train.mlp.epochs": 0}, r"profiles\.fashion\.overrides: train\.mlp\.epochs: "
+        ({"train.mlp.epochs": 0}, r"profiles\.fashion\.overrides\.train\.mlp\.epochs: "
                                   r"expected a value > 0, found 0$"),
+        # Inside an override's value: its key, then the place in the value.
+        ({"data.images": {"kind": "fashion_mnist", "source": "local"}},
+         r"profiles\.fashion\.overrides\.data\.images\.path: expected the directory holding "
+         r"the four IDX files, found nothing$"),
+        ({"data.images": "oops"},
+         r"profiles\.fashion\.overrides\.data\.images: expected a mapping, found 'oops'$"),
     ]
     for extra, message in bad:
         with pytest.raises(ConfigError, match=message):

@@ -179,7 +179,11 @@ def _walk(node, path=()):
 # Values of any type by design (grid axes and their values): mutating inside them is not an
 # error of that key, so they are mutated only as a whole.
 ANY_TYPED = tuple(("select", "searches", name, key) for name in BASE["select"]["searches"]
-                  for key in ("overrides", "grid"))
+                  for key in ("overrides", "grid")) + tuple(
+    # The same two inside a profile's overrides (select.searches.NAME.grid as one key).
+    ("profiles", pname, "overrides", key) for pname, prof in BASE["profiles"].items()
+    for key in (prof.get("overrides") or {})
+    if key.startswith("select.searches.") and key.rsplit(".", 1)[1] in ("overrides", "grid"))
 SITES = [(p, v) for p, v in _walk(BASE)
          if p and not any(p[:len(a)] == a and len(p) > len(a) for a in ANY_TYPED)]
 MAPPINGS = [()] + [p for p, v in SITES if isinstance(v, dict) and p not in ANY_TYPED]
@@ -203,6 +207,10 @@ def _name(path) -> str:
     """The key path as errors print it (a dataset's `kind` is reported at the dataset)."""
     if len(path) == 3 and path[0] == "data" and path[2] == "kind":
         path = path[:2]
+    # The same for a dataset a profile's override sets (profiles.P.overrides.data.NAME.kind).
+    if len(path) == 5 and path[:3:2] == ("profiles", "overrides") and path[4] == "kind" \
+            and str(path[3]).startswith("data.") and str(path[3]).count(".") == 1:
+        path = path[:4]
     return ".".join(str(p) for p in path) or "<top level>"
 
 

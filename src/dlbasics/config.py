@@ -813,8 +813,9 @@ def _check_overrides(raw: dict[str, Any], name: str, prof: ProfileSpec) -> None:
         Params.model_validate(plain)
     except ValidationError:
         return  # the file's own problem: reported where it is
+    applied = _apply_overrides(plain, name, prof.overrides)
     try:
-        Params.model_validate(_apply_overrides(plain, name, prof.overrides))
+        Params.model_validate(applied)
     except ValidationError as exc:
         err = exc.errors()[0]
         ctx_exc = (err.get("ctx") or {}).get("error")
@@ -824,9 +825,13 @@ def _check_overrides(raw: dict[str, Any], name: str, prof: ProfileSpec) -> None:
             expected = ctx_exc.what
         else:
             loc = _format_loc(err["loc"])
-            expected, found = _describe(err, {})
-        raise _ProfileError(f"profiles.{name}.overrides: {loc}: expected {expected}, found "
-                            f"{found}") from None
+            expected, found = _describe(err, _allowed_fields(applied))
+        # At the override that made it (its key, then where inside its value), when one did.
+        owner = next((p for p in sorted(prof.overrides, key=len, reverse=True)
+                      if loc == p or loc.startswith(f"{p}.") or loc.startswith(f"{p}[")), None)
+        where = (f"profiles.{name}.overrides.{owner}{loc[len(owner):]}" if owner
+                 else f"profiles.{name}.overrides: {loc}")
+        raise _ProfileError(f"{where}: expected {expected}, found {found}") from None
 
 
 # An entry a profile section reaches: (where, the entry's raw settings, its model, the profile's
@@ -910,7 +915,7 @@ class BookFigure(Strict):
     measured test metric (mean and sd over the variant's `seeds`) beside it, with a verdict."""
 
     variant: Annotated[str, Field(min_length=1)]
-    source: Annotated[str, Field(min_length=1)]  # where it is stated, e.g. "d2l 3.6"
+    reference: Annotated[str, Field(min_length=1)]  # where it is stated, e.g. "d2l 3.6"
     stated: Annotated[str, Field(min_length=1)]  # the source's claim in words, e.g. "about 0.83"
     value: float  # the claim as a number, in the metric's units
     metric: Literal["accuracy"] = "accuracy"  # the test metric it is about

@@ -291,7 +291,7 @@ def book_rows(params: Params, metrics: Mapping[str, Any],
         spec = params.train[fig.variant]
         kind = params.data[spec.dataset].kind
         row: dict[str, Any] = {
-            "source": fig.source, "stated": fig.stated, "value": fig.value,
+            "source": fig.reference, "stated": fig.stated, "value": fig.value,
             "tolerance": fig.tolerance, "variant": fig.variant, "dataset": kind, "n": None,
             "mean": None, "sd": None, "difference": None}
         if kind != fig.on:
