@@ -222,17 +222,25 @@ def repeat_rows(details: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _over_shared_seeds(details: Mapping[str, Any], a: str, b: str):
+    """(metric, seeds, a's per-seed test scores, b's) when both variants were trained over the
+    same seeds and scored by the same metric; else None (not trained yet, or not paired)."""
+    ra, rb = details.get(a, {}).get("seeds"), details.get(b, {}).get("seeds")
+    if not (ra and rb and ra["seeds"] == rb["seeds"] and ra["metric"] == rb["metric"]):
+        return None
+    return ra["metric"], ra["seeds"], ra["test"][ra["metric"]], rb["test"][rb["metric"]]
+
+
 def comparison_sentences(params: Params, details: Mapping[str, Any]) -> list[str]:
     """One sentence per `report.compare` pair: the paired difference of their test metric over
     shared seeds, or of their validation metric over shared folds, with its 95% interval."""
     out = []
     for a, b in params.report.compare:
         da, db = details.get(a, {}), details.get(b, {})
-        ra, rb = da.get("seeds"), db.get("seeds")
         fa, fb = da.get("folds"), db.get("folds")
-        if ra and rb and ra["seeds"] == rb["seeds"] and ra["metric"] == rb["metric"]:
-            metric, xa, xb = ra["metric"], ra["test"][ra["metric"]], rb["test"][rb["metric"]]
-            over = f"test {metric} over seeds {', '.join(map(str, ra['seeds']))}"
+        if (paired := _over_shared_seeds(details, a, b)) is not None:
+            metric, seeds, xa, xb = paired
+            over = f"test {metric} over seeds {', '.join(map(str, seeds))}"
         elif fa and fb and fa["k"] == fb["k"] and fa["metric"] == fb["metric"]:
             metric, xa, xb = fa["metric"], fa["val"], fb["val"]
             over = f"validation {metric} over the same {fa['k']} folds"
@@ -379,14 +387,14 @@ def book_sentences(params: Params, details: Mapping[str, Any]) -> list[str]:
         a, b = fig.variant, fig.same_as
         if b is None or params.train[a].dataset != params.train[b].dataset:
             continue
-        ra, rb = details.get(a, {}).get("seeds"), details.get(b, {}).get("seeds")
-        if not (ra and rb and ra["seeds"] == rb["seeds"]
-                and ra["metric"] == rb["metric"] == fig.metric):
+        paired = _over_shared_seeds(details, a, b)
+        if paired is None or paired[0] != fig.metric:
             continue  # not trained yet, or not over the same seeds
+        _, seeds, xa, xb = paired
         kind = _kind(params.data[params.train[a].dataset].kind)
-        over = f"test {fig.metric} on {kind} over seeds {', '.join(map(str, ra['seeds']))}"
+        over = f"test {fig.metric} on {kind} over seeds {', '.join(map(str, seeds))}"
         out.append(f"{a} against {b}, {over}: " + _state_difference(
-            a, b, ra["test"][fig.metric], rb["test"][fig.metric], primary_metric(fig.metric)))
+            a, b, xa, xb, primary_metric(fig.metric)))
     return out
 
 
