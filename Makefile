@@ -47,13 +47,13 @@ test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real e
 # First the address of the runs table (MLflow 3's UI opens on GenAI pages otherwise); a store that
 # cannot be read then is a line, and the UI starts anyway.
 ui: $(STAMP)  ## the MLflow UI on this project's store, bound to 127.0.0.1 with one worker
-	-@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" PYTHONPATH=src python -m dlbasics.tracking --ui-address params.yaml http://127.0.0.1:$(PORT)
+	-@MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" PYTHONPATH=src python -m dlbasics.tracking.runs --ui-address params.yaml http://127.0.0.1:$(PORT)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-$(STORE)}" --host 127.0.0.1 --port $(PORT) --workers 1
 
 # The champion of the registered model (tracking.registry.model) from this project's store, in
 # this virtual environment: POST rows of the prepared data to http://127.0.0.1:$(PORT)/invocations.
 serve: $(STAMP)  ## serve models:/<tracking.registry.model>@champion on 127.0.0.1, one worker
-	@name=$$(PYTHONPATH=src python -m dlbasics.registry --name) && \
+	@name=$$(PYTHONPATH=src python -m dlbasics.tracking.registry --name) && \
 	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-$(STORE)}" exec mlflow models serve \
 	  -m "models:/$$name@champion" --env-manager local -h 127.0.0.1 -p $(PORT) -w 1
 
@@ -68,17 +68,17 @@ bench: $(STAMP)  ## speed figures measured in one run; rewrites the README's tab
 # The team stack on this machine (PostgreSQL, an S3 server, mlflow server with basic-auth), state in
 # .services/; ports from DLBASICS_PG_PORT, DLBASICS_S3_PORT, DLBASICS_MLFLOW_PORT.
 services: $(STAMP)  ## start the tracking server on PostgreSQL with S3 artifacts; print the env to export
-	python -m dlbasics.services up
+	python -m dlbasics.tracking.services up
 
 services-stop: $(STAMP)  ## stop the stack; its data directory (.services/) stays
-	python -m dlbasics.services down
+	python -m dlbasics.tracking.services down
 
 services-env: $(STAMP)  ## print the env to export for the running stack again
-	@python -m dlbasics.services env
+	@python -m dlbasics.tracking.services env
 
 deps: $(STAMP)  ## declare in dvc.yaml the files each stage executes and the plots of every variant
-	python -m dlbasics.codedeps --write dvc.yaml
-	python -m dlbasics.dvcplots --write dvc.yaml
+	python -m dlbasics.dvc.codedeps --write dvc.yaml
+	python -m dlbasics.dvc.plots --write dvc.yaml
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""A whole batched fit of G configurations (dlbasics.batched.BatchedTrainer for `epochs`), as
+"""A whole batched fit of G configurations (dlbasics.learn.batched.BatchedTrainer for `epochs`), as
 the benchmarks and the tests compare it with G separate training.fit runs."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Sequence
 
 import torch
 
-from dlbasics.batched import BatchedTrainer
-from dlbasics.config import ModelSpec, OptimizerSpec
+from dlbasics.config.variants import ModelSpec, OptimizerSpec
+from dlbasics.learn.batched import BatchedTrainer
 
 
 @dataclass(frozen=True)

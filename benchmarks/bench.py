@@ -5,10 +5,10 @@ On random data of Fashion-MNIST shape (60000 x 784, batch 256):
     data path (torchvision's FashionMNIST with ToTensor, a DataLoader with 4 workers) and a
     plain TensorDataset DataLoader;
   - the project's epoch as a fraction of the float32 matmul throughput, the two timed in turns;
-  - the 48-fit grid (16 configurations x 3 folds) batched (dlbasics.batched.BatchedTrainer)
+  - the 48-fit grid (16 configurations x 3 folds) batched (dlbasics.learn.batched.BatchedTrainer)
     against sequential, for softmax regression and for a digits-size MLP;
   - the size rule's evidence: batched / sequential for architectures on both sides of
-    dlbasics.batched.BATCHED_MAX_WEIGHTS, a few steps each;
+    dlbasics.learn.batched.BATCHED_MAX_WEIGHTS, a few steps each;
   - a named search of params.yaml (`tuned`) as the select stage runs it, batched path against
     one configuration after another, with the two answers compared;
   - the default `dvc repro` from clean (repeated, a fresh copy each) and a no-op `dvc repro`,
@@ -49,7 +49,8 @@ from benchmarks.repro import bench_repro
 from benchmarks.searches import bench_ray, bench_select
 from benchmarks.shapes import BATCH, DIGITS_F, DIGITS_N, FEATURES, N
 from benchmarks.stack import bench_stack
-from dlbasics.config import ModelSpec, load_params
+from dlbasics.config.loading import load_params
+from dlbasics.config.variants import ModelSpec
 
 
 def parser() -> argparse.ArgumentParser:

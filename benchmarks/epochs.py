@@ -16,10 +16,10 @@ from torch import nn
 
 from benchmarks.shapes import BATCH, CLASSES, FEATURES, SIDE, N
 from benchmarks.timing import alternated, best_of, quiet, spread
-from dlbasics.config import ModelSpec, OptimizerSpec
-from dlbasics.data import Split
-from dlbasics.models import build_model
-from dlbasics.training import build_loss, build_optimizer, fit
+from dlbasics.config.variants import ModelSpec, OptimizerSpec
+from dlbasics.data.prepared import Split
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import build_loss, build_optimizer, fit
 
 # FLOPs of one epoch of 784-256-10: 2 * in * out per layer and row, three times (the forward
 # product and backward's two).
@@ -34,7 +34,7 @@ def sources_dataset(images: np.ndarray, labels: np.ndarray, root: Path):
     uint8 tensor -> PIL image -> ToTensor, one at a time, as the book's loader does."""
     from torchvision import datasets, transforms
 
-    from dlbasics.idx import write_idx
+    from dlbasics.data.idx import write_idx
 
     raw = root / "FashionMNIST" / "raw"
     write_idx(raw / "train-images-idx3-ubyte", images)

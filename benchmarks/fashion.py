@@ -18,7 +18,7 @@ import yaml
 from benchmarks.shapes import CLASSES, SIDE
 from benchmarks.timing import timings
 from benchmarks.workspace import DVC, clean_copy, shell, stage_command, tool_env
-from dlbasics.idx import FILES, OFFICIAL_SIZES, write_idx
+from dlbasics.data.idx import FILES, OFFICIAL_SIZES, write_idx
 
 # Runs one shell command and prints the peak resident memory of the processes it started (KiB
 # on Linux: RUSAGE_CHILDREN's maxrss is the largest of its descendants).

@@ -11,11 +11,11 @@ import torch
 from benchmarks.batched_fit import fit_batched
 from benchmarks.shapes import BATCH, CLASSES, DIGITS_F, FEATURES
 from benchmarks.timing import alternated, quiet
-from dlbasics.batched import batched_is_faster, n_weights
-from dlbasics.config import ModelSpec, OptimizerSpec
-from dlbasics.data import Split
-from dlbasics.models import build_model
-from dlbasics.training import build_loss, build_optimizer, fit
+from dlbasics.config.variants import ModelSpec, OptimizerSpec
+from dlbasics.data.prepared import Split
+from dlbasics.learn.batched import batched_is_faster, n_weights
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import build_loss, build_optimizer, fit
 
 # The size rule's sweep: (architecture, inputs), from below to above BATCHED_MAX_WEIGHTS.
 SIZE_RULE_MODELS = [

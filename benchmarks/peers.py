@@ -65,7 +65,7 @@ def peers_params(repo_params: Path, fashion_dir: Path) -> dict[str, Any]:
     without a test fraction (the official test set is kept), and one train entry per PROJECT
     model. Profile full_size's `prepare` and `variants` keys are laid over the entries here,
     not by selecting the profile, so that a PROJECT model's own keys (epochs) come last."""
-    from dlbasics.config import set_path
+    from dlbasics.config.base import set_path
 
     base = yaml.safe_load(repo_params.read_text())
     profile = base["profiles"]["full_size"]
@@ -89,7 +89,8 @@ def peers_params(repo_params: Path, fashion_dir: Path) -> dict[str, Any]:
 def prepared_fashion(params, root: Path):
     """The project's generate and prepare of `params` (see peers_params) into root: the
     Prepared images dataset, exactly the rows and pixels the pipeline's variants see."""
-    from dlbasics.data import generate_all, load_prepared, prepare_all
+    from dlbasics.data.prepared import load_prepared, prepare_all
+    from dlbasics.data.sources import generate_all
 
     generate_all(params, root / "raw")
     prepare_all(params, root / "raw", root / "prepared")
@@ -98,7 +99,7 @@ def prepared_fashion(params, root: Path):
 
 def _subset(data, rows: int | None):
     """The first `rows` training rows (all when None); val and test kept whole."""
-    from dlbasics.data import Prepared, Split
+    from dlbasics.data.prepared import Prepared, Split
 
     if rows is None:
         return data
@@ -130,8 +131,8 @@ def _project_job(params, name: str, data, out: dict[str, float]) -> Callable[[],
     initial weights, batch order and loop) on the training rows; its test accuracy into out.
     Validation and test are left out of the fit (no per-epoch scoring, as the peers have none)
     and scored once after it."""
-    from dlbasics.data import Split
-    from dlbasics.training import build_loss, evaluate_split, make_trainer
+    from dlbasics.data.prepared import Split
+    from dlbasics.learn.training import build_loss, evaluate_split, make_trainer
 
     spec = params.train[name]
     make_model, train_fn = make_trainer(params, spec, name, data, torch.device("cpu"))
@@ -196,7 +197,7 @@ def bench_peers(repo_params: Path, repeats: int = 1, rows: int | None = None,
     (the first `rows` of them when given) at one thread, `repeats` times in turns; accuracy on
     the official test rows, fit seconds, the comparisons and the load average. Without the
     data: {"skipped": the reason}, and nothing is timed."""
-    from dlbasics.config import parse_params
+    from dlbasics.config.loading import parse_params
 
     if not fashion_dir.is_dir():
         reason = f"no Fashion-MNIST at {fashion_dir}: peers not measured"

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from benchmarks.timing import best_of, spread, timings
 from benchmarks.workspace import DVC, clean_copy, shell, tool_env
-from dlbasics.config import load_params
+from dlbasics.config.loading import load_params
 
 EDIT_LOOP_VARIANTS = ("mlp_adam", "linreg")
 

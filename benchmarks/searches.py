@@ -13,12 +13,13 @@ from typing import Any
 import torch
 
 from benchmarks.timing import alternated, quiet, spread, timings
-from dlbasics.config import load_params
+from dlbasics.config.loading import load_params
 
 
 def _search_data(params, search: str, tmp: Path):
     """The prepared dataset of a search's base variant, generated and prepared under tmp."""
-    from dlbasics.data import generate_all, load_prepared, prepare_all
+    from dlbasics.data.prepared import load_prepared, prepare_all
+    from dlbasics.data.sources import generate_all
 
     dataset = params.train[params.select.searches[search].base].dataset
     only = params.model_copy(update={"data": {dataset: params.data[dataset]},
@@ -31,7 +32,7 @@ def _search_data(params, search: str, tmp: Path):
 def bench_select(params_path: Path, search: str, repeats: int) -> dict[str, Any]:
     """The named search of params.yaml on its batched path and one configuration after another,
     in turns; the two answers compared (same choice, scores and refitted weights within 1e-6)."""
-    from dlbasics.gridsearch import run_search
+    from dlbasics.search.gridsearch import run_search
 
     params = load_params(params_path)
     got: dict[str, Any] = {}
@@ -63,8 +64,8 @@ def bench_ray(params_path: Path, search: str, repeats: int) -> dict[str, Any]:
     processes) and on Ray, in turns: on a private instance started for each run (what a stage
     pays with no address), and on one already running (what it pays on a cluster). The three
     answers compared byte for byte (table and refitted weights)."""
-    from dlbasics import cluster
-    from dlbasics.gridsearch import run_search
+    from dlbasics.search import cluster
+    from dlbasics.search.gridsearch import run_search
 
     params = load_params(params_path)
     on_ray = params.model_copy(update={"runtime": params.runtime.model_copy(

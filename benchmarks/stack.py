@@ -1,5 +1,5 @@
 """The default `dvc repro` logging to the local sqlite store against the team stack
-(dlbasics.services), and the stack's tracking server under its clients."""
+(dlbasics.tracking.services), and the stack's tracking server under its clients."""
 
 from __future__ import annotations
 
@@ -63,9 +63,9 @@ def stack_requests(env: dict[str, str], n: int = 60, loggers: int = 8,
 
 def bench_stack(repo: Path, timeout_s: float, repeats: int = 1) -> dict[str, Any]:
     """Seconds of the default `dvc repro` from clean logging to the local sqlite store, and to
-    the team stack (dlbasics.services: PostgreSQL, S3, mlflow server with basic-auth) started
+    the team stack (dlbasics.tracking.services: PostgreSQL, S3, mlflow server with basic-auth) started
     for the purpose on free ports, in turns, a fresh copy each time."""
-    from dlbasics import services
+    from dlbasics.tracking import services
 
     free = services.free_port
     times: dict[str, list[float]] = {"sqlite": [], "stack": []}

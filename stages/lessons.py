@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
-from dlbasics.config import load_params
+from dlbasics.config.loading import load_params
 
 
 def main(argv=None) -> None:

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
-from dlbasics.config import load_params
-from dlbasics.data import prepare_all
+from dlbasics.config.loading import load_params
+from dlbasics.data.prepared import prepare_all
 from dlbasics.io import atomic_directory
 
 

@@ -9,14 +9,14 @@ import json
 import os
 from pathlib import Path
 
-from dlbasics import tracking
 from dlbasics.cli import exit_fast, run_stage
-from dlbasics.collect import collect, read_json, search_names
-from dlbasics.config import load_params
-from dlbasics.html_report import render_html
+from dlbasics.config.loading import load_params
 from dlbasics.io import write_text_atomic
-from dlbasics.report_content import package_versions
-from dlbasics.reporting import render_markdown
+from dlbasics.report.collect import collect, read_json, search_names
+from dlbasics.report.content import package_versions
+from dlbasics.report.html import render_html
+from dlbasics.report.markdown import render_markdown
+from dlbasics.tracking import runs
 
 
 def main(argv=None) -> None:
@@ -47,8 +47,8 @@ def main(argv=None) -> None:
     # One MLflow run named `report` (tag kind=report) will hold the report files, beside the
     # variants' runs; a child process opens the store while this one renders. A server that
     # does not answer stops the stage first, before anything is written.
-    tracking.check_reachable(tracking.tracking_uri())
-    aside = tracking.RunAside(params.tracking.experiment, "report", {"kind": "report"})
+    runs.check_reachable(runs.tracking_uri())
+    aside = runs.RunAside(params.tracking.experiment, "report", {"kind": "report"})
     try:
         metrics = collect(params, args.models, args.select, args.metrics, args.details,
                           args.series, args.figures, args.predictions, args.history)

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
-from dlbasics.config import ConfigError, load_params
+from dlbasics.config.loading import load_params
+from dlbasics.errors import ConfigError
 from dlbasics.pipeline.select import select
 
 
@@ -24,7 +25,7 @@ def main(argv=None) -> None:
                          "terminal, one line per variant in a log)")
     args = ap.parse_args(argv)
     if args.verbose:
-        from dlbasics.training import VERBOSE_ENV
+        from dlbasics.learn.training import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"  # read by the training code, here and in worker processes
     params = load_params(args.params)

@@ -1,5 +1,5 @@
 """DVC stage `train`: train and evaluate the variants of `train:` in params (those not already
-up to date; see dlbasics.changes)."""
+up to date; see dlbasics.dvc.changes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
-from dlbasics.config import load_params
+from dlbasics.config.loading import load_params
 from dlbasics.pipeline.train import train_all
 
 
@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.verbose:
         # Imported only here: the stage's default path imports torch later, beside its workers.
-        from dlbasics.training import VERBOSE_ENV
+        from dlbasics.learn.training import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"  # read by the training code, here and in worker processes
     params = load_params(args.params)

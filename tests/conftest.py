@@ -134,7 +134,8 @@ def small_lessons(params: dict) -> dict:
 
 def prepared_data(params, root: Path) -> Path:
     """Generate and prepare the datasets of `params` (parsed) under root: the prepared root."""
-    from dlbasics.data import generate_all, prepare_all
+    from dlbasics.data.prepared import prepare_all
+    from dlbasics.data.sources import generate_all
 
     generate_all(params, root / "raw")
     prepare_all(params, root / "raw", root / "prepared")

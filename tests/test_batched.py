@@ -11,11 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # fit_batched: BatchedTrainer (what the select stage runs) for whole fits, in benchmarks/.
 from benchmarks.batched_fit import fit_batched
-from dlbasics.batched import BATCHED_MAX_WEIGHTS, batched_is_faster, n_weights
-from dlbasics.config import ModelSpec, OptimizerSpec
-from dlbasics.data import Split
-from dlbasics.models import build_model
-from dlbasics.training import DivergenceError, build_loss, build_optimizer, fit
+from dlbasics.config.variants import ModelSpec, OptimizerSpec
+from dlbasics.data.prepared import Split
+from dlbasics.learn.batched import BATCHED_MAX_WEIGHTS, batched_is_faster, n_weights
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import DivergenceError, build_loss, build_optimizer, fit
 
 N, F, C = 300, 12, 4
 EPOCHS, BATCH, SEED = 4, 32, 7

@@ -12,9 +12,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-from benchmarks.grid import bench_grid, grid_configs
 from conftest import require_fashion_mnist
-from dlbasics.config import ModelSpec
+
+from benchmarks.grid import bench_grid, grid_configs
+from dlbasics.config.variants import ModelSpec
 
 
 def test_the_grid_bench_trains_both_ways_to_the_same_weights():
@@ -28,7 +29,7 @@ def test_the_grid_bench_trains_both_ways_to_the_same_weights():
 
 def test_the_size_rule_sweep_spans_the_threshold_and_reports_the_rule():
     from benchmarks.grid import SIZE_RULE_MODELS, bench_size_rule
-    from dlbasics.batched import BATCHED_MAX_WEIGHTS
+    from dlbasics.learn.batched import BATCHED_MAX_WEIGHTS
 
     rows = bench_size_rule(seed=0, steps=1)
     assert [r["model"] for r in rows] == ["linear 784-10", "mlp 64-256-10", "mlp 784-32-10",
@@ -201,7 +202,7 @@ def test_the_peers_params_are_the_project_s_split_and_valid():
     [0, 1], d2l's batch and epochs, and the default checksum checks."""
     from benchmarks.fashion import FASHION_DIR
     from benchmarks.peers import PROJECT, peers_params
-    from dlbasics.config import parse_params
+    from dlbasics.config.loading import parse_params
 
     raw = peers_params(REPO / "params.yaml", FASHION_DIR)
     assert raw["data"]["images"] == {"kind": "fashion_mnist", "source": "local",
@@ -243,7 +244,7 @@ def test_the_full_size_bench_reads_real_fashion_mnist_when_present(tmp_path):
 
     from benchmarks.fashion import GENERATED, REAL, _full_size_copy, full_size_images
     from benchmarks.workspace import shell, tool_env
-    from dlbasics.config import load_params
+    from dlbasics.config.loading import load_params
 
     folder = require_fashion_mnist()
     dest, raw, which = _full_size_copy(REPO, tmp_path, shell(tool_env(), 120), 0, folder)

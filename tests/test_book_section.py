@@ -19,10 +19,11 @@ import yaml
 from conftest import REPO
 from scipy import stats
 
-from dlbasics.config import Params, load_params, parse_params
-from dlbasics.html_report import SECTIONS, render_html
-from dlbasics.report_content import BOOK_TITLE, book_rows, book_section, book_sentences, fmt
-from dlbasics.reporting import render_markdown
+from dlbasics.config.loading import load_params, parse_params
+from dlbasics.config.params import Params
+from dlbasics.report.content import BOOK_TITLE, book_rows, book_section, book_sentences, fmt
+from dlbasics.report.html import SECTIONS, render_html
+from dlbasics.report.markdown import render_markdown
 
 SEEDS = [0, 1, 2, 3, 4]
 # Per-seed test accuracy of each book variant (made up, shaped like reports/details.json).

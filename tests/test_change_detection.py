@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import digest_tree, make_project, ran, run
 
 pytestmark = pytest.mark.slow
@@ -173,7 +172,7 @@ def _stale(proj: Path) -> set[str]:
 
 def test_code_edits_rerun_what_executes_them(proj):
     # A report-only module: only the report stage is re-run.
-    _append(proj, "src/dlbasics/reporting.py")
+    _append(proj, "src/dlbasics/report/markdown.py")
     assert ran(repro(proj)) == {"report"}
     # Which stages each module makes stale itself (DVC's status; a stage after them runs
     # when their outputs change), the edit then taken back: the stage entry points' shared
@@ -189,11 +188,11 @@ def test_code_edits_rerun_what_executes_them(proj):
     assert _stale(proj) == set()
     # What the train stage does of each (the stages after it are DVC's, checked above):
     # figures re-evaluated, not retrained...
-    _append(proj, "src/dlbasics/figures.py")
+    _append(proj, "src/dlbasics/report/figures.py")
     proc = repro(proj, "train")
     assert ran(proc) == {"train"}
     assert trained(proc) == (set(), ALL, set())
     # ... training retrains everything.
-    _append(proj, "src/dlbasics/training.py")
+    _append(proj, "src/dlbasics/learn/training.py")
     proc = repro(proj, "train")
     assert trained(proc) == (ALL, set(), set())

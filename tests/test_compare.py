@@ -1,4 +1,4 @@
-"""scripts/compare.py (dlbasics.compare) against real git repositories and the real dvc CLI: what
+"""scripts/compare.py (dlbasics.report.compare) against real git repositories and the real dvc CLI: what
 CI posts on a pull request. Rounding-level differences are one summary line; real changes are
 listed, their variants first, with learning curves drawn against the base's."""
 
@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run
 
 sys.path.insert(0, str(REPO / "src"))
-from dlbasics.compare import Tolerance, diff_metrics  # noqa: E402
+from dlbasics.report.compare import Tolerance, diff_metrics  # noqa: E402
 
 SCRIPT = REPO / "scripts" / "compare.py"
 
@@ -262,7 +261,7 @@ def test_unreadable_metrics_fail_with_one_line_and_write_nothing(clone: Path, co
 
 # ----------------------------------------------------------------------------- the defaults
 
-# Pairs measured across CPUs (see dlbasics.compare's docstring): rounding under the defaults.
+# Pairs measured across CPUs (see dlbasics.report.compare's docstring): rounding under the defaults.
 MEASURED_ROUNDING = [
     ("mlp_rmsprop", "test_log_loss", 0.10723337830938344, 0.10723719972794758),
     ("mlp_rmsprop", "train_log_loss", 0.00018340611004842713, 0.00018361054757873137),
@@ -321,7 +320,7 @@ def test_diff_counts_and_orders_in_process():
 
 
 def test_the_curves_name_a_log_loss_axis_and_leave_a_linear_one_plain():
-    from dlbasics.compare import curves_figure
+    from dlbasics.report.compare import curves_figure
 
     base = [{"epoch": e, "train_loss": 1.0 / e, "val_accuracy": 0.5 + e / 10} for e in (1, 2, 3)]
     new = [{**row, "train_loss": row["train_loss"] / 2} for row in base]

@@ -12,7 +12,10 @@ import pydantic
 import pytest
 import yaml
 
-from dlbasics.config import ConfigError, ModelSpec, Params, load_params, parse_params
+from dlbasics.config.loading import load_params, parse_params
+from dlbasics.config.params import Params
+from dlbasics.config.variants import ModelSpec
+from dlbasics.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -1,4 +1,4 @@
-"""Tests for dlbasics.data, and for the seeds (dlbasics.rng) and atomic writes (dlbasics.io)
+"""Tests for dlbasics.data (sources and the prepared form), and for the seeds (dlbasics.rng) and atomic writes (dlbasics.io)
 that the data stages rely on.
 
 Oracles: the generating equation y = X w + b (+ noise of known sd), scikit-learn's own
@@ -19,16 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from dlbasics.config import Digits, PrepareSpec, SyntheticLinear
-from dlbasics.data import (
-    SPLITS,
-    DataError,
-    generate_digits,
-    generate_synthetic_linear,
-    load_prepared,
-    prepare_dataset,
-    write_raw,
-)
+from dlbasics.config.datasets import Digits, PrepareSpec, SyntheticLinear
+from dlbasics.data.prepared import SPLITS, DataError, load_prepared, prepare_dataset
+from dlbasics.data.sources import generate_digits, generate_synthetic_linear, write_raw
 from dlbasics.io import atomic_directory, dumps_json, write_bytes_atomic
 from dlbasics.rng import derive_seed, numpy_rng, torch_generator
 

@@ -29,17 +29,20 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import REPO, make_project, run, small_lessons, tool_env
 from sklearn.metrics import accuracy_score
 from torch import nn
 
-from conftest import REPO, make_project, run, small_lessons, tool_env
-from dlbasics.config import ConfigError, PrepareSpec, parse_params
-from dlbasics.data import Prepared, Split, generate_all, prepare_all, split_indices
+from dlbasics.config.datasets import PrepareSpec
+from dlbasics.config.loading import parse_params
+from dlbasics.errors import ConfigError
+from dlbasics.data.idx import FILES, write_idx
+from dlbasics.data.prepared import Prepared, Split, prepare_all, split_indices
+from dlbasics.data.sources import generate_all
+from dlbasics.data.tabular import TabularPreprocessor
 from dlbasics.errors import DataError
 from dlbasics.pipeline.variant import fit_variant
-from dlbasics.idx import FILES, write_idx
-from dlbasics.selection import cross_validate, fold_indices
-from dlbasics.tabular import TabularPreprocessor
+from dlbasics.search.selection import cross_validate, fold_indices
 
 EXIT_CONFIG, EXIT_DATA = 2, 3  # dlbasics.cli's exit codes, restated: they are the contract
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

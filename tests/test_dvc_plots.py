@@ -1,12 +1,13 @@
 """dvc.yaml's top-level plots list every variant, so `dvc plots show` overlays all of them; they
-are derived from params.train (dlbasics.dvcplots, `make deps`)."""
+are derived from params.train (dlbasics.dvc.plots, `make deps`)."""
 
 from __future__ import annotations
 
 import yaml
-
 from conftest import REPO
-from dlbasics.config import DATASET_TASKS, load_params
+
+from dlbasics.config.datasets import DATASET_TASKS
+from dlbasics.config.loading import load_params
 
 
 def _plots() -> dict[str, dict]:
@@ -31,7 +32,7 @@ def test_every_variant_has_its_curves_and_every_classifier_its_confusion_matrix(
 
 
 def test_the_plots_are_what_params_gives_and_a_new_variant_joins_them(tmp_path):
-    from dlbasics import dvcplots
+    from dlbasics.dvc import plots as dvcplots
 
     assert dvcplots.check(REPO) == []
     # A new classifier in a copy of params: the check names the stale lists, and writing

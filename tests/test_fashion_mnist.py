@@ -20,13 +20,21 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
-
 from conftest import (
-    REPO, digest_tree, make_project, ran, require_fashion_mnist, run, small_lessons, tool_env,
+    REPO,
+    digest_tree,
+    make_project,
+    ran,
+    require_fashion_mnist,
+    run,
+    small_lessons,
+    tool_env,
 )
-from dlbasics.config import parse_params
-from dlbasics.data import generate_all, prepare_all
-from dlbasics.idx import DATASETS, FILES, load_idx_dataset
+
+from dlbasics.config.loading import parse_params
+from dlbasics.data.idx import DATASETS, FILES, load_idx_dataset
+from dlbasics.data.prepared import prepare_all
+from dlbasics.data.sources import generate_all
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import math
 import numpy as np
 import pytest
 
-from dlbasics import figures, report_figures
-from dlbasics.report_content import search_summary
+from dlbasics.report import charts as report_figures
+from dlbasics.report import figures
+from dlbasics.report.content import search_summary
 
 
 def _history(epochs: int, start: float, rate: float, accuracy: bool, floor: float = 0.0

@@ -13,13 +13,13 @@ import pytest
 from conftest import REPO
 from scipy import stats
 
-from dlbasics.config import load_params
-from dlbasics.figures import image_grid
-from dlbasics.html_report import SECTIONS, render_html
-from dlbasics.report_content import search_summary
-from dlbasics.reporting import render_markdown
-from dlbasics.stats import describe_difference, paired_difference
-from dlbasics.tasks import PRIMARY
+from dlbasics.config.loading import load_params
+from dlbasics.learn.tasks import PRIMARY
+from dlbasics.report.content import search_summary
+from dlbasics.report.figures import image_grid
+from dlbasics.report.html import SECTIONS, render_html
+from dlbasics.report.markdown import render_markdown
+from dlbasics.report.stats import describe_difference, paired_difference
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXTERNAL = re.compile(r"https?://|src=[\"']?http|<link\b|<script[^>]*\bsrc", re.IGNORECASE)
@@ -300,14 +300,14 @@ def test_the_activation_formulas_equal_autograd_of_the_models_modules():
     import numpy as np
     import torch
 
-    from dlbasics.models import ACTIVATION_LAYERS
-    from dlbasics.report_figures import ACTIVATION_FORMULAS
+    from dlbasics.learn.models import ACTIVATION_LAYERS
+    from dlbasics.report.charts import ACTIVATION_FORMULAS
 
     assert set(ACTIVATION_FORMULAS) == set(ACTIVATION_LAYERS)
     grid = torch.cat([torch.linspace(-6.0, 6.0, 241, dtype=torch.float64),
                       torch.tensor([0.0, -1e-300, 1e-300], dtype=torch.float64)])
     x = grid.requires_grad_()
-    from dlbasics.config import ModelSpec
+    from dlbasics.config.variants import ModelSpec
 
     for name, make in ACTIVATION_LAYERS.items():
         # The slope the shipped mlp_leaky_relu uses (the book's); PReLU at its initial slope.

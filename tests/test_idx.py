@@ -21,10 +21,17 @@ import numpy as np
 import pytest
 import torch
 
-from dlbasics.errors import DataError
-from dlbasics.idx import (
-    DATASETS, FILES, OFFICIAL_SIZES, fetch, idx_bytes, load_idx_dataset, read_idx, write_idx,
+from dlbasics.data.idx import (
+    DATASETS,
+    FILES,
+    OFFICIAL_SIZES,
+    fetch,
+    idx_bytes,
+    load_idx_dataset,
+    read_idx,
+    write_idx,
 )
+from dlbasics.errors import DataError
 
 
 def make_set(folder: Path, *, n_train: int = 5, n_test: int = 3, gz: bool = False,
@@ -211,7 +218,7 @@ def test_write_idx_rejects_what_idx_cannot_hold(tmp_path):
 
 
 def test_table_equals_torchvision():
-    from torchvision.datasets import FashionMNIST, MNIST
+    from torchvision.datasets import MNIST, FashionMNIST
 
     for name, tv in (("mnist", MNIST), ("fashion_mnist", FashionMNIST)):
         spec = DATASETS[name]
@@ -313,7 +320,7 @@ def test_identity_is_the_content(tmp_path):
                                verify_checksums=False)
     assert changed["identity"] != loaded[0]["identity"]
     # content_identity: the bare name exactly for the official digests, for either set.
-    from dlbasics.idx import content_identity
+    from dlbasics.data.idx import content_identity
 
     for name, spec in DATASETS.items():
         assert content_identity(name, spec.sha256) == name

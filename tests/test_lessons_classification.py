@@ -19,16 +19,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import prepared_data, trained_variants
 from sklearn import metrics as skm
 
-from conftest import prepared_data, trained_variants
-from dlbasics.config import load_params, parse_params
-from dlbasics.data import load_prepared
-from dlbasics.evaluation import score
-from dlbasics.metrics import multilabel_predict
-from dlbasics.models import build_model
+from dlbasics.config.loading import load_params, parse_params
+from dlbasics.data.prepared import load_prepared
+from dlbasics.learn.metrics import multilabel_predict
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import build_loss, build_optimizer, predict
+from dlbasics.report.evaluation import score
 from dlbasics.rng import torch_generator
-from dlbasics.training import build_loss, build_optimizer, predict
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 DATASETS = ("images", "breast_cancer", "multilabel")

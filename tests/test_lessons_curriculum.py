@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import prepared_data, trained_variants
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import PolynomialFeatures
 
-from conftest import prepared_data, trained_variants
-from dlbasics.config import ConfigError, load_params, parse_params
-from dlbasics.data import generate_all, prepare_all
-from dlbasics.models import build_model
+from dlbasics.config.loading import load_params, parse_params
+from dlbasics.errors import ConfigError
+from dlbasics.data.prepared import prepare_all
+from dlbasics.data.sources import generate_all
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import build_loss, build_penalty, evaluate_split, predict
 from dlbasics.rng import torch_generator
-from dlbasics.training import build_loss, build_penalty, evaluate_split, predict
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 DATASETS = ("trapezoid", "sine", "sparse", "images")
@@ -115,7 +117,7 @@ def test_growing_capacity_raises_train_r2_but_not_test_r2(params, trained):
 
 def test_one_vs_all_equals_k_binary_logistic_regressions_trained_alone(params, prepared):
     """The joint loss trains each column exactly like a lone sigmoid + BCE classifier."""
-    from dlbasics.data import load_prepared
+    from dlbasics.data.prepared import load_prepared
 
     data = load_prepared(prepared / "images")
     X, y = data.splits["train"].X[:200].double(), data.splits["train"].y[:200]
@@ -162,7 +164,7 @@ def test_one_vs_all_classifies_the_digits_nearly_as_well_as_softmax(trained):
 
 
 def test_elastic_net_penalty_is_the_mix_of_l1_and_l2(params):
-    from dlbasics.config import PenaltySpec
+    from dlbasics.config.variants import PenaltySpec
 
     model = torch.nn.Linear(5, 1)
     torch.nn.init.normal_(model.weight, generator=torch_generator(2, "en"))
@@ -226,7 +228,7 @@ def test_prelu_is_refused_where_it_has_no_meaning():
 
 
 def test_the_books_classifier_by_hand_learns_the_digits(params, trained):
-    from dlbasics.scratch import ManualMLP
+    from dlbasics.learn.scratch import ManualMLP
 
     model, history, _ = trained("mlp_manual")
     assert isinstance(model, ManualMLP)
@@ -327,7 +329,7 @@ def test_profile_overrides_skip_removed_entries_and_name_bad_keys():
 
 def test_full_size_profile_scales_pixels_to_unit_range(tmp_path):
     """An IDX image set under the profile: pixels in [0, 1], as d2l's ToTensor gives them."""
-    from dlbasics.idx import FILES, write_idx
+    from dlbasics.data.idx import FILES, write_idx
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 120), ("test", 40)):
@@ -354,8 +356,8 @@ def test_full_size_profile_scales_pixels_to_unit_range(tmp_path):
 
 
 def test_search_subset_is_stratified_and_seeded():
-    from dlbasics.data import Prepared, Split
-    from dlbasics.gridsearch import _Folds
+    from dlbasics.data.prepared import Prepared, Split
+    from dlbasics.search.gridsearch import _Folds
 
     y = torch.arange(1000) % 10
     X = torch.arange(1000, dtype=torch.float32).reshape(-1, 1)

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from dlbasics.data import Prepared, Split
-from dlbasics.lessons import networks as N
+from dlbasics.data.prepared import Prepared, Split
 from dlbasics.lessons import defaults
+from dlbasics.lessons import networks as N
 
 
 @pytest.fixture(scope="module", autouse=True)

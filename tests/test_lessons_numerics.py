@@ -1,4 +1,4 @@
-"""The numerical lessons (dlbasics.lessons.numerics) against oracles, not snapshots.
+"""The numerical lessons (dlbasics.lessons.descent and dlbasics.lessons.gradients) against oracles, not snapshots.
 
 Oracles: closed forms (a quadratic's exact derivative, x_k = (1 - 2 lr)^k x_0 for gradient
 descent on a round bowl), the numbers the sources print, torch.autograd, and counts derived
@@ -19,10 +19,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from dlbasics.data import Prepared, Split
-from dlbasics.lessons import numerics
+from dlbasics.data.prepared import Prepared, Split
+from dlbasics.lessons import defaults, descent, gradients
 from dlbasics.lessons.base import LessonResult
-from dlbasics.lessons import defaults
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -59,15 +58,15 @@ def _check_result(r: LessonResult) -> None:
 
 def test_every_lessons_settings_match_its_function():
     """Each `lessons:` key names a function whose keyword arguments are its settings (plus
-    data and seed): params.yaml, dlbasics.config and the code cannot drift apart."""
-    from dlbasics.config import LessonsSpec
+    data and seed): params.yaml, dlbasics.config.lessons and the code cannot drift apart."""
+    from dlbasics.config.lessons import LessonsSpec
     from dlbasics.lessons import networks, preliminaries
 
     names = [n for n in LessonsSpec.model_fields if n != "preliminaries"]
     assert len(names) == 11
     for name in names:
         kwargs = defaults(name)
-        module = next(m for m in (numerics, networks, preliminaries) if hasattr(m, name))
+        module = next(m for m in (descent, gradients, networks, preliminaries) if hasattr(m, name))
         params = inspect.signature(getattr(module, name)).parameters
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
         required = {k for k, p in params.items() if p.default is inspect.Parameter.empty}
@@ -81,7 +80,7 @@ def test_every_lessons_settings_match_its_function():
 @pytest.mark.parametrize("h_tiny", [1e-30, 1e-50])
 def test_rounding_tiny_step_gives_zero_and_central_matches(h_tiny):
     xs, h = [5.0, 10.0, -3.0], 1e-4
-    r = numerics.rounding(x=xs, h_tiny=h_tiny, h=h)
+    r = descent.rounding(x=xs, h_tiny=h_tiny, h=h)
     _check_result(r)
     v = r.values
     for x in xs:
@@ -99,7 +98,7 @@ def test_rounding_tiny_step_gives_zero_and_central_matches(h_tiny):
 
 
 def test_rounding_fails_when_the_step_is_not_tiny():
-    r = numerics.rounding(x=[5.0], h_tiny=1e-2, h=1e-4)
+    r = descent.rounding(x=[5.0], h_tiny=1e-2, h=1e-4)
     assert r.values["forward_tiny_float64_x5"] != 0.0
     assert not r.holds
 
@@ -109,7 +108,7 @@ def test_rounding_fails_when_the_step_is_not_tiny():
 
 def test_gradient_descent_2d_against_the_closed_form():
     start, steps = [-3.0, 4.0], 100
-    r = numerics.gradient_descent_2d(**defaults("gradient_descent_2d"))
+    r = descent.gradient_descent_2d(**defaults("gradient_descent_2d"))
     _check_result(r)
     v = r.values
     for lr in (0.1, 1e-10):
@@ -135,13 +134,13 @@ def test_gradient_descent_2d_against_the_closed_form():
 def test_gradient_descent_2d_fails_when_the_gradient_rounds_away():
     # h = 1e-30: x +- h rounds to x, every numerical gradient is 0 and nothing moves, against
     # the closed form's prediction that lr 0.1 reaches the minimum.
-    r = numerics.gradient_descent_2d(start=[-3.0, 4.0], lrs=[0.1], steps=100, h=1e-30)
+    r = descent.gradient_descent_2d(start=[-3.0, 4.0], lrs=[0.1], steps=100, h=1e-30)
     assert r.values["end_x0_lr0.1"] == -3.0 and r.values["end_x1_lr0.1"] == 4.0
     assert r.values["class_lr0.1"] == "barely moved"
     assert "matches_book_lr0.1" not in r.values  # not the book's h: no comparison with its print
     assert not r.holds
     # Too few steps: part way, which the closed form also predicts.
-    few = numerics.gradient_descent_2d(start=[1.0, 1.0], lrs=[0.1], steps=5)
+    few = descent.gradient_descent_2d(start=[1.0, 1.0], lrs=[0.1], steps=5)
     assert few.values["class_lr0.1"] == "converging" and few.holds
 
 
@@ -152,15 +151,15 @@ def test_objective_gradient_matches_autograd():
     gen = torch.Generator().manual_seed(0)
     for w in torch.randn(8, 2, generator=gen, dtype=torch.float64) * 3:
         leaf = w.clone().requires_grad_(True)
-        j = numerics.objective_j(leaf[0], leaf[1])
+        j = descent.objective_j(leaf[0], leaf[1])
         j.backward()
-        g = numerics.objective_j_grad(float(w[0]), float(w[1]))
+        g = descent.objective_j_grad(float(w[0]), float(w[1]))
         assert torch.allclose(leaf.grad, torch.tensor(g, dtype=torch.float64), atol=1e-12)
-    assert numerics.objective_j(0.0, -1.0) == 4.0  # the minimum
+    assert descent.objective_j(0.0, -1.0) == 4.0  # the minimum
 
 
 def test_learning_rates_worked_example_and_classes():
-    r = numerics.learning_rates(**defaults("learning_rates"))
+    r = descent.learning_rates(**defaults("learning_rates"))
     _check_result(r)
     v = r.values
     assert v["w1_step1"] == pytest.approx(-1.6, abs=1e-12)
@@ -178,7 +177,7 @@ def test_learning_rates_worked_example_and_classes():
 
 
 def test_learning_rates_claim_fails_for_a_mislabelled_rate():
-    r = numerics.learning_rates(start=[-2.0, 3.0], steps=20,
+    r = descent.learning_rates(start=[-2.0, 3.0], steps=20,
                                 lrs={"too small": 0.3, "diverging": 0.6})
     assert r.values["class_too_small"] == "converging"  # |1 - 0.6| = 0.4: fast, not slow
     assert r.values["class_diverging"] == "oscillating"  # 1 - 1.2 = -0.2: converges, alternating
@@ -190,7 +189,7 @@ def test_learning_rates_claim_fails_for_a_mislabelled_rate():
 
 def test_accuracy_signal(digits):
     kwargs = {**defaults("accuracy_signal"), "data": digits, "seed": 0}
-    r = numerics.accuracy_signal(**kwargs)
+    r = gradients.accuracy_signal(**kwargs)
     _check_result(r)
     v = r.values
     assert v["train_accuracy"] > 0.9  # trained: a softmax regression fits digits well
@@ -202,13 +201,13 @@ def test_accuracy_signal(digits):
     assert zero_loss == v["probes_on_constant_inputs"]
     assert r.holds
     # Same arguments, same result, figure bytes included (seeded init, batches and probes).
-    again = numerics.accuracy_signal(**kwargs)
+    again = gradients.accuracy_signal(**kwargs)
     assert again.as_json() == r.as_json()
     assert again.figures == r.figures
 
 
 def test_accuracy_signal_fails_with_a_large_step(digits):
-    r = numerics.accuracy_signal(data=digits, seed=0, epochs=1, batch_size=100, lr=0.1,
+    r = gradients.accuracy_signal(data=digits, seed=0, epochs=1, batch_size=100, lr=0.1,
                                  probes=100, h=5.0)
     # A step of 5 per weight flips predictions for most probes, and the difference quotient no
     # longer matches the gradient: the claim (about small changes) is not what this measures.
@@ -222,7 +221,7 @@ def test_accuracy_signal_fails_with_a_large_step(digits):
 
 def test_numerical_training_matches_backprop(digits):
     hidden, rows, batch, steps = 20, 100, 10, 8
-    r = numerics.numerical_training(data=digits, seed=0, hidden=hidden, rows=rows,
+    r = gradients.numerical_training(data=digits, seed=0, hidden=hidden, rows=rows,
                                     batch_size=batch, steps=steps, lr=0.1, h=1e-4)
     _check_result(r)
     v = r.values
@@ -244,7 +243,7 @@ def test_numerical_training_matches_backprop(digits):
 
 
 def test_numerical_training_gradient_check_fails_with_a_coarse_step(digits):
-    r = numerics.numerical_training(data=digits, seed=0, hidden=5, rows=40, batch_size=10,
+    r = gradients.numerical_training(data=digits, seed=0, hidden=5, rows=40, batch_size=10,
                                     steps=2, lr=0.1, h=1.0)
     # h = 1 in central differences: truncation error ~ h^2 f''' / 6 is no longer negligible.
     assert max(r.values[f"gradcheck_mean_abs_diff_{k}"] for k in ("W1", "b1", "W2", "b2")) > 1e-7

@@ -20,15 +20,22 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error
-from sklearn.metrics import mean_squared_error, r2_score
+from sklearn.metrics import (
+    mean_absolute_error,
+    mean_absolute_percentage_error,
+    mean_squared_error,
+    r2_score,
+)
 
-from dlbasics.config import ModelSpec, Params, parse_params
-from dlbasics.data import Prepared, generate_all, prepare_all
-from dlbasics.evaluation import parameter_summary, score
+from dlbasics.config.loading import parse_params
+from dlbasics.config.params import Params
+from dlbasics.config.variants import ModelSpec
+from dlbasics.data.prepared import Prepared, prepare_all
+from dlbasics.data.sources import generate_all
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import build_optimizer, predict
 from dlbasics.pipeline.variant import fit_variant
-from dlbasics.models import build_model
-from dlbasics.training import build_optimizer, predict
+from dlbasics.report.evaluation import parameter_summary, score
 
 REPO = Path(__file__).resolve().parents[1]
 

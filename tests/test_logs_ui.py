@@ -22,11 +22,12 @@ import mlflow
 import pytest
 import yaml
 
-from dlbasics import tracking
-from dlbasics.config import load_params
-from dlbasics.data import generate_all, prepare_all
+from dlbasics.config.loading import load_params
+from dlbasics.data.prepared import prepare_all
+from dlbasics.data.sources import generate_all
+from dlbasics.learn.training import VERBOSE_ENV, Progress
 from dlbasics.pipeline.train import train_all
-from dlbasics.training import VERBOSE_ENV, Progress
+from dlbasics.tracking import runs as tracking
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -221,7 +222,7 @@ def test_d_the_address_make_ui_prints_opens_the_runs_table(proj):
         mlflow.log_metric("test_loss", 0.5)
     port, env = _free_port(), {**os.environ, "PYTHONPATH": str(REPO / "src")}
     printed = subprocess.run(
-        [sys.executable, "-m", "dlbasics.tracking", "--ui-address", str(proj / "params.yaml"),
+        [sys.executable, "-m", "dlbasics.tracking.runs", "--ui-address", str(proj / "params.yaml"),
          f"http://127.0.0.1:{port}"], cwd=proj, env=env, capture_output=True, text=True,
         check=True).stdout
     address = re.search(r"http://\S+", printed).group(0)

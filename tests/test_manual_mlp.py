@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from dlbasics import scratch
-from dlbasics.scratch import (
+from dlbasics.learn import scratch
+from dlbasics.learn.scratch import (
     ManualMLP,
     ScratchSGD,
     numerical_gradient,
@@ -301,7 +301,7 @@ def test_sgd_with_manual_backward_learns_digits():
 
 
 def test_training_loop_uses_manual_backward():
-    from dlbasics.training import train_epoch
+    from dlbasics.learn.training import train_epoch
 
     x, y = digits(256)
     model = ManualMLP(64, [32], 10, init_std=0.1, generator=gen(29))

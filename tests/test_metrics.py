@@ -1,4 +1,4 @@
-"""Tests for dlbasics.metrics.
+"""Tests for dlbasics.learn.metrics.
 
 Two kinds of test:
 * the worked examples of the source texts (files 003 and 004), with the inputs
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlbasics.metrics import (
+from dlbasics.learn.metrics import (
     binary_metrics,
     classification_details,
     classification_metrics,
@@ -24,7 +24,7 @@ from dlbasics.metrics import (
     multilabel_predict,
     regression_metrics,
 )
-from dlbasics.scratch import (
+from dlbasics.learn.scratch import (
     cross_entropy_from_probs,
     half_sum_squared_error,
     multilabel_sigmoid_loss,

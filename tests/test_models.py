@@ -1,4 +1,4 @@
-"""Tests for dlbasics.models: the registry builds what the config says, initialises from the
+"""Tests for dlbasics.learn.models: the registry builds what the config says, initialises from the
 generator it is given (never the global one), and weights serialise byte-identically.
 
 Oracles: torch.nn's own layers and init bounds, the moments of the init distributions, and
@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlbasics.config import ModelSpec
-from dlbasics.models import build_model, load_state_dict, state_dict_bytes
+from dlbasics.config.variants import ModelSpec
+from dlbasics.learn.models import build_model, load_state_dict, state_dict_bytes
 
 
 def _gen(seed: int = 0) -> torch.Generator:

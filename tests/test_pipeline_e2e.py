@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import digest_tree, make_project, ran, run
 from sklearn.metrics import accuracy_score
 
-from conftest import digest_tree, make_project, ran, run
-from dlbasics.config import load_params
+from dlbasics.config.loading import load_params
 
 pytestmark = pytest.mark.slow
 
@@ -255,8 +255,8 @@ def test_a_second_clone_reproduces_every_output_to_the_bit(repro, tmp_path):
 def test_figures_are_logged_once_and_the_run_keeps_its_status(tmp_path):
     """log_evaluation's figure logging, without a repro: a figure the run holds is not logged
     again (a re-evaluation adds only what is missing), and the run stays FINISHED."""
-    from dlbasics.model_logging import _log_figures
-    from dlbasics.figures import confusion_png, curves_png
+    from dlbasics.report.figures import confusion_png, curves_png
+    from dlbasics.tracking.model_logging import _log_figures
 
     history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 10}
                for e in (1, 2)]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import digest_tree, make_project, ran, run, tool_env
 from test_reliability import free_port, runs, tiny
 
@@ -169,8 +168,8 @@ def test_an_unreachable_head_is_one_line_within_15_s_and_nothing_is_written(loca
 
 LISTENERS = """
 import json, os, subprocess
-from dlbasics import cluster
-from dlbasics.config import RaySettings
+from dlbasics.search import cluster
+from dlbasics.config.settings import RaySettings
 
 with cluster.connected(RaySettings(), threads=1) as ray:
     cpus = ray.cluster_resources().get("CPU")

@@ -20,10 +20,11 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-
 from conftest import BIN, make_project, ran, run, shrink, tool_env
-from dlbasics import registry
-from dlbasics.config import ConfigError, load_params, parse_params
+
+from dlbasics.config.loading import load_params, parse_params
+from dlbasics.errors import ConfigError
+from dlbasics.tracking import registry
 
 pytestmark = pytest.mark.slow
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from conftest import BIN, REPO, make_project, run, tool_env, tracked_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BIN, REPO, make_project, run, tool_env, tracked_files
-from dlbasics import tracking
 from dlbasics.cli import run_stage
-from dlbasics.services import free_port  # noqa: F401 - also the other test modules' helper
+from dlbasics.tracking import runs as tracking
+from dlbasics.tracking.services import free_port  # noqa: F401 - also the other test modules' helper
 
 # The exit codes are the contract with DVC and users: restated here, not imported.
 EXIT_CONFIG, EXIT_DATA, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
@@ -78,7 +78,7 @@ def tiny(params: dict) -> dict:
 
 def _dvc_cmd(stage: str, key: str = "tiny") -> tuple[str, list[str]]:
     """(script path, arguments) of a stage as dvc.yaml runs it (a foreach stage's for `key`)."""
-    from dlbasics.codedeps import stage_body
+    from dlbasics.dvc.codedeps import stage_body
 
     body = stage_body(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage])
     words = shlex.split(body["cmd"].replace("${key}", key))
@@ -860,7 +860,7 @@ def test_four_queued_experiments_two_at_a_time_all_reach_mlflow(served):
 
 FIRST_USE = """
 import sys
-from dlbasics import tracking
+from dlbasics.tracking import runs as tracking
 with tracking.run("dlbasics", "parallel", {"variant": "parallel"}) as r:
     import mlflow
     mlflow.log_params({"worker": sys.argv[1]})

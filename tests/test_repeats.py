@@ -19,16 +19,17 @@ import yaml
 from scipy import stats
 from sklearn.metrics import accuracy_score, root_mean_squared_error
 
-from dlbasics.config import ConfigError, parse_params
-from dlbasics.data import generate_all, prepare_all
-from dlbasics.evaluation import repeat_summary, repeated_scores
-from dlbasics.data import load_variant_data
+from dlbasics.config.loading import parse_params
+from dlbasics.errors import ConfigError
+from dlbasics.data.prepared import load_variant_data, prepare_all
+from dlbasics.data.sources import generate_all
+from dlbasics.learn.models import build_model, load_state_dict, state_dict_bytes
+from dlbasics.learn.training import predict
 from dlbasics.pipeline.variant import fit_variant, train_variant
-from dlbasics.html_report import render_html
-from dlbasics.models import build_model, load_state_dict, state_dict_bytes
-from dlbasics.report_content import comparison_sentences, repeat_rows
-from dlbasics.reporting import render_markdown
-from dlbasics.training import predict
+from dlbasics.report.content import comparison_sentences, repeat_rows
+from dlbasics.report.evaluation import repeat_summary, repeated_scores
+from dlbasics.report.html import render_html
+from dlbasics.report.markdown import render_markdown
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 SEEDS = [0, 7, 11]  # 0 is the top-level seed: its model is the variant's own

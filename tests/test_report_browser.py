@@ -12,9 +12,9 @@ import shutil
 import pytest
 from test_html_report import _history, report_inputs
 
-from dlbasics.html_report import render_html
-from dlbasics.report_content import variant_task
-from dlbasics.tasks import PRIMARY
+from dlbasics.learn.tasks import PRIMARY
+from dlbasics.report.content import variant_task
+from dlbasics.report.html import render_html
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(

@@ -1,4 +1,4 @@
-"""Checks of the from-scratch variants in dlbasics.scratch against torch.nn / torch.optim."""
+"""Checks of the from-scratch variants in dlbasics.learn.scratch against torch.nn / torch.optim."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlbasics import scratch
-from dlbasics.scratch import (
+from dlbasics.learn import scratch
+from dlbasics.learn.scratch import (
     InvertedDropout,
     ManualMLP,
     ScratchLinear,

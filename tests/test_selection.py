@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
-from dlbasics.config import ConfigError, grid_variants, parse_params
-from dlbasics.data import Split, generate_all, load_prepared, prepare_all
-from dlbasics.gridsearch import run_search
-from dlbasics.selection import describe, fold_indices, n_parameters
+
+from dlbasics.config.loading import parse_params
+from dlbasics.config.params import grid_variants
+from dlbasics.errors import ConfigError
+from dlbasics.data.prepared import Split, load_prepared, prepare_all
+from dlbasics.data.sources import generate_all
+from dlbasics.search.gridsearch import run_search
+from dlbasics.search.selection import describe, fold_indices, n_parameters
 
 
 def _params(grid: dict, **search) -> dict:
@@ -93,7 +96,7 @@ def _scored_by_size(monkeypatch, scores: dict[int, float]) -> list[int]:
     """Replace the training of each configuration with a score by its model's size (`scores`:
     n_parameters -> validation accuracy), so the scores tie or differ exactly as a test says.
     Returns the sizes in the order they were scored."""
-    import dlbasics.gridsearch as selection
+    import dlbasics.search.gridsearch as selection
 
     seen: list[int] = []
 
@@ -139,7 +142,7 @@ def test_a_better_score_beats_a_smaller_model(digits, monkeypatch):
 def test_a_deduplicated_configuration_is_scored_once_and_ties_to_the_first(digits, monkeypatch):
     # Dropout on a model with no hidden layer changes nothing: all four grid points resolve to
     # the same settings, are cross-validated once, and tie at the same size; the first wins.
-    import dlbasics.gridsearch as selection
+    import dlbasics.search.gridsearch as selection
 
     real, calls = selection._run, []
     monkeypatch.setattr(selection, "_run", lambda *a, **kw: calls.append(1) or real(*a, **kw))
@@ -184,7 +187,7 @@ def test_batched_and_sequential_give_the_same_choice_scores_and_weights(both_pat
 def test_the_batched_runner_trains_each_fold_as_the_sequential_one_does(digits):
     # Weights, not only scores: after 6 epochs every configuration's fold model of the batched
     # runner equals its sequential twin within 1e-6.
-    import dlbasics.gridsearch as selection
+    import dlbasics.search.gridsearch as selection
     from dlbasics.rng import derive_seed
 
     params = parse_params(_params(GRID, overrides={"epochs": 6, "batch_size": 64}))
@@ -224,9 +227,8 @@ def test_early_stopping_picks_the_best_mean_epoch_and_the_refit_trains_that_long
 def test_the_lockstep_folds_equal_training_each_fold_with_fit(both_paths, digits):
     # The oracle: each fold trained on its own with training.fit for the chosen number of
     # epochs scores exactly what the search recorded for it.
-    from dlbasics.training import make_trainer
+    from dlbasics.learn.training import make_trainer, predict
     from dlbasics.rng import derive_seed
-    from dlbasics.training import predict
 
     params, (table, best, *_) = both_paths["never"]
     _, spec = grid_variants(params, "s")[best["config"]]
@@ -283,7 +285,7 @@ def test_a_configuration_in_words():
 
 
 def test_every_fit_starts_from_the_configurations_initial_weights(digits):
-    from dlbasics.training import make_trainer
+    from dlbasics.learn.training import make_trainer
 
     params = parse_params(_params({"optimizer.lr": [0.1]}))
     (_, spec), = grid_variants(params, "s")
@@ -298,8 +300,7 @@ def test_training_on_cuda_runs_there_and_matches_cpu(digits):
     # The same variant trained on the CPU and on CUDA: on CUDA every forward pass (training
     # batches and evaluation) sees tensors resident on the GPU, and the result is the CPU's to
     # float tolerance (same initial weights and batch order: both draw from CPU generators).
-    from dlbasics.training import make_trainer
-    from dlbasics.training import predict
+    from dlbasics.learn.training import make_trainer, predict
 
     params = parse_params(_params({"optimizer.lr": [0.1]}))
     spec = params.train["mlp"]

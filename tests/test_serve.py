@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, prepared_data, shrink, tool_env
-from dlbasics.config import parse_params
+
+from dlbasics.config.loading import parse_params
 
 pytestmark = pytest.mark.slow
 
@@ -109,9 +109,9 @@ def served(champion):
 
 
 def test_the_served_champion_answers_as_the_pipeline_does(champion, served):
-    from dlbasics.modelfiles import load_model
-    from dlbasics.metrics import _softmax_np
-    from dlbasics.training import predict
+    from dlbasics.learn.metrics import _softmax_np
+    from dlbasics.learn.modelfiles import load_model
+    from dlbasics.learn.training import predict
 
     params, root, _ = champion
     port, _ = served
@@ -205,12 +205,12 @@ def test_the_wrapper_answers_with_the_evaluations_rule_on_raw_prepared_rows(ever
     """Untrained weights suffice: the wrapper and the evaluation must agree on any network."""
     import mlflow.pyfunc
 
-    from dlbasics.data import load_variant_data
-    from dlbasics.modelfiles import load_model
-    from dlbasics.metrics import _softmax_np, multilabel_predict
-    from dlbasics.models import build_model, state_dict_bytes
-    from dlbasics.serving import MODEL_JSON, SERVED_JSON, WEIGHTS, ServedModel, served_info
-    from dlbasics.training import predict
+    from dlbasics.data.prepared import load_variant_data
+    from dlbasics.learn.metrics import _softmax_np, multilabel_predict
+    from dlbasics.learn.modelfiles import load_model
+    from dlbasics.learn.models import build_model, state_dict_bytes
+    from dlbasics.learn.training import predict
+    from dlbasics.tracking.serving import MODEL_JSON, SERVED_JSON, WEIGHTS, ServedModel, served_info
 
     params, prepared = every_task
     spec = params.train[variant]
@@ -261,7 +261,7 @@ def test_the_wrapper_answers_with_the_evaluations_rule_on_raw_prepared_rows(ever
     ({"x": np.zeros((1, 64))}, "found named inputs ['x']"),
 ])
 def test_the_wrapper_refuses_rows_it_cannot_answer_in_one_line(rows, found):
-    from dlbasics.serving import InputError, checked_rows
+    from dlbasics.tracking.serving import InputError, checked_rows
 
     with pytest.raises(InputError) as info:
         checked_rows(rows, 64)

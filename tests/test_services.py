@@ -1,4 +1,4 @@
-"""`python -m dlbasics.services` on bad settings: one line naming the variable, exit 1, and
+"""`python -m dlbasics.tracking.services` on bad settings: one line naming the variable, exit 1, and
 nothing started or written (the stack itself is tested in test_stack.py)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 ])
 def test_a_bad_setting_is_one_line_before_anything_starts(var, value, tmp_path):
     state = tmp_path / ".services"
-    proc = subprocess.run([sys.executable, "-m", "dlbasics.services", "up", "--state",
+    proc = subprocess.run([sys.executable, "-m", "dlbasics.tracking.services", "up", "--state",
                            str(state)], env={**os.environ, var: value},
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

@@ -1,4 +1,4 @@
-"""The team stack for real (`dlbasics.services`): PostgreSQL 15 in a private data directory,
+"""The team stack for real (`dlbasics.tracking.services`): PostgreSQL 15 in a private data directory,
 moto's S3 server and `mlflow server` with the basic-auth app, all on 127.0.0.1; the pipeline
 logging to it, artifacts read back through the server, a DVC remote on the same S3 endpoint
 round-tripping to a fresh clone, and no credential anywhere it should not be."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_project, ran, run, tool_env
-from dlbasics import services
 from test_reliability import _wait_for_line, free_port, tiny
+
+from dlbasics.tracking import services
 
 pytestmark = [
     pytest.mark.slow,
@@ -82,7 +82,7 @@ def test_up_again_is_harmless_and_a_taken_port_is_one_line(stack, tmp_path):
     assert services.up(state, ports) == env  # running: nothing restarted, same settings
     other = tmp_path / ".services"
     proc = subprocess.run(
-        [sys.executable, "-m", "dlbasics.services", "up", "--state", str(other)],
+        [sys.executable, "-m", "dlbasics.tracking.services", "up", "--state", str(other)],
         env={**os.environ, "DLBASICS_PG_PORT": str(ports.pg)}, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
@@ -247,7 +247,7 @@ def test_eight_concurrent_loggers_complete_without_errors(stack, tmp_path):
     script = tmp_path / "logger.py"
     # The experiment exists before the loggers start, as a team's does. (Eight processes
     # calling mlflow.set_experiment on a new name at once: with mlflow 3.17.2 the ones that
-    # lose the race to create it log to the Default experiment instead; dlbasics.tracking
+    # lose the race to create it log to the Default experiment instead; dlbasics.tracking.runs
     # creates its experiment with that race handled.)
     exp_id = _client(env).create_experiment("stack-load")
     script.write_text(

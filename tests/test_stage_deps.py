@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlbasics import changes, codedeps
+from dlbasics.dvc import changes, codedeps
 
 REPO = Path(__file__).resolve().parents[1]
 # Each stage's definition (a foreach stage's `do` body).
@@ -51,17 +51,17 @@ def test_the_closure_follows_lazy_relative_and_cyclic_imports(tmp_path):
 def test_check_names_an_undeclared_and_a_stale_file(tmp_path):
     doc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     deps = doc["stages"]["report"]["deps"]
-    deps.remove("src/dlbasics/collect.py")
-    deps.append("src/dlbasics/training.py")
+    deps.remove("src/dlbasics/report/collect.py")
+    deps.append("src/dlbasics/learn/training.py")
     bad = tmp_path / "dvc.yaml"
     bad.write_text(yaml.safe_dump(doc))
     # ... and in the body of a foreach stage (select@NAME).
-    doc["stages"]["select"]["do"]["deps"].remove("src/dlbasics/batched.py")
+    doc["stages"]["select"]["do"]["deps"].remove("src/dlbasics/learn/batched.py")
     bad.write_text(yaml.safe_dump(doc))
     assert sorted(codedeps.check(REPO, bad)) == [
-        "stage report: declares src/dlbasics/training.py but never executes it",
-        "stage report: executes src/dlbasics/collect.py but does not declare it",
-        "stage select: executes src/dlbasics/batched.py but does not declare it",
+        "stage report: declares src/dlbasics/learn/training.py but never executes it",
+        "stage report: executes src/dlbasics/report/collect.py but does not declare it",
+        "stage select: executes src/dlbasics/learn/batched.py but does not declare it",
     ]
 
 
@@ -69,7 +69,7 @@ def test_write_restores_the_declared_lists_and_keeps_the_comments(tmp_path):
     for rel in ("dvc.yaml",):
         (tmp_path / rel).write_text((REPO / rel).read_text())
     doc = (tmp_path / "dvc.yaml").read_text()
-    broken = doc.replace("      - src/dlbasics/collect.py\n", "", 1)
+    broken = doc.replace("      - src/dlbasics/report/collect.py\n", "", 1)
     assert broken != doc
     (tmp_path / "dvc.yaml").write_text(broken)
     assert codedeps.write(REPO, tmp_path / "dvc.yaml") is True
@@ -89,10 +89,10 @@ def test_the_train_stage_fingerprints_subsets_of_what_dvc_tracks_for_it():
     training, evaluation = _files(changes.TRAINING_CODE), _files(changes.EVALUATION_CODE)
     assert training <= _declared("train") and evaluation <= _declared("train")
     # What training executes retrains; report-only modules are not even stage dependencies.
-    assert "src/dlbasics/training.py" in training and "src/dlbasics/models.py" in training
+    assert "src/dlbasics/learn/training.py" in training and "src/dlbasics/learn/models.py" in training
     for report_only in ("html_report.py", "reporting.py", "collect.py"):
         assert f"src/dlbasics/{report_only}" not in _declared("train")
     # The stage entry points' shared module is executed by every stage, not by training.
     assert "src/dlbasics/cli.py" in _declared("train") and "src/dlbasics/cli.py" not in evaluation
     # Figures are drawn by evaluation: an edit re-evaluates, it does not retrain.
-    assert "src/dlbasics/figures.py" in evaluation - training
+    assert "src/dlbasics/report/figures.py" in evaluation - training

@@ -154,8 +154,9 @@ def _train_stage_on(device: str, base: dict, cwd: Path) -> tuple[dict, Path, str
     """The train stage as a subprocess with runtime.device `device`, on the softmax variant
     (2 epochs) over the digits set prepared here in-process.
     -> (the params written, the stage's model directory, the MLflow tracking URI it used)"""
-    from dlbasics.config import parse_params
-    from dlbasics.data import generate_all, prepare_all
+    from dlbasics.config.loading import parse_params
+    from dlbasics.data.prepared import prepare_all
+    from dlbasics.data.sources import generate_all
 
     params = copy.deepcopy(base)
     params["runtime"]["device"] = device
@@ -185,7 +186,7 @@ def test_train_on_cuda_with_a_gpu_trains_there(base, tmp_path):
     # fit's to float tolerance (same initial weights and batch order, drawn on the CPU).
     import mlflow
 
-    from dlbasics.config import parse_params
+    from dlbasics.config.loading import parse_params
     from dlbasics.pipeline.variant import fit_variant
 
     params, model_dir, uri = _train_stage_on("cuda", base, tmp_path)

@@ -1,4 +1,4 @@
-"""Tests for dlbasics.tabular (file 002, sections 2.2 and 4.10: house prices).
+"""Tests for dlbasics.data.tabular (file 002, sections 2.2 and 4.10: house prices).
 
 Oracles: standardisation and one-hot codes recomputed by hand with numpy from the training
 rows only; log-RMSE from its formula; K-fold folds checked as a partition of range(n); the
@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlbasics.errors import DataError
-from dlbasics.tabular import (
+from dlbasics.data.tabular import (
     TabularPreprocessor,
     log_rmse,
     log_target,
     make_house_prices,
     read_table,
 )
+from dlbasics.errors import DataError
 
 NUMERIC = ["LotArea", "OverallQual", "YearBuilt", "GrLivArea", "GarageCars"]
 CATEGORICAL = ["Neighborhood", "HouseStyle", "CentralAir"]

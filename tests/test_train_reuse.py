@@ -13,10 +13,12 @@ import mlflow
 import pytest
 import yaml
 
-from dlbasics import changes, codedeps
+from dlbasics.config.loading import load_params
+from dlbasics.errors import ConfigError
+from dlbasics.data.prepared import prepare_all
+from dlbasics.data.sources import generate_all
+from dlbasics.dvc import changes, codedeps
 from dlbasics.pipeline.train import train_all
-from dlbasics.config import ConfigError, load_params
-from dlbasics.data import generate_all, prepare_all
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())

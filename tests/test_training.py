@@ -1,4 +1,4 @@
-"""Tests for dlbasics.training.
+"""Tests for dlbasics.learn.training.
 
 Oracles: closed-form least squares against a trained linear regression, hand-computed
 optimiser steps against torch.optim, a recording model that sees which rows each epoch
@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from dlbasics.config import ModelSpec, OptimizerSpec
-from dlbasics.data import Split
-from dlbasics.models import build_model
-from dlbasics.training import (
+from dlbasics.config.variants import ModelSpec, OptimizerSpec
+from dlbasics.data.prepared import Split
+from dlbasics.learn.models import build_model
+from dlbasics.learn.training import (
     DivergenceError,
     build_loss,
     build_optimizer,

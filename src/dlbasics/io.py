@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-# In a model directory (dlbasics.modelfiles): its evaluation files (gathered by `collect`)
+# In a model directory (dlbasics.learn.modelfiles): its evaluation files (gathered by `collect`)
 # and the per-epoch history of its final fit.
 EVAL_DIR = "eval"
 HISTORY = "history.json"

@@ -10,7 +10,8 @@ import os
 
 import torch
 
-from dlbasics.config import ConfigError, Runtime
+from dlbasics.config.settings import Runtime
+from dlbasics.errors import ConfigError
 
 
 def configure(runtime: Runtime, source: str = "params.yaml") -> torch.device:

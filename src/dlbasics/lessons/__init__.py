@@ -1,7 +1,8 @@
 """Lessons that demonstrate a mechanism by computing it (the `lessons` stage).
 
-Each lesson is a pure function in one of the modules here (numerics: file 003 and the book's
-3.3; networks: stacking, symmetry, gradient flow, activations; preliminaries: d2l ch. 2-3)
+Each lesson is a pure function in one of the modules here (descent: differences and gradient
+descent, file 003 and the book's 3.3; gradients: why training follows a loss, numerical
+gradients against backpropagation, file 003; networks: stacking, symmetry, gradient flow, activations; preliminaries: d2l ch. 2-3)
 returning a `LessonResult`. This module maps the `lessons:` entries of params to those
 functions, runs the enabled ones and writes their results (see `write_results`).
 """
@@ -23,8 +24,8 @@ RESULTS_FILE = "lessons.json"
 
 def defaults(name: str) -> dict[str, Any]:
     """The keyword arguments of lesson `name` (a key of `lessons:`, also its function's name) at
-    the defaults of its settings in dlbasics.config, less the dataset: the one place they live."""
-    from dlbasics.config import LessonsSpec
+    the defaults of its settings in dlbasics.config.lessons, less the dataset: the one place they live."""
+    from dlbasics.config.lessons import LessonsSpec
 
     field = LessonsSpec.model_fields[name]
     (kind,) = [a for a in field.annotation.__args__ if hasattr(a, "model_fields")]
@@ -35,7 +36,7 @@ def _registry() -> dict[str, Callable[[Any, dict[str, Any]], LessonResult | list
     """lessons key -> fn(settings, context) -> LessonResult (or a list of them).
 
     context: {"seed": int, "data": name -> Prepared}."""
-    from dlbasics.lessons import networks, numerics, preliminaries
+    from dlbasics.lessons import descent, gradients, networks, preliminaries
 
     def settings(s) -> dict[str, Any]:  # the lesson's keyword arguments (data comes apart)
         return {k: v for k, v in s.model_dump().items() if k != "dataset"}
@@ -44,11 +45,11 @@ def _registry() -> dict[str, Callable[[Any, dict[str, Any]], LessonResult | list
         return lambda s, ctx: fn(data=ctx["data"](s.dataset), seed=ctx["seed"], **settings(s))
 
     return {
-        "rounding": lambda s, ctx: numerics.rounding(**settings(s)),
-        "gradient_descent_2d": lambda s, ctx: numerics.gradient_descent_2d(**settings(s)),
-        "learning_rates": lambda s, ctx: numerics.learning_rates(**settings(s)),
-        "accuracy_signal": with_data(numerics.accuracy_signal),
-        "numerical_training": with_data(numerics.numerical_training),
+        "rounding": lambda s, ctx: descent.rounding(**settings(s)),
+        "gradient_descent_2d": lambda s, ctx: descent.gradient_descent_2d(**settings(s)),
+        "learning_rates": lambda s, ctx: descent.learning_rates(**settings(s)),
+        "accuracy_signal": with_data(gradients.accuracy_signal),
+        "numerical_training": with_data(gradients.numerical_training),
         "stacked_linear": with_data(networks.stacked_linear),
         "symmetry": with_data(networks.symmetry),
         "gradient_flow": with_data(networks.gradient_flow),
@@ -67,7 +68,7 @@ def run_all(params, prepared_root: Path, log=print) -> dict[str, LessonResult]:
     """Every enabled lesson of params.lessons, in params order: {lesson id: result}.
 
     A lesson entry that yields several results (the preliminaries) gets ids "<key>.<n>"."""
-    from dlbasics.data import load_prepared
+    from dlbasics.data.prepared import load_prepared
 
     cache: dict[str, Any] = {}
 
@@ -125,9 +126,9 @@ def run_tracked(params, prepared_root: Path, out_dir: Path, log=print) -> dict[s
 
     import mlflow
 
-    from dlbasics import tracking
+    from dlbasics.tracking import runs
 
-    with tracking.run(params.tracking.experiment, "lessons", {"kind": "lessons"}):
+    with runs.run(params.tracking.experiment, "lessons", {"kind": "lessons"}):
         results = run_all(params, prepared_root, log=log)
         write_results(results, out_dir)
         metrics = {}

@@ -37,7 +37,7 @@ class LessonResult:
     holds:    whether the measurement confirms the claim as the source states it.
     values:   the key measured numbers, flat name -> float / int / bool / str (tests and MLflow).
     tables:   tables for the report.
-    figures:  file stem -> PNG bytes (made with dlbasics.figures.png_bytes: byte-stable).
+    figures:  file stem -> PNG bytes (made with dlbasics.report.figures.png_bytes: byte-stable).
     timings:  wall-clock figures (seconds, ratios): logged and printed, never in DVC outputs.
     """
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dlbasics.data import Prepared
+from dlbasics.data.prepared import Prepared
 from dlbasics.lessons.base import LessonResult, Table
 from dlbasics.rng import torch_generator
 
@@ -48,7 +48,7 @@ def _classification(data: Prepared) -> tuple[int, int]:
 @torch.no_grad()
 def _torch_default_init(layer: nn.Linear, generator: torch.Generator) -> None:
     """PyTorch's own nn.Linear scheme (kaiming-uniform a=sqrt(5), bias U(+-1/sqrt(fan_in))),
-    drawn from `generator` instead of the global RNG (as dlbasics.models does)."""
+    drawn from `generator` instead of the global RNG (as dlbasics.learn.models does)."""
     nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
     bound = 1.0 / math.sqrt(layer.in_features)
     nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
@@ -464,13 +464,13 @@ def gradient_flow(*, data: Prepared, seed: int, depth: int, width: int,
 
 
 def _pyplot():
-    from dlbasics.figures import pyplot
+    from dlbasics.report.figures import pyplot
 
     return pyplot()
 
 
 def _png(fig) -> bytes:
-    from dlbasics.figures import png_bytes
+    from dlbasics.report.figures import png_bytes
 
     return png_bytes(fig)
 

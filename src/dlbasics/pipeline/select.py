@@ -6,17 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlbasics import modelfiles, tracking
-from dlbasics.config import Params
-from dlbasics.data import load_prepared
-from dlbasics.evaluation import evaluate_model
-from dlbasics.gridsearch import run_search
+from dlbasics.config.params import Params
+from dlbasics.data.prepared import load_prepared
 from dlbasics.io import write_json_atomic
-from dlbasics.model_logging import log_evaluation
-from dlbasics.models import state_dict_bytes
-from dlbasics.registry import register
+from dlbasics.learn import modelfiles
+from dlbasics.learn.models import state_dict_bytes
+from dlbasics.report.evaluation import evaluate_model
 from dlbasics.runtime import configure
-from dlbasics.selection import describe
+from dlbasics.search.gridsearch import run_search
+from dlbasics.search.selection import describe
+from dlbasics.tracking import runs
+from dlbasics.tracking.model_logging import log_evaluation
+from dlbasics.tracking.registry import register
 
 
 def _label(values: dict[str, Any]) -> str:
@@ -24,12 +25,12 @@ def _label(values: dict[str, Any]) -> str:
 
 
 def _executor(params: Params):
-    """A connected Ray for runtime.executor ray (dlbasics.cluster), else nothing."""
+    """A connected Ray for runtime.executor ray (dlbasics.search.cluster), else nothing."""
     from contextlib import nullcontext
 
     if params.runtime.executor != "ray":
         return nullcontext(None)
-    from dlbasics import cluster
+    from dlbasics.search import cluster
 
     return cluster.connected(params.runtime.ray, params.runtime.threads)
 
@@ -52,7 +53,7 @@ def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
             "task": data.task, "executor": params.runtime.executor}
     # The cluster first: one that cannot be used stops the stage before any run or file.
     with _executor(params) as ray, \
-            tracking.run(params.tracking.experiment, name, tags) as parent:
+            runs.run(params.tracking.experiment, name, tags) as parent:
         mlflow.log_params({"base": sel.base, "k": sel.k, "patience": str(sel.patience),
                            "batched": sel.batched,
                            **{f"grid.{k}": str(v) for k, v in sel.grid.items()},
@@ -96,7 +97,7 @@ def _log_configurations(parent, name: str, table: list[dict]) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     client = mlflow.MlflowClient()
-    origin, now = tracking.dvc_tags(), int(time.time() * 1000)
+    origin, now = runs.dvc_tags(), int(time.time() * 1000)
     for record in table:
         child = client.create_run(
             parent.info.experiment_id, run_name=_label(record["values"]),

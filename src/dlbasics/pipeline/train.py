@@ -1,5 +1,5 @@
 """The train stage: every variant of params.train trained, evaluated beside its weights and
-tracked, skipping what is up to date (dlbasics.changes says what is)."""
+tracked, skipping what is up to date (dlbasics.dvc.changes says what is)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dlbasics import changes
-from dlbasics.config import Params
+from dlbasics.config.params import Params
+from dlbasics.dvc import changes
 from dlbasics.io import write_json_atomic
 
 
@@ -70,7 +70,7 @@ class _TrainStage:
 
     def run(self, name: str) -> None:
         """Train, re-evaluate or skip variant `name`, as its record and files say."""
-        from dlbasics.data import load_prepared
+        from dlbasics.data.prepared import load_prepared
 
         params = self.params
         digest = load_prepared(self.prepared_root / params.train[name].dataset,
@@ -134,7 +134,7 @@ class _TrainStage:
 
 
 class Evaluator:
-    """Evaluation (dlbasics.evaluation.evaluate_model) in a second process, spawned when the
+    """Evaluation (dlbasics.report.evaluation.evaluate_model) in a second process, spawned when the
     first variant needs work: its imports (torch, scikit-learn, matplotlib: about 3.5 s of one
     core) overlap this process's imports and training on the second core. Jobs are done in the
     order submitted; with a run id, the worker also logs the model, the metrics and the figures
@@ -194,12 +194,12 @@ def _worker(conn, params: Params) -> None:
     # Ctrl-C reaches the whole process group: the stage process decides, and stops this one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure(params.runtime)
-    import dlbasics.metrics  # noqa: F401 - scikit-learn, before the first job
-    from dlbasics import figures
-    from dlbasics.evaluation import evaluate_model
-    from dlbasics.model_logging import log_evaluation
-    from dlbasics.modelfiles import write_evaluation
-    from dlbasics.registry import register
+    import dlbasics.learn.metrics  # noqa: F401 - scikit-learn, before the first job
+    from dlbasics.learn.modelfiles import write_evaluation
+    from dlbasics.report import figures
+    from dlbasics.report.evaluation import evaluate_model
+    from dlbasics.tracking.model_logging import log_evaluation
+    from dlbasics.tracking.registry import register
 
     figures.pyplot()
     # MLflow and the store too, before the first job: a one-variant edit waits for this
@@ -207,13 +207,13 @@ def _worker(conn, params: Params) -> None:
     import mlflow
     import mlflow.pytorch  # noqa: F401 - what log_model needs, imported now
 
-    from dlbasics import tracking
+    from dlbasics.tracking import runs
 
     # The stage's store and experiment: a model logged by run id alone would otherwise be
     # filed under the default experiment. A store that cannot be used is the answer to every
     # job that logs (the stage process says it in one line), not a traceback here.
     try:
-        mlflow.set_experiment(experiment_id=tracking.setup(params.tracking.experiment))
+        mlflow.set_experiment(experiment_id=runs.setup(params.tracking.experiment))
         unusable = None
     except Exception as exc:  # noqa: BLE001 - handed to the stage process with the first job
         unusable = exc
@@ -245,11 +245,11 @@ def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,
     """Submit a trained variant's evaluation again (new `evaluate` settings or evaluation
     code), to be added to the MLflow run that trained its weights; the run's id, or None (with
     a line saying so) when no run holds them."""
-    from dlbasics import tracking
-    from dlbasics.modelfiles import read_model_info
+    from dlbasics.learn.modelfiles import read_model_info
+    from dlbasics.tracking import runs
 
     sha = read_model_info(model_dir)["model_sha256"]
-    run = tracking.find_run(params.tracking.experiment, {"variant": name, "model_sha256": sha})
+    run = runs.find_run(params.tracking.experiment, {"variant": name, "model_sha256": sha})
     if run is None:
         print(f"train {name}: no MLflow run holds its weights; its evaluation is only in "
               f"{model_dir}")

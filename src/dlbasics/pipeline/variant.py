@@ -1,7 +1,7 @@
 """One variant of params.train fitted and tracked: its data, its fit (with K-fold
 cross-validation and repeated seeds when it asks), its model directory, its MLflow run.
 
-Its import closure is the code that decides a variant's trained files (dlbasics.changes)."""
+Its import closure is the code that decides a variant's trained files (dlbasics.dvc.changes)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dlbasics import modelfiles, tracking
-from dlbasics.config import Params
-from dlbasics.data import Prepared, load_variant_data
+from dlbasics.config.params import Params
+from dlbasics.data.prepared import Prepared, load_variant_data
 from dlbasics.io import write_bytes_atomic
-from dlbasics.models import state_dict_bytes
+from dlbasics.learn import modelfiles
+from dlbasics.learn.models import state_dict_bytes
+from dlbasics.learn.training import Progress, make_trainer
 from dlbasics.rng import derive_seed
 from dlbasics.runtime import configure
-from dlbasics.selection import cross_validate
-from dlbasics.training import Progress, make_trainer
+from dlbasics.search.selection import cross_validate
+from dlbasics.tracking import runs
 
 
 def variant_params(params: Params, name: str) -> dict[str, Any]:
     """The hyper-parameters of one variant, flattened for MLflow (seed included)."""
     spec = params.train[name].model_dump(mode="json", exclude_none=True)
-    return {"seed": params.seed, **tracking.flatten(spec)}
+    return {"seed": params.seed, **runs.flatten(spec)}
 
 
 def _log_dataset(data: Prepared) -> None:
@@ -99,14 +100,14 @@ def _repeat_seeds(
 def _fit_logged(params: Params, name: str, data_dir: Path, device, run_id: str,
                 progress: Progress):
     """fit_variant with each epoch's record sent to MLflow run `run_id` in batches."""
-    buffer = tracking.MetricBuffer(run_id)
+    buffer = runs.MetricBuffer(run_id)
     try:
         result = fit_variant(params, name, data_dir, device,
                              on_epoch=lambda rec: buffer.add(rec, rec["epoch"]), progress=progress)
     except BaseException as exc:
         # A diverged or interrupted run keeps the curves of the epochs it finished (unless
         # the server is what failed: sending to it would only wait through the retries).
-        if not tracking.tracking_lost(exc):
+        if not runs.tracking_lost(exc):
             buffer.flush(quiet=True)
         raise
     buffer.flush()
@@ -126,7 +127,7 @@ def train_variant(
 ) -> dict[str, Any]:
     """Train variant `name` (see fit_variant) and track it.
 
-    Writes its model directory (dlbasics.modelfiles: weights, model.json, history.json, the
+    Writes its model directory (dlbasics.learn.modelfiles: weights, model.json, history.json, the
     other seeds' weights). Logs the run to MLflow, which ends with the training: its duration
     is the variant's own work. `finish(run_id, results)`, when given, runs after that with the
     line of results (`30 epochs in 0.8 s: train_loss=...`; the train stage evaluates the model
@@ -138,7 +139,7 @@ def train_variant(
     spec = params.train[name]
     device = configure(params.runtime)
     tags = {"variant": name, "dataset": spec.dataset, "device": str(device)}
-    with tracking.run(params.tracking.experiment, name, tags) as run:
+    with runs.run(params.tracking.experiment, name, tags) as run:
         mlflow.log_params(variant_params(params, name))
         with Progress(f"train {name}", _epochs_to_train(params, name)) as progress:
             model, history, data, cv = _fit_logged(params, name, data_dir, device,

@@ -1,0 +1,1 @@
+"""dvc: TODO docstring."""
