@@ -1,4 +1,5 @@
-"""Lessons that demonstrate a mechanism by computing it (the `lessons` stage).
+"""Lessons that demonstrate a mechanism by computing it (the `lessons` stage; floor 4: imports
+any floor below, no other floor imports it).
 
 Each lesson is a pure function in one of the modules here (descent: differences and gradient
 descent, file 003 and the book's 3.3; gradients: why training follows a loss, numerical
