@@ -162,6 +162,7 @@ def test_evaluation_settings_reevaluate_every_variant_and_retrain_none(proj):
 
 
 def _append(proj: Path, rel: str) -> None:
+    assert (proj / rel).is_file(), f"{rel}: no such module (moved?)"
     with open(proj / rel, "a") as fh:
         fh.write("# an edit\n")
 
@@ -180,8 +181,8 @@ def test_code_edits_rerun_what_executes_them(proj):
     # draws; a module that training executes, what trains.
     for module, stale in (("cli.py", {"generate", "prepare", "train", "select@tiny", "lessons",
                                       "report"}),
-                          ("figures.py", {"train", "select@tiny", "lessons", "report"}),
-                          ("training.py", {"train", "select@tiny"})):
+                          ("report/figures.py", {"train", "select@tiny", "lessons", "report"}),
+                          ("learn/training.py", {"train", "select@tiny"})):
         _append(proj, f"src/dlbasics/{module}")
         assert _stale(proj) == stale, module
         run(["git", "checkout", "--", f"src/dlbasics/{module}"], proj)

@@ -90,7 +90,8 @@ def test_the_train_stage_fingerprints_subsets_of_what_dvc_tracks_for_it():
     assert training <= _declared("train") and evaluation <= _declared("train")
     # What training executes retrains; report-only modules are not even stage dependencies.
     assert "src/dlbasics/learn/training.py" in training and "src/dlbasics/learn/models.py" in training
-    for report_only in ("html_report.py", "reporting.py", "collect.py"):
+    for report_only in ("report/html.py", "report/markdown.py", "report/collect.py"):
+        assert (REPO / "src/dlbasics" / report_only).is_file(), report_only
         assert f"src/dlbasics/{report_only}" not in _declared("train")
     # The stage entry points' shared module is executed by every stage, not by training.
     assert "src/dlbasics/cli.py" in _declared("train") and "src/dlbasics/cli.py" not in evaluation
