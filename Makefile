@@ -12,7 +12,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline fashion test ui serve bench compare deps venv clean-venv services services-stop services-env ray
+.PHONY: pipeline fashion test ui serve bench compare deps docs venv clean-venv services services-stop services-env ray
 
 venv: $(STAMP)
 
@@ -39,8 +39,8 @@ pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
 fashion: $(STAMP)  ## the sources' Fashion-MNIST runs on the real data: the book's table in the report
 	dvc exp run -S profile=fashion
 
-# Two workers, one test module each at a time (module fixtures stay in one process); the
-# README's "Tests" section has the time it took on 2 cores.
+# Two workers, one test module each at a time (module fixtures stay in one process);
+# docs/tests.md has the time it took on 2 cores.
 test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real end-to-end dvc repros)
 	python -m pytest -q -n 2 --dist loadscope
 
@@ -62,8 +62,8 @@ serve: $(STAMP)  ## serve models:/<tracking.registry.model>@champion on 127.0.0.
 compare: pipeline  ## what CI says on a pull request: params, metrics beyond rounding and curves against BASE, the report
 	PYTHONPATH=src python scripts/compare.py --base $(BASE) --out compare.md $(if $(RTOL),--rtol $(RTOL)) $(if $(ATOL),--atol $(ATOL))
 
-bench: $(STAMP)  ## speed figures measured in one run; rewrites the README's table from it
-	python -m benchmarks.bench --out reports/bench.json --readme README.md
+bench: $(STAMP)  ## speed figures measured in one run; rewrites docs/speed.md's table from it
+	python -m benchmarks.bench --out reports/bench.json --readme docs/speed.md
 
 # The team stack on this machine (PostgreSQL, an S3 server, mlflow server with basic-auth), state in
 # .services/; ports from DLBASICS_PG_PORT, DLBASICS_S3_PORT, DLBASICS_MLFLOW_PORT.
@@ -75,6 +75,11 @@ services-stop: $(STAMP)  ## stop the stack; its data directory (.services/) stay
 
 services-env: $(STAMP)  ## print the env to export for the running stack again
 	@python -m dlbasics.tracking.services env
+
+# The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or a page missing from
+# the nav fails the build.
+docs: $(STAMP)  ## build the documentation site into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
 
 deps: $(STAMP)  ## declare in dvc.yaml the files each stage executes and the plots of every variant
 	python -m dlbasics.dvc.codedeps --write dvc.yaml
