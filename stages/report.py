@@ -28,7 +28,11 @@ def main(argv=None) -> None:
     ap.add_argument("--manifests", type=Path, required=True, help="prepared data root")
     ap.add_argument("--selection", type=Path, required=True,
                     help="directory of the searches' tables (NAME.json)")
-    ap.add_argument("--metrics", type=Path, required=True, help="metrics JSON (written)")
+    ap.add_argument("--metrics", type=Path, required=True,
+                    help="every metric of every model, JSON (written)")
+    ap.add_argument("--scores", type=Path, required=True,
+                    help="the primary test metric of every model, JSON: DVC's metrics file "
+                         "(written)")
     ap.add_argument("--details", type=Path, required=True,
                     help="classifier details JSON (written)")
     ap.add_argument("--series", type=Path, required=True, help="named series JSON (written)")
@@ -51,7 +55,8 @@ def main(argv=None) -> None:
     aside = runs.RunAside(params.tracking.experiment, "report", {"kind": "report"})
     try:
         metrics = collect(params, args.models, args.select, args.metrics, args.details,
-                          args.series, args.figures, args.predictions, args.history)
+                          args.series, args.figures, args.predictions, args.history,
+                          args.scores)
         print(f"report: {len(metrics)} models into {args.metrics}")
         render(args, params)
     except BaseException:

@@ -9,9 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlbasics.config.datasets import DATASET_TASKS
 from dlbasics.config.params import Params
 from dlbasics.errors import DataError
 from dlbasics.io import EVAL_DIR, HISTORY, atomic_directory, write_bytes_atomic, write_json_atomic
+from dlbasics.learn.tasks import PRIMARY
 
 
 def search_names(params: Params) -> list[str]:
@@ -22,6 +24,26 @@ def search_names(params: Params) -> list[str]:
 def collected_names(params: Params) -> list[str]:
     """Every variant, then select@NAME (the refitted winner) of every named search."""
     return [*params.train, *(f"select@{s}" for s in search_names(params))]
+
+
+def primary_key(params: Params, name: str) -> str:
+    """`test_<metric>` of the task's primary metric for a variant or a search's winner
+    (select@NAME: its base variant's task)."""
+    if name.startswith("select@"):
+        name = params.select.searches[name.removeprefix("select@")].base
+    return f"test_{PRIMARY[DATASET_TASKS[params.data[params.train[name].dataset].kind]].name}"
+
+
+def scores(params: Params, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The metrics file DVC shows (`dvc exp show`, `dvc metrics diff`): for each variant and each
+    search's winner its primary test metric only, {name: {"test_<metric>": value}}, so that a
+    table of experiments has one metric column per model. metrics.json keeps every metric."""
+    out = {}
+    for name, m in metrics.items():
+        key = primary_key(params, name)
+        if key in m:
+            out[name] = {key: m[key]}
+    return out
 
 
 def model_dir(name: str, models_root: Path, select_root: Path) -> Path:
@@ -57,9 +79,10 @@ def series_table(params: Params, results: dict[str, dict[str, float]]) -> dict[s
 def collect(
     params: Params, models_root: Path, select_dir: Path, metrics_path: Path,
     details_path: Path, series_path: Path, figures_dir: Path, predictions_dir: Path,
-    history_dir: Path,
+    history_dir: Path, scores_path: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Write reports/metrics.json ({variant: metrics}), details.json (classifier details,
+    """Write reports/metrics.json ({variant: metrics}), scores.json (the primary test metric of
+    each, see `scores`), details.json (classifier details,
     seeds, folds), series.json, predictions/<variant>.json (per-row test predictions, for the
     confusion plots) and figures/ (per image dataset a sample grid, per image classifier its
     prediction grid; curves/<variant>.png and confusion/<variant>.png for the report) and
@@ -94,6 +117,8 @@ def collect(
                 if (ev / src).is_file():
                     write_bytes_atomic(figs / dst, (ev / src).read_bytes())
     write_json_atomic(metrics_path, results)
+    if scores_path is not None:
+        write_json_atomic(scores_path, scores(params, results))
     write_json_atomic(details_path, details)
     write_json_atomic(series_path, series_table(params, results))
     return results
