@@ -285,3 +285,37 @@ def test_model_spec_defaults_are_not_shared():
     b.dropout.append(0.5)
     assert c.dropout == [] and ModelSpec(kind="linear").dropout == []
     assert a.dropout == []
+
+
+def test_no_two_variants_share_a_nested_mapping():
+    """`dvc exp run -S train.<variant>.<key>.<sub>=v` merges its override back into the file
+    mapping by mapping; where two variants alias one nested mapping (`<<: *base` without
+    re-merging the base's `optimizer`), the second write puts the old value back and the
+    experiment silently changes nothing. Every nested mapping of a variant is its own."""
+    raw = yaml.safe_load(PARAMS.read_text())
+    owners: dict[int, list[str]] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            owners.setdefault(id(node), []).append(path)
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+
+    for name, spec in raw["train"].items():
+        for key, value in spec.items():
+            walk(value, f"train.{name}.{key}")
+    assert [paths for paths in owners.values() if len(paths) > 1] == []
+
+
+def test_dvc_set_param_on_a_base_changes_that_variant_and_keeps_the_others(tmp_path):
+    """What `dvc exp run -S train.mlp.optimizer.lr=0.05` writes, by DVC's own function: mlp's
+    learning rate changes; every other variant resolves to the settings it had."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text(PARAMS.read_text())
+    apply_overrides(str(copy), ["train.mlp.optimizer.lr=0.05"])
+    before = yaml.safe_load(PARAMS.read_text())["train"]
+    after = yaml.safe_load(copy.read_text())["train"]
+    assert after["mlp"]["optimizer"]["lr"] == 0.05
+    assert {n for n in before if before[n] != after[n]} == {"mlp"}
