@@ -12,7 +12,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline fashion test ui serve bench compare deps docs venv clean-venv services services-stop services-env ray
+.PHONY: pipeline fashion test ui serve bench compare deps docs plots-page venv clean-venv services services-stop services-env ray
 
 venv: $(STAMP)
 
@@ -29,19 +29,28 @@ $(RAY_STAMP): requirements-ray.lock $(STAMP)
 	$(BIN)/python -m pip install --quiet --requirement requirements-ray.lock
 	@touch $(RAY_STAMP)
 
-pipeline: $(STAMP)  ## run every stage of dvc.yaml on the embedded default data
+# .dvc/config points `dvc plots show` at this template (vega inlined, so the page draws offline);
+# without npm it is not written, and `dvc plots show --html-template` or the network is needed.
+PLOTS_PAGE := .dvc/plots.html
+
+$(PLOTS_PAGE): src/dlbasics/dvc/plots_page.py | $(STAMP)
+	-python -m dlbasics.dvc.plots_page $(PLOTS_PAGE)
+
+plots-page: $(PLOTS_PAGE)  ## the offline page of `dvc plots show` (.dvc/plots.html, from npm's registry)
+
+pipeline: $(STAMP) $(PLOTS_PAGE)  ## run every stage of dvc.yaml on the embedded default data
 	dvc repro
 
 # An experiment of DVC's (`dvc exp show` lists it beside the workspace's runs): params.yaml's
 # profile fashion, real Fashion-MNIST from /usr/share/datasets/fashion-mnist (Debian's
 # dataset-fashion-mnist package). The workspace keeps its results; params.yaml restored to
 # `profile: null` and `make pipeline` return to the digits.
-fashion: $(STAMP)  ## the sources' Fashion-MNIST runs on the real data: the book's table in the report
+fashion: $(STAMP) $(PLOTS_PAGE)  ## the sources' Fashion-MNIST runs on the real data: the book's table in the report
 	dvc exp run -S profile=fashion
 
 # Two workers, one test module each at a time (module fixtures stay in one process);
 # docs/tests.md has the time it took on 2 cores.
-test: $(STAMP) $(RAY_STAMP)  ## the default test suite (offline; includes real end-to-end dvc repros)
+test: $(STAMP) $(RAY_STAMP) $(PLOTS_PAGE)  ## the default test suite (offline; includes real end-to-end dvc repros)
 	python -m pytest -q -n 2 --dist loadscope
 
 # First the address of the runs table (MLflow 3's UI opens on GenAI pages otherwise); a store that
@@ -66,8 +75,21 @@ bench: $(STAMP)  ## speed figures measured in one run; rewrites docs/speed.md's 
 	python -m benchmarks.bench --out reports/bench.json --readme docs/speed.md
 
 # The team stack on this machine (PostgreSQL, an S3 server, mlflow server with basic-auth), state in
-# .services/; ports from DLBASICS_PG_PORT, DLBASICS_S3_PORT, DLBASICS_MLFLOW_PORT.
-services: $(STAMP)  ## start the tracking server on PostgreSQL with S3 artifacts; print the env to export
+# .services/; ports from DLBASICS_PG_PORT, DLBASICS_S3_PORT, DLBASICS_MLFLOW_PORT. The S3 server,
+# s3rver, comes from npm's registry (services/s3rver/package-lock.json) into the venv.
+.PHONY: s3rver services-backup services-restore
+S3_STAMP := $(VENV)/.s3rver-installed
+
+s3rver: $(S3_STAMP)
+
+$(S3_STAMP): services/s3rver/package.json services/s3rver/package-lock.json | $(STAMP)
+	@command -v npm >/dev/null || { echo "services: npm (Node.js 18 or newer) not found; install it (apt-get install nodejs npm)" >&2; exit 1; }
+	mkdir -p $(VENV)/s3rver
+	cp services/s3rver/package.json services/s3rver/package-lock.json $(VENV)/s3rver/
+	npm ci --prefix $(VENV)/s3rver --omit=dev --no-audit --no-fund --silent
+	@touch $(S3_STAMP)
+
+services: $(STAMP) $(S3_STAMP)  ## start the tracking server on PostgreSQL with S3 artifacts; print the env to export
 	python -m dlbasics.tracking.services up
 
 services-stop: $(STAMP)  ## stop the stack; its data directory (.services/) stays
@@ -75,6 +97,12 @@ services-stop: $(STAMP)  ## stop the stack; its data directory (.services/) stay
 
 services-env: $(STAMP)  ## print the env to export for the running stack again
 	@python -m dlbasics.tracking.services env
+
+services-backup: $(STAMP)  ## one archive of the running stack (both databases, the S3 objects, the secrets); ARCHIVE=path
+	python -m dlbasics.tracking.services backup $(ARCHIVE)
+
+services-restore: $(STAMP) $(S3_STAMP)  ## a new .services/ from ARCHIVE=path, then the stack started from it
+	python -m dlbasics.tracking.services restore $(ARCHIVE)
 
 # The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or a page missing from
 # the nav fails the build.
