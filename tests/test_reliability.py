@@ -461,9 +461,9 @@ def _dead_pid() -> int:
 
 def test_runs_of_dead_processes_are_marked_killed_live_ones_left(work, mains, tmp_path,
                                                                  capsys, in_store):
-    """Before a variant's run starts, its runs left RUNNING by dead processes of this host
-    become KILLED; a live process's run (a parallel queued experiment), another host's run and
-    another variant's run stay RUNNING."""
+    """Before a run starts, the runs left RUNNING by dead processes of this host become
+    KILLED, whatever their variant; a live process's run (a parallel queued experiment) and
+    another host's run stay RUNNING."""
     client = mlflow.MlflowClient(tracking_uri=in_store)
     exp_id = tracking.setup(BASE["tracking"]["experiment"])
     host = socket.gethostname()
@@ -493,7 +493,8 @@ def test_runs_of_dead_processes_are_marked_killed_live_ones_left(work, mains, tm
         assert status["dead"].info.status == "KILLED"
         assert status["dead"].data.tags["failure"] == f"process {dead_pid} died"
         assert status["dead_child"].info.status == "KILLED"
-        for name in ("alive", "elsewhere", "other_variant"):
+        assert status["other_variant"].info.status == "KILLED"
+        for name in ("alive", "elsewhere"):
             assert status[name].info.status == "RUNNING", name
         mine = [r for r in runs(in_store, variant="linreg") if r.info.status == "FINISHED"]
         assert mine and all(r.data.tags["pid"] == str(os.getpid()) for r in mine)
@@ -503,7 +504,8 @@ def test_runs_of_dead_processes_are_marked_killed_live_ones_left(work, mains, tm
 
 
 def test_a_dead_report_run_is_marked_killed_by_the_next_report(in_store):
-    """Runs of no variant (the report stage's) are matched by their `kind` tag instead."""
+    """Runs of no variant (the report stage's) are ended too, and so is a dead run of any
+    other kind; a live process's run is left alone."""
     client = mlflow.MlflowClient(tracking_uri=in_store)
     exp = BASE["tracking"]["experiment"]
     exp_id = tracking.setup(exp)
@@ -511,11 +513,13 @@ def test_a_dead_report_run_is_marked_killed_by_the_next_report(in_store):
     tags = {"kind": "report", "host": socket.gethostname(), "pid": str(dead_pid)}
     ghost = client.create_run(exp_id, tags=tags, run_name="report").info.run_id
     other = client.create_run(exp_id, tags={**tags, "kind": "other"}).info.run_id
+    alive = client.create_run(exp_id, tags={**tags, "pid": str(os.getpid())}).info.run_id
     with tracking.run(exp, "report", {"kind": "report"}) as active:
         assert client.get_run(ghost).info.status == "KILLED"
         assert client.get_run(ghost).data.tags["failure"] == f"process {dead_pid} died"
     assert client.get_run(active.info.run_id).info.status == "FINISHED"
-    assert client.get_run(other).info.status == "RUNNING"
+    assert client.get_run(other).info.status == "KILLED"
+    assert client.get_run(alive).info.status == "RUNNING"
 
 
 def _wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float) -> list[str]:

@@ -12,7 +12,8 @@ its GenAI overview (traces, token usage), which this project never logs.
 A remote store (http/https) is probed before first use, so a server that is not there stops
 a stage within seconds with one line (TrackingError) instead of minutes of HTTP retries. Every
 run records the host and pid of its process, so a run left RUNNING by a killed process is
-marked KILLED the next time its variant runs.
+marked KILLED the next time anything of the project opens the experiment (`setup`: any stage
+that logs, `make ui`), whichever stage or variant it belonged to.
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ def setup(experiment: str) -> str:
                                           EXPERIMENT_KIND)
             except Exception:  # noqa: BLE001 - only a label for the UI: a user without the
                 pass  # right to edit the experiment still logs to it
+        # A run whose process was killed (kill -9, the OOM killer) cannot end itself, and DVC
+        # may never run its stage again (its outputs were kept): end it at the first look.
+        mark_dead_runs(exp.experiment_id)
         return exp.experiment_id
     # A local store gets an absolute artifact root beside it: mlflow's default (./mlruns
     # relative to the working directory) would scatter artifacts into DVC's temp copies.
@@ -296,20 +300,22 @@ def _process_alive(pid: int, since_ms: int | None = None) -> bool:
     return since_ms is None or started_ms <= since_ms + 1000
 
 
-def mark_dead_runs(experiment_id: str, value: str, tag: str = "variant") -> list[str]:
-    """Mark KILLED the RUNNING runs whose `tag` is `value` (a variant, or the `kind` of a run
-    such as `report`) and whose process (same host, `pid` tag) is gone.
+def mark_dead_runs(experiment_id: str, value: str | None = None,
+                   tag: str = "variant") -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose process (`pid` tag) is gone: all of
+    them, or those whose `tag` is `value` (a variant, or the `kind` of a run such as `report`).
 
-    A process killed with SIGKILL (or the OOM killer) cannot end its run; this ends it the
-    next time the variant runs. Runs of live processes (parallel queued experiments of the
-    same variant) and runs of other hosts are left alone. Returns the run ids marked.
+    A process killed with SIGKILL (or the OOM killer) cannot end its run; `setup` ends it the
+    next time any process of the project opens the experiment. Runs of live processes
+    (parallel queued experiments, the other stages of a running pipeline) and runs of other
+    hosts are left alone. Returns the run ids marked.
     """
     import mlflow
 
     client = mlflow.MlflowClient()
     host = socket.gethostname()
-    flt = (f"attributes.status = 'RUNNING' and tags.`{tag}` = '{value}' "
-           f"and tags.`host` = '{host}'")
+    flt = (f"attributes.status = 'RUNNING' and tags.`host` = '{host}'"
+           + (f" and tags.`{tag}` = '{value}'" if value is not None else ""))
     marked = []
     for r in client.search_runs([experiment_id], filter_string=flt, max_results=1000):
         pid = r.data.tags.get("pid", "")
@@ -346,16 +352,11 @@ def _forget_active_run() -> None:
 def run(experiment: str, run_name: str, tags: dict[str, str]) -> Iterator[Any]:
     """An MLflow run that ends FINISHED, FAILED (reason in the `failure` tag) or KILLED.
 
-    Runs of the same `variant` (or, for runs of no variant, the same `kind`) left RUNNING by
-    dead processes are marked KILLED first.
+    Runs left RUNNING by dead processes are marked KILLED first (by `setup`).
     """
     import mlflow
 
     exp_id = setup(experiment)
-    for tag in ("variant", "kind"):
-        if tags.get(tag):
-            mark_dead_runs(exp_id, tags[tag], tag)
-            break
     active = mlflow.start_run(
         experiment_id=exp_id, run_name=run_name,
         tags={**dvc_tags(), "pid": str(os.getpid()), **tags},
