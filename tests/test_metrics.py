@@ -554,3 +554,66 @@ def test_multilabel_sigmoid_loss_matches_formula():
     s = torch.sigmoid(z)
     ref = -(t * torch.log(s) + (1 - t) * torch.log(1 - s)).mean()
     assert multilabel_sigmoid_loss(z, t).item() == pytest.approx(ref.item(), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- tasks: one rule
+
+
+def _tasks_cases(seed: int):
+    """Outputs and targets of each task, with ties and zeros in the logits: (task, out, y)."""
+    g = np.random.default_rng(seed)
+    z = g.integers(-2, 3, size=(40, 4)).astype(np.float32)  # ties and exact zeros
+    return [
+        ("classification", z, g.integers(0, 4, 40)),
+        ("binary", z[:, :1], g.integers(0, 2, 40)),
+        ("multilabel", z, g.integers(0, 2, (40, 4))),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_predicted_labels_and_n_correct_match_sklearn(seed):
+    from sklearn.metrics import accuracy_score
+
+    from dlbasics.learn.tasks import n_correct, predicted_labels
+
+    for task, z, y in _tasks_cases(seed):
+        # The oracle: argmax (first of ties), p > 0.5 (logit > 0), each label's p > 0.5; and
+        # scikit-learn's accuracy, which for a label matrix is the exact-match (subset) rate.
+        want = (z.argmax(1) if task == "classification" else
+                (1 / (1 + np.exp(-z)) > 0.5).astype(np.int64).reshape(y.shape))
+        for out in (z, torch.from_numpy(z)):
+            pred = predicted_labels(out, task)
+            got = pred.numpy() if isinstance(pred, torch.Tensor) else pred
+            assert got.dtype == np.int64 and np.array_equal(got, want), task
+            yy = torch.from_numpy(y) if isinstance(out, torch.Tensor) else y
+            right = n_correct(out, yy, task)
+            assert int(right) == round(accuracy_score(y, want) * len(y)), task
+            assert np.ndim(right.numpy() if isinstance(right, torch.Tensor) else right) == 0
+
+
+def test_multilabel_rows_count_only_when_every_label_is_right():
+    from dlbasics.learn.tasks import n_correct
+
+    out = torch.tensor([[1.0, 1.0, -1.0], [1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]])
+    y = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+    # Row 0 all right; row 1 one label wrong; row 2 one wrong: 1 of 3 rows, 7 of 9 labels.
+    assert int(n_correct(out, y, "multilabel")) == 1
+    assert int(n_correct(out[:, :1], y[:, 0], "binary")) == 3  # one logit [N, 1], labels [N]
+
+
+def test_choose_best_mean_then_fewer_parameters_then_earlier():
+    from dlbasics.learn.tasks import PRIMARY, choose
+
+    def rec(i, score, n, diverged=False):
+        return {"val_accuracy_mean": score, "val_rmse_mean": score, "n_parameters": n,
+                "config": f"c{i}", "diverged": diverged}
+
+    acc, rmse = PRIMARY["classification"], PRIMARY["regression"]
+    recs = [rec(0, 0.8, 10), rec(1, 0.9, 30), rec(2, 0.9, 20), rec(3, 0.95, 5, diverged=True),
+            rec(4, 0.9, 20)]
+    assert choose(recs, acc)["config"] == "c2"  # best alive; tie -> fewer weights -> earlier
+    assert choose(recs, rmse)["config"] == "c0"  # lower is better
+    with pytest.raises(ValueError, match="every one diverged"):
+        choose([rec(0, 0.5, 1, diverged=True)], acc)
+    assert [PRIMARY[t] for t in ("regression", "classification", "binary", "multilabel")] == [
+        ("rmse", False), ("accuracy", True), ("accuracy", True), ("exact_match", True)]

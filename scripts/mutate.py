@@ -1,0 +1,388 @@
+"""Mutation testing of the modules that decide results (make mutate; docs/tests.md).
+
+Each module of MODULES is run by mutmut on its own, in a scratch copy of the work tree
+(.mutmut/<module>/: src/ is never touched): mutmut mutates the listed functions, one small
+change at a time, and runs each mutant against the tests of the module's test files that call
+the mutated function. A mutant the tests fail on is killed; one they pass is a survivor: a bug
+the suite would let through, unless it is listed in tests/mutation/equivalent.txt with the
+reason it cannot change behaviour.
+
+    python scripts/mutate.py                  # every module; check, then record the figures
+    python scripts/mutate.py tasks io         # some modules (figures checked, not recorded)
+    python scripts/mutate.py --ci --budget-s 420   # what .ci/run does
+
+The figures (tests/mutation/figures.json) hold each module's kill rate and a digest of what it
+depends on (the module's source, its test files, conftest.py, its equivalents, this table's
+entry, the mutmut version). A run fails when a module's rate is below 90% or below its recorded
+figure. --ci runs the modules whose digest changed since their figure was recorded, cheapest
+first, within the budget (a changed module that does not fit fails: run make mutate); when none
+changed it re-runs one module, chosen by the commit, as a spot check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+SCRATCH = REPO / ".mutmut"
+FIGURES = REPO / "tests" / "mutation" / "figures.json"
+EQUIVALENT = REPO / "tests" / "mutation" / "equivalent.txt"
+FLOOR = Fraction(9, 10)
+# mutmut's exit codes of a mutant's test run that count as caught (killed, a timeout, a crash).
+CAUGHT = {"killed", "timeout", "segfault"}
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    source: str  # path of the file, from the repository root
+    functions: tuple[str, ...]  # mangled names (x_f, xǁClassǁmethod) as fnmatch patterns
+    tests: tuple[str, ...]  # test files whose tests may run against its mutants
+
+
+def _fns(*names: str) -> tuple[str, ...]:
+    """mutmut's mangled names: `f` -> x_f, `Class.m` -> xǁClassǁm, `Class.*` -> all methods."""
+    out = []
+    for n in names:
+        cls, _, meth = n.rpartition(".")
+        out.append(f"xǁ{cls}ǁ{meth}" if cls else f"x_{n}")
+    return tuple(out)
+
+
+MODULES = (
+    Module("tasks", "src/dlbasics/learn/tasks.py", _fns("*"),
+           ("tests/test_metrics.py", "tests/test_training.py", "tests/test_selection.py")),
+    Module("selection", "src/dlbasics/search/selection.py", _fns("*", "*.*"),
+           ("tests/test_selection.py",)),
+    Module("gridsearch", "src/dlbasics/search/gridsearch.py",
+           _fns("_arch_key", "_batchable", "_Folds.*", "_Sequential.*", "_Batched.*", "_run",
+                "_record", "_unique_settings", "_jobs"),
+           ("tests/test_selection.py",)),
+    Module("compare", "src/dlbasics/report/compare.py",
+           _fns("Tolerance.*", "_is_number", "relative_difference", "_is_nan", "MetricChange.*",
+                "MetricsDiff.*", "diff_metrics", "parse_metrics", "_shape", "summary_line"),
+           ("tests/test_compare.py",)),
+    Module("changes", "src/dlbasics/dvc/changes.py", _fns("*"),
+           ("tests/test_stage_deps.py", "tests/test_train_reuse.py")),
+    Module("registry", "src/dlbasics/tracking/registry.py",
+           _fns("registers", "at_least_as_good", "_promote"),
+           ("tests/test_registry.py",)),
+    Module("io", "src/dlbasics/io.py", _fns("*"), ("tests/test_data.py", "tests/test_io.py")),
+    Module("config.variants", "src/dlbasics/config/variants.py", _fns("*.*"),
+           ("tests/test_config.py",)),
+    Module("config.datasets", "src/dlbasics/config/datasets.py", _fns("*.*"),
+           ("tests/test_config.py", "tests/test_datasets.py")),
+    Module("config.params", "src/dlbasics/config/params.py", _fns("*.*", "*"),
+           ("tests/test_config.py",)),
+    Module("config.settings", "src/dlbasics/config/settings.py", _fns("*.*"),
+           ("tests/test_config.py", "tests/test_registry.py")),
+    Module("scratch", "src/dlbasics/learn/scratch.py",
+           _fns("squared_loss", "_as_list", "l2_penalty", "l1_penalty", "stable_log_softmax",
+                "softmax", "scratch_cross_entropy", "half_sum_squared_error",
+                "cross_entropy_from_probs", "multilabel_softmax_cross_entropy",
+                "multilabel_sigmoid_loss"),
+           ("tests/test_scratch.py", "tests/test_metrics.py")),
+    Module("training", "src/dlbasics/learn/training.py",
+           _fns("_bce_with_logits", "_one_vs_all", "build_loss", "weights_of", "build_penalty",
+                "build_optimizer"),
+           ("tests/test_training.py",)),
+    Module("idx", "src/dlbasics/data/idx.py",
+           _fns("_read_exact", "_read_idx_header", "_read_idx_payload", "_check_idx_expectations",
+                "read_idx", "read_idx_digest", "idx_bytes", "write_idx", "_candidate_dirs", "_pick",
+                "locate_idx_files", "content_identity", "_check_digest", "load_idx_dataset",
+                "_verification"),
+           ("tests/test_idx.py",)),
+    Module("prepared", "src/dlbasics/data/prepared.py",
+           _fns("_read_json", "_load_checked", "split_indices", "load_prepared"),
+           ("tests/test_data.py",)),
+)
+BY_NAME = {m.name: m for m in MODULES}
+
+
+# ----------------------------------------------------------------------------- equivalents
+
+def diff_key(diff: str) -> str:
+    """A survivor's identity that outlives mutmut's numbering: a hash of its changed lines."""
+    changed = [ln[1:].strip() for ln in diff.splitlines()
+               if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    return hashlib.sha256("\n".join(changed).encode()).hexdigest()[:10]
+
+
+def read_equivalents(path: Path = EQUIVALENT) -> dict[tuple[str, str], str]:
+    """{(function, diff key): reason} from lines `<module>.<function> <key>  <reason>`."""
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(None, 2)
+        if len(parts) < 3:
+            raise SystemExit(f"{path.relative_to(REPO)}:{n}: want '<function> <key> <reason>'")
+        out[(parts[0], parts[1])] = parts[2]
+    return out
+
+
+def function_of(mutant: str) -> str:
+    """dlbasics.io.x_f__mutmut_3 -> dlbasics.io.x_f"""
+    return mutant.partition("__mutmut_")[0]
+
+
+# ----------------------------------------------------------------------------- digests
+
+def mutmut_version() -> str:
+    from importlib.metadata import version
+
+    return version("mutmut")
+
+
+def digest(mod: Module, equivalents: dict[tuple[str, str], str]) -> str:
+    """What a module's figure depends on: change any of it and the figure must be measured anew."""
+    h = hashlib.sha256()
+    for rel in (mod.source, "tests/conftest.py", *mod.tests):
+        p = REPO / rel
+        h.update(rel.encode() + b"\0" + (p.read_bytes() if p.exists() else b"") + b"\0")
+    prefix = dotted(mod) + "."
+    for (fn, key), reason in sorted(equivalents.items()):
+        if fn.startswith(prefix):
+            h.update(f"{fn} {key}\0".encode())
+    h.update(repr((mod.functions, mod.tests, mutmut_version())).encode())
+    return h.hexdigest()[:16]
+
+
+def dotted(mod: Module) -> str:
+    return mod.source.removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+
+# ----------------------------------------------------------------------------- one module
+
+def _worktree_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return [f for f in out.splitlines() if (REPO / f).is_file()]
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
+
+
+def prepare(mod: Module, where: Path, base: str | None = None) -> None:
+    """A scratch copy of the work tree whose pyproject tells mutmut this module and its tests
+    (the test files as they were at commit `base`, when given: the figure before a change)."""
+    if where.exists():
+        shutil.rmtree(where)
+    files = _worktree_files()
+    for rel in files:
+        dst = where / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dst)
+    if base:
+        for rel in mod.tests:
+            old = subprocess.run(["git", "show", f"{base}:{rel}"], cwd=REPO, capture_output=True)
+            if old.returncode == 0:
+                (where / rel).write_bytes(old.stdout)
+            else:
+                (where / rel).unlink(missing_ok=True)
+    if not any((where / t).exists() for t in mod.tests):
+        raise SystemExit(f"mutate: module {mod.name} has no test file among {', '.join(mod.tests)}")
+    base = tomllib.loads((REPO / "pyproject.toml").read_text()).get("tool", {}).get("mutmut", {})
+    tops = sorted({f.split("/")[0] for f in files} - {"src", "tests"})
+    conf = {
+        **base,
+        "source_paths": ["src"],
+        "only_mutate": [mod.source],
+        "pytest_add_cli_args_test_selection": [t for t in mod.tests if (where / t).exists()],
+        "also_copy": tops,
+    }
+    text = (REPO / "pyproject.toml").read_text()
+    text = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", text)
+    text += "\n[tool.mutmut]\n" + "".join(
+        f"{k} = {_toml_list(v) if isinstance(v, list) else json.dumps(v)}\n"
+        for k, v in conf.items())
+    (where / "pyproject.toml").write_text(text)
+
+
+def mutmut(where: Path, *args: str, log=None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run([str(exe), *args], cwd=where, env=env, text=True,
+                          stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def results(where: Path, mod: Module) -> dict[str, str]:
+    """{mutant name: status} of the module's listed functions."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = where / "mutants" / (mod.source + ".meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
+    pats = [f"{dotted(mod)}.{f}" for f in mod.functions]
+    return {k: status_by_exit_code[v] for k, v in sorted(codes.items())
+            if any(fnmatch.fnmatchcase(function_of(k), p) for p in pats)}
+
+
+def run_module(mod: Module, jobs: int, equivalents, rerun: bool = True,
+               base: str | None = None) -> dict:
+    where = SCRATCH / mod.name
+    t0 = time.monotonic()
+    log_path = SCRATCH / f"{mod.name}.log"
+    returncode = 0
+    if rerun or not (where / "mutants").is_dir():
+        prepare(mod, where, base)
+        pats = [f"{dotted(mod)}.{f}__mutmut_*" for f in mod.functions]
+        with open(log_path, "w") as log:
+            returncode = mutmut(where, "run", "--max-children", str(jobs), *pats,
+                                log=log).returncode
+    seconds = time.monotonic() - t0
+    status = results(where, mod)
+    if returncode != 0 or not status:
+        tail = log_path.read_text()[-3000:]
+        raise SystemExit(f"mutate: mutmut failed on module {mod.name} (exit {returncode}); "
+                         f"log {log_path.relative_to(REPO)}:\n{tail}")
+    survivors, equivalent, stale_equivalent = [], [], []
+    for name, st in status.items():
+        if st in CAUGHT:
+            continue
+        diff = mutmut(where, "show", name).stdout.split("\n", 1)[-1].strip()
+        key = (function_of(name), diff_key(diff))
+        if key in equivalents:
+            equivalent.append((name, st, key, equivalents[key], diff))
+        else:
+            survivors.append((name, st, key, diff))
+    killed = sum(st in CAUGHT for st in status.values())
+    listed = {k for k in equivalents if k[0].startswith(dotted(mod) + ".")}
+    found = {e[2] for e in equivalent}
+    stale_equivalent = sorted(listed - found)
+    considered = len(status) - len(equivalent)
+    rate = Fraction(killed, considered) if considered else Fraction(1)
+    return {"module": mod.name, "total": len(status), "killed": killed,
+            "equivalent": len(equivalent), "survived": len(survivors), "rate": rate,
+            "seconds": seconds, "survivors": survivors, "stale": stale_equivalent,
+            "digest": digest(mod, equivalents)}
+
+
+# ----------------------------------------------------------------------------- the run
+
+def pct(rate: Fraction) -> str:
+    return f"{float(rate) * 100:.1f}%"
+
+
+def report(res: dict, recorded: dict | None) -> list[str]:
+    """Print one module's result; return its problems (empty when it holds)."""
+    was = f" (recorded {recorded['killed']}/{recorded['total'] - recorded['equivalent']})" \
+        if recorded else ""
+    print(f"{res['module']:16} {pct(res['rate']):>6} killed  {res['killed']}/"
+          f"{res['total'] - res['equivalent']}  ({res['equivalent']} equivalent, "
+          f"{res['survived']} survived, {res['seconds']:.0f} s){was}", flush=True)
+    for name, st, (fn, key), diff in res["survivors"]:
+        print(f"  {st}: {name}\n    equivalent.txt key: {fn} {key}")
+        print("    " + diff.replace("\n", "\n    "))
+    for fn, key in res["stale"]:
+        print(f"  note: equivalent.txt lists {fn} {key}, which this run did not find surviving")
+    problems = []
+    if res["rate"] < FLOOR:
+        problems.append(f"{res['module']}: {pct(res['rate'])} killed, below 90%")
+    if recorded:
+        rec = Fraction(recorded["killed"], max(recorded["total"] - recorded["equivalent"], 1))
+        if res["rate"] < rec:
+            problems.append(f"{res['module']}: {pct(res['rate'])} killed, below its recorded "
+                            f"{pct(rec)} (tests/mutation/figures.json)")
+    return problems
+
+
+def load_figures() -> dict:
+    return json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+
+
+def save_figures(figures: dict) -> None:
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+
+
+def ci_plan(figures: dict, equivalents, budget_s: float) -> tuple[list[Module], list[str]]:
+    """(modules to run, problems): changed modules cheapest first while they fit the budget."""
+    changed = [m for m in MODULES
+               if figures.get(m.name, {}).get("digest") != digest(m, equivalents)]
+    cost = {m.name: figures.get(m.name, {}).get("seconds", budget_s) for m in MODULES}
+    plan, problems, spent = [], [], 0.0
+    for m in sorted(changed, key=lambda m: cost[m.name]):
+        if spent + cost[m.name] <= budget_s:
+            plan.append(m)
+            spent += cost[m.name]
+        else:
+            problems.append(f"{m.name}: changed since its recorded figure and does not fit CI's "
+                            f"{budget_s:.0f} s (about {cost[m.name]:.0f} s): run make mutate and "
+                            f"commit tests/mutation/figures.json")
+    if not changed:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip() or "0"
+        fits = [m for m in MODULES if cost[m.name] <= budget_s]
+        if fits:
+            pick = fits[int(head[:8], 16) % len(fits)]
+            print(f"mutate: every module unchanged since its recorded figure; spot check: "
+                  f"{pick.name}")
+            plan.append(pick)
+    return plan, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("modules", nargs="*", help=f"of: {' '.join(BY_NAME)} (default: all)")
+    ap.add_argument("--ci", action="store_true",
+                    help="run the changed modules within --budget-s; never record")
+    ap.add_argument("--budget-s", type=float, default=420.0)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--no-record", action="store_true", help="check only; never write figures")
+    ap.add_argument("--base", metavar="COMMIT",
+                    help="the modules' test files as at COMMIT (the figures before a change)")
+    ap.add_argument("--last", action="store_true",
+                    help="report the last run's results in .mutmut/ again; run nothing")
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.modules if m not in BY_NAME]
+    if unknown:
+        print(f"mutate: unknown module {', '.join(unknown)}; one of: {' '.join(BY_NAME)}",
+              file=sys.stderr)
+        return 2
+    equivalents = read_equivalents()
+    figures = load_figures()
+    problems: list[str] = []
+    if args.ci:
+        plan, problems = ci_plan(figures, equivalents, args.budget_s)
+    else:
+        plan = [BY_NAME[m] for m in args.modules] if args.modules else list(MODULES)
+    SCRATCH.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    done = []
+    for mod in plan:
+        res = run_module(mod, args.jobs, equivalents, rerun=not args.last,
+                         base=args.base)
+        problems += report(res, figures.get(mod.name))
+        done.append(res)
+    print(f"mutate: {len(done)} module(s) in {time.monotonic() - t0:.0f} s "
+          f"({args.jobs} workers)")
+    record = not (args.ci or args.no_record or args.modules or args.last or args.base)
+    if record and not problems:
+        figures = {r["module"]: {"killed": r["killed"], "total": r["total"],
+                                 "equivalent": r["equivalent"], "digest": r["digest"],
+                                 "seconds": round(r["seconds"])} for r in done}
+        save_figures(figures)
+        print(f"mutate: figures recorded in {FIGURES.relative_to(REPO)}")
+    for p in problems:
+        print(f"mutate: FAIL {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
