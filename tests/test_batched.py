@@ -97,9 +97,24 @@ def test_batched_equals_separate_training(kind, loss):
 def test_result_loads_into_build_model():
     spec = SPECS["mlp"]
     X, y = data("cross_entropy")
-    res = batched(spec, CONFIGS[:2], inits(spec, 2), X, y, "cross_entropy")
+    init_states = inits(spec, 2)
+    res = batched(spec, CONFIGS[:2], init_states, X, y, "cross_entropy")
     model = build_model(spec, F, C, torch.Generator())
     model.load_state_dict(res[1].state_dict)  # strict: same keys and shapes
+    # The loaded model is the one separate training makes: its outputs, by value, and its
+    # accuracy against scikit-learn's on the same predictions.
+    from sklearn.metrics import accuracy_score
+
+    oracle, _ = separate(spec, CONFIGS[1], init_states[1], X, y, "cross_entropy")
+    with torch.no_grad():
+        out, want = model.eval()(X), oracle.eval()(X)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-5)
+    init = build_model(spec, F, C, torch.Generator())
+    init.load_state_dict(init_states[1])
+    with torch.no_grad():
+        assert (out - init.eval()(X)).abs().max() > 1e-2  # it trained: not the initial weights
+    acc = accuracy_score(y.numpy(), out.argmax(1).numpy())
+    assert acc == accuracy_score(y.numpy(), want.argmax(1).numpy())
 
 
 def test_diverging_configuration_is_flagged_and_others_still_match():

@@ -309,6 +309,20 @@ def test_the_rule_is_atol_plus_rtol_times_the_larger_magnitude():
     assert tol.is_change("v", "m", math.nan, 1.0) and tol.is_change("v", "m", 1.0, math.inf)
 
 
+@pytest.mark.parametrize("small, large", [(2.0, 2.003), (-2.003, -2.0), (0.5, 1.0)])
+def test_the_tolerance_is_the_same_whichever_value_is_old(small, large):
+    """The allowance scales with the larger magnitude of the two, whichever side it is on: a
+    rise and the fall back by the same amount are judged alike."""
+    tol = Tolerance(rtol=1e-3, atol=0.0, rules=())
+    diff = abs(large - small)
+    big = max(abs(small), abs(large))
+    for rtol in (diff / big * 1.0001, diff / big * 0.9999):  # just enough, just too little
+        t = Tolerance(rtol=rtol, atol=0.0, rules=())
+        assert t.is_change("v", "m", small, large) == t.is_change("v", "m", large, small)
+        assert t.is_change("v", "m", small, large) == (rtol < diff / big)
+    assert tol.is_change("v", "m", 0.5, 1.0) and tol.is_change("v", "m", 1.0, 0.5)
+
+
 def test_diff_counts_and_orders_in_process():
     base = {"a": {"x": 1.0, "y": 2.0}, "b": {"x": 1.0}, "gone": {"x": 1.0}}
     new = {"fresh": {"x": 1.0}, "b": {"x": 1.5, "z": 1.0}, "a": {"x": 1.0 + 1e-9, "y": 2.0}}

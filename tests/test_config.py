@@ -102,6 +102,9 @@ DEFECTS = [
      "train.linreg.epochs", "2.5", ()),
     ("lr_too_large", _set("train", "mlp", "optimizer", "lr", value=1e3),
      "train.mlp.optimizer.lr", "1000.0", ()),
+    # The boundaries themselves: lr must be > 0 (0 is refused) and <= 100 (100 is allowed).
+    ("zero_lr", _set("train", "mlp", "optimizer", "lr", value=0.0),
+     "train.mlp.optimizer.lr", "0.0", ("> 0",)),
     ("negative_seed", _set("seed", value=-1), "seed", "-1", ()),
     ("unknown_top_level_key", _set("sede", value=1), "sede", "unknown key",
      ("allowed keys", "seed", "train", "prepare")),
@@ -151,6 +154,18 @@ def test_one_defect_one_line_naming_key_and_value(base, edit, key_path, found, m
     assert found in msg.split(": ", 2)[2], msg
     for text in more:
         assert text in msg, msg
+
+
+@pytest.mark.parametrize("lr, ok", [(0.0, False), (5e-324, True), (100.0, True),
+                                     (100.00000000000001, False)])
+def test_the_learning_rate_boundaries(base, lr, ok):
+    """lr in (0, 100]: the smallest positive float is a learning rate, 0 is not; 100 is."""
+    raw = copy.deepcopy(base)
+    _set("train", "mlp", "optimizer", "lr", value=lr)(raw)
+    if ok:
+        assert parse_params(raw, source="p.yaml").train["mlp"].optimizer.lr == lr
+    else:
+        assert _key_path(_error(raw, source="p.yaml")) == "train.mlp.optimizer.lr"
 
 
 def test_prepare_missing_a_dataset_names_prepare_and_the_dataset(base):

@@ -246,6 +246,17 @@ def test_variants_override_only_their_own_keys():
 def test_multilabel_training_and_metrics_match_sklearn(params, trained, name):
     _, history, data, y, out = _test_outputs(trained, name)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # Its accuracy too (exact match: a row counts when every label is right), by scikit-learn
+    # on the final model's answers (each label's logit > 0): what the history recorded, and
+    # better than the best constant answer (the most common label set, for every row).
+    yt = y.numpy().astype(np.int64)
+    answers = (out.double().numpy() > 0).astype(np.int64)
+    exact = skm.accuracy_score(yt, answers)
+    assert history[-1]["test_accuracy"] == pytest.approx(exact, abs=1e-12)
+    sets, counts = np.unique(yt, axis=0, return_counts=True)
+    constant = skm.accuracy_score(yt, np.repeat(sets[counts.argmax()][None], len(yt), axis=0))
+    assert exact > constant + 0.05, (exact, constant)
+    assert history[-1]["train_accuracy"] > history[0]["train_accuracy"]
     got = score(params, data.task, data.manifest["n_outputs"], y, out)
     ev = params.evaluate
     z = out.double().numpy()  # [N, L] logits

@@ -62,8 +62,18 @@ def _r2(trained, name: str, split: str) -> float:
 
 
 def test_classifier_histories_carry_train_accuracy(params, trained):
+    from sklearn.metrics import accuracy_score
+
     model, history, data = trained("two_layer")
-    assert all(0 <= r["train_accuracy"] <= 1 and "test_accuracy" in r for r in history)
+    # Each epoch's running accuracy is a count of right rows over the training rows, in [0, 1];
+    # the last test accuracy is scikit-learn's on the final model's argmax answers.
+    n = len(data.splits["train"].y)
+    for r in history:
+        assert 0 <= r["train_accuracy"] <= 1
+        assert abs(r["train_accuracy"] * n - round(r["train_accuracy"] * n)) < 1e-6, r
+    test = data.splits["test"]
+    assert history[-1]["test_accuracy"] == pytest.approx(
+        accuracy_score(test.y.numpy(), predict(model, test.X).argmax(1).numpy()), abs=1e-12)
     # The running accuracy of the last epoch trails the final model's only by what that
     # epoch's steps changed.
     final = evaluate_split(model, build_loss("cross_entropy"), data.splits["train"],
