@@ -251,8 +251,8 @@ def test_both_reports_show_every_row_and_sentence(fashion: Params):
         assert "| " + " | ".join(cells) + " |" in section
     for s in book.sentences:
         assert f"- {s}" in section
-    # After the variant tables, before the series.
-    assert md.index("## Classification") < md.index(f"## {BOOK_TITLE}") < md.index("## Series")
+    # Right after the answer, before the variant tables.
+    assert md.index("## The answer") < md.index(f"## {BOOK_TITLE}") < md.index("## Regression")
 
     page = render_html(fashion, metrics, details=details)
     parsed = _Section("book")
@@ -261,9 +261,9 @@ def test_both_reports_show_every_row_and_sentence(fashion: Params):
                               "verdict"]
     assert parsed.rows[1:] == [_cells(r) for r in book.rows]
     assert parsed.paragraphs == [book.intro, *book.sentences]
-    # Right after the overview, and in the contents list.
-    assert list(SECTIONS)[:2] == ["overview", "book"]
-    assert re.findall(r'<h2 id="([^"]+)"', page)[:2] == ["overview", "book"]
+    # Right after the answer (the first screen), and in the contents list.
+    assert list(SECTIONS)[:2] == ["answer", "book"]
+    assert re.findall(r'<h2 id="([^"]+)"', page)[:2] == ["answer", "book"]
     assert f'<a href="#book">{html.escape(BOOK_TITLE)}</a>' in page.split("</nav>")[0]
 
 

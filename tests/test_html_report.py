@@ -135,7 +135,7 @@ def test_every_image_is_an_embedded_png(page: str, inputs: dict):
 
 def test_sections_follow_the_variants_that_ran(page: str):
     ids = re.findall(r"<h2 id=\"([^\"]+)\"", page)
-    present = {"overview", "book", "learning-curves", "fitting", "dropout", "activations",
+    present = {"answer", "overview", "book", "learning-curves", "fitting", "dropout", "activations",
                "confusion", "top-k", "selection", "figures", "provenance", "environment"}
     # book: mlp, dropout and softmax of report.book ran (on the digits: not measured).
     # Absent: no weight-decay series, no sparse_* variants, only `mlp` of the optimisers and
@@ -319,3 +319,37 @@ def test_the_activation_formulas_equal_autograd_of_the_models_modules():
         np.testing.assert_allclose(f(xs), y.detach().numpy(), rtol=1e-12, atol=1e-15,
                                    err_msg=name)
         np.testing.assert_allclose(df(xs), grad.numpy(), rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_the_answer_names_the_best_per_dataset_ties_included_and_leads_both_reports():
+    from dlbasics.report.content import answer
+    from dlbasics.report.markdown import render_markdown
+
+    inputs = report_inputs()
+    params, metrics = inputs["params"], dict(inputs["metrics"])
+    metrics["mlp"] = {"test_accuracy": 0.99, "seeds_test_accuracy_sd": 0.002, "seeds_n": 5.0}
+    metrics["dropout"] = {"test_accuracy": 0.99}  # a tie at the top
+    metrics["poly20"] = {"test_rmse": 0.2}
+    metrics["poly3"] = {"test_rmse": 0.1}  # lower is better
+    a = answer(params, metrics, inputs["details"], inputs["searches"],
+               [{"title": "A lesson", "holds": False}])
+    rows = {r.dataset: r for r in a.best}
+    images = [n for n in metrics if n in params.train and params.train[n].dataset == "images"]
+    top = max(metrics[n]["test_accuracy"] for n in images)
+    assert sorted(rows["images"].best) == sorted(
+        n for n in images if metrics[n]["test_accuracy"] == top) == ["dropout", "mlp"]
+    assert rows["images"].spread in ("sd 0.002 over 5 seeds", "one run")
+    assert rows["poly"].best == ["poly3"] and rows["poly"].metric == "rmse"
+    assert rows["images"].of == len(images)
+    # select@tiny (0.915) against its base mlp (0.99): 7.5 points worse
+    assert a.searches == ["select@tiny chose 1 hidden layer of 64 relu units: test accuracy "
+                          "0.915, 7.5 points worse than its hand-set base mlp (0.99)."]
+    assert a.lessons == [("A lesson", False)]
+    md = render_markdown(params, metrics, searches=inputs["searches"],
+                         details=inputs["details"],
+                         lessons=[{"title": "A lesson", "holds": False, "id": "x", "source": "s",
+                                   "claim": "c", "measured": "m"}])
+    assert re.findall(r"(?m)^## (.+)$", md)[0] == "The answer"
+    assert "| images | classification | `mlp`, `dropout` |" in md or \
+        "| images | classification | `dropout`, `mlp` |" in md
+    assert "- **does not hold as stated**: A lesson" in md

@@ -58,6 +58,10 @@ def report(tmp_path_factory):
         metrics.setdefault(name, {f"train_{m}": 8.898e-05 * (i + 1), f"test_{m}": 0.01099 + i})
     inputs["searches"]["book"] = _book_search(inputs["searches"]["tiny"])
     metrics["select@book"] = {"test_accuracy": 0.8972}
+    # As many lessons as the shipped lessons stage runs, with titles as long as its longest.
+    inputs["lessons"] = [{"id": f"lesson_{i}", "title": f"Lesson {i:2d}: " + "words " * 10 + "end",
+                          "source": "file 003", "claim": "a claim.", "measured": "a value.",
+                          "holds": i % 5 != 0, "tables": [], "figures": []} for i in range(17)]
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(render_html(**inputs))
     return path
@@ -133,3 +137,24 @@ def test_each_search_states_its_choice_above_its_table(page):
         chosen = [i for i, line in enumerate(s["lines"])
                   if re.search(r"Chosen from \d+ configurations .*: configuration \d+, \w", line)]
         assert chosen and chosen[0] <= 1, s
+
+
+def test_the_first_screen_holds_the_answer(page):
+    """At 1366 x 768, before any scrolling: the best model of every dataset, each search's
+    winner against its base, every lesson's verdict; the full tables start below."""
+    box = page.evaluate("""() => {
+        const s = document.getElementById('answer').closest('section');
+        const r = s.getBoundingClientRect();
+        return {top: r.top + scrollY, bottom: r.bottom + scrollY,
+                rows: s.querySelectorAll('tbody tr').length,
+                items: [...s.querySelectorAll('li')].map(li => li.textContent),
+                verdicts: s.querySelectorAll('ul.verdicts li.yes, ul.verdicts li.no').length,
+                overview: document.getElementById('overview').getBoundingClientRect().top
+                          + scrollY};
+    }""")
+    datasets = {spec.dataset for spec in report_inputs()["params"].train.values()}
+    assert box["rows"] == len(datasets)
+    assert sum("select@" in i for i in box["items"]) == 2
+    assert box["verdicts"] == 17
+    assert box["bottom"] <= LAPTOP["height"], box
+    assert box["overview"] > box["bottom"]

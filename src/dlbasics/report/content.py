@@ -416,3 +416,110 @@ def package_versions(names: Sequence[str] = ("torch", "dvc", "mlflow", "scikit-l
         except metadata.PackageNotFoundError:
             out[n] = "not installed"
     return out
+
+
+# ----------------------------------------------------------------------------- the answer first
+
+
+@dataclass(frozen=True)
+class BestRow:
+    """The best test score on one dataset, among the variants (and search winners) on it."""
+
+    dataset: str
+    task: str
+    metric: str  # the task's primary metric, e.g. "accuracy", "rmse"
+    best: list[str]  # every model at the best score (a tie names them all)
+    score: float
+    spread: str  # "sd 0.0028 over 5 seeds", or "one run"
+    of: int  # how many models were trained on the dataset
+    resolution: str  # what one test row is worth, where a score counts rows ("1 of 360 rows")
+
+
+@dataclass(frozen=True)
+class Answer:
+    best: list[BestRow]
+    searches: list[str]  # per search: its winner against the hand-set base, one line
+    lessons: list[tuple[str, bool]]  # (title, holds as its source states it)
+
+
+def _dataset_of(params: Params, name: str) -> str:
+    if name.startswith("select@"):
+        name = params.select.searches[name.removeprefix("select@")].base
+    return params.train[name].dataset
+
+
+def _spread(m: Mapping[str, float], metric: str) -> str:
+    sd, n = m.get(f"seeds_test_{metric}_sd"), m.get("seeds_n")
+    return f"sd {fmt(sd)} over {int(n)} seeds" if sd is not None and n else "one run"
+
+
+def best_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
+              details: Mapping[str, Any]) -> list[BestRow]:
+    """Per dataset (in params.train order), the model(s) with the best primary test score."""
+    by_dataset: dict[str, list[str]] = {}
+    for name in metrics:
+        if name in params.train or (name.startswith("select@") and params.select is not None
+                                    and name.removeprefix("select@") in params.select.searches):
+            by_dataset.setdefault(_dataset_of(params, name), []).append(name)
+    rows = []
+    for dataset in dict.fromkeys(spec.dataset for spec in params.train.values()):
+        names = [n for n in by_dataset.get(dataset, [])
+                 if f"test_{_task_metric(params, dataset).name}" in metrics[n]]
+        if not names:
+            continue
+        metric = _task_metric(params, dataset)
+        key = f"test_{metric.name}"
+        score = (max if metric.higher_is_better else min)(metrics[n][key] for n in names)
+        best = [n for n in names if math.isclose(metrics[n][key], score, rel_tol=1e-12,
+                                                 abs_tol=1e-15)]
+        n_test = _n_test(details.get(best[0]))
+        resolution = (f"1 of {n_test} test rows = {100 / n_test:.2f} points"
+                      if n_test and metric.name == "accuracy" else "")
+        rows.append(BestRow(dataset, DATASET_TASKS[params.data[dataset].kind], metric.name, best,
+                            score, _spread(metrics[best[0]], metric.name), len(names),
+                            resolution))
+    return rows
+
+
+def _task_metric(params: Params, dataset: str) -> Metric:
+    return PRIMARY[DATASET_TASKS[params.data[dataset].kind]]
+
+
+def search_lines(params: Params, metrics: Mapping[str, Mapping[str, float]],
+                 searches: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per named search, one line: its refitted winner's test score against its base's."""
+    out = []
+    for name, search in searches.items():
+        info = search["info"]
+        base = info.get("base")
+        if base not in params.train:
+            continue
+        metric = _task_metric(params, params.train[base].dataset)
+        own = metrics.get(f"select@{name}", {}).get(f"test_{metric.name}")
+        theirs = metrics.get(base, {}).get(f"test_{metric.name}") if base else None
+        if own is None:
+            continue
+        line = (f"select@{name} chose {info.get('chosen_words', 'its configuration')}: "
+                f"test {metric.name} {fmt(own)}")
+        if theirs is not None:
+            scale, unit, digits = difference_units(metric)
+            diff = (own - theirs) if metric.higher_is_better else (theirs - own)
+            if abs(diff) * scale < 0.5 * 10 ** -digits:
+                line += f", the same as its hand-set base {base} ({fmt(theirs)})"
+            else:
+                line += (f", {abs(diff) * scale:.{digits}f}{' ' + unit if unit else ''} "
+                         f"{'better' if diff > 0 else 'worse'} than its hand-set base {base} "
+                         f"({fmt(theirs)})")
+        out.append(line + ".")
+    return out
+
+
+def answer(params: Params, metrics: Mapping[str, Mapping[str, float]],
+           details: Mapping[str, Any] | None = None,
+           searches: Mapping[str, Mapping[str, Any]] | None = None,
+           lessons: Sequence[Mapping[str, Any]] | None = None) -> Answer:
+    """What a reader came for, before any table: the best model per dataset, each search's
+    winner against its base, each lesson's verdict."""
+    return Answer(best_rows(params, metrics, details or {}),
+                  search_lines(params, metrics, searches or {}),
+                  [(e["title"], bool(e["holds"])) for e in lessons or []])

@@ -31,7 +31,9 @@ from dlbasics.report.charts import (
 )
 from dlbasics.report.content import (
     BOOK_TITLE,
+    Answer,
     SearchSummary,
+    answer,
     book_section,
     comparison_sentences,
     fmt,
@@ -43,8 +45,9 @@ from dlbasics.report.figures import confusion_png, curves_png
 
 # Section id -> heading, in page order (ids are the anchors of the contents list).
 SECTIONS = {
-    "overview": "Every variant",
+    "answer": "The answer",
     "book": BOOK_TITLE,
+    "overview": "Every variant",
     "learning-curves": "Learning curves",
     "fitting": "Under- and over-fitting",
     "weight-decay": "Weight decay",
@@ -81,6 +84,12 @@ code{font-size:.85em;background:#f5f5f5;padding:0 .2em}
 figure{display:inline-block;margin:.4rem;vertical-align:top;max-width:calc(100% - .8rem)}
 figcaption{font-size:.8rem;text-align:center}img{max-width:100%;height:auto}
 nav ol{columns:2}details{margin:.3rem 0}
+div.answer{display:grid;grid-template-columns:auto minmax(0,1fr);gap:1.5rem;font-size:.82rem;
+line-height:1.3}div.answer ul{margin:.2rem 0;padding-left:1.1rem}div.answer li{margin:0}
+div.answer p{margin:.2rem 0}div.answer div.scroll{margin:.3rem 0}
+ul.verdicts{list-style:none;padding-left:0!important}ul.verdicts li::before{margin-right:.4em}
+li.yes::before{content:"\\2713"}li.no::before{content:"\\2717"}li.no{font-weight:600}
+#answer{margin-top:.6rem}
 summary{cursor:pointer}p.note{color:#555;font-size:.85rem}
 """
 
@@ -159,6 +168,32 @@ def _hyper(params: Params, name: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- sections
+
+
+def _answer(a: Answer) -> str:
+    """The first screen: the best model per dataset beside the searches and the lessons."""
+    if not a.best:
+        return ""
+    table = _table(["dataset", "best", "test score", "spread", "of"],
+                   [[r.dataset, ", ".join(r.best), f"{r.metric} {fmt(r.score)}", r.spread, r.of]
+                    for r in a.best], left=4)
+    notes = "; ".join(f"{r.dataset}: {r.resolution}" for r in a.best if r.resolution)
+    right = ""
+    if a.searches:
+        right += "<p><b>Model selection</b></p><ul>" + "".join(
+            f"<li>{_text(s)}</li>" for s in a.searches) + "</ul>"
+    if a.lessons:
+        held = sum(h for _, h in a.lessons)
+        items = [f'<li class="{"yes" if h else "no"}">{_text(title)}</li>'
+                 for title, h in a.lessons]
+        right += (f"<p><b>Lessons</b>: {held} of {len(a.lessons)} hold as their sources state "
+                  "them (&#10003;); the others are marked &#10007;.</p><ul class=\"verdicts\">"
+                  + "".join(items) + "</ul>")
+    intro = ("The best test score on each dataset by its task's primary metric (ties named "
+             "together), each search's winner against its hand-set base, each lesson's verdict. "
+             "The full tables follow.")
+    return _section("answer", f'<div class="answer"><div>{table}<p class="note">'
+                              f'{_text(notes)}</p></div><div>{right}</div></div>', intro)
 
 
 def _overview(params: Params, metrics, histories) -> str:
@@ -477,8 +512,9 @@ def render_html(
     summaries = [s for name, search in (searches or {}).items()
                  if (s := search_summary(name, search, metrics, details)) is not None]
     parts = [
-        _overview(params, metrics, histories),
+        _answer(answer(params, metrics, details, searches, lessons)),
         _book(params, metrics, details),
+        _overview(params, metrics, histories),
         _learning_curves(params, histories, curves or {}),
         _fitting(params, metrics, histories),
         _weight_decay(series or {}),
@@ -522,9 +558,12 @@ def _page(params: Params, sections: Sequence[str]) -> str:
     present = [sid for sid in SECTIONS if f'<h2 id="{sid}">' in "".join(sections)]
     nav = "<nav><ol>" + "".join(f'<li><a href="#{s}">{_text(SECTIONS[s])}</a></li>'
                                 for s in present) + "</ol></nav>"
+    # The answer first, then the contents list and every other section.
+    first = [s for s in sections if '<h2 id="answer">' in s]
+    rest = [s for s in sections if s not in first]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>dlbasics report</title><style>{_CSS}</style></head><body>"
             f"<h1>dlbasics report</h1><p>Seed {params.seed}. Every number comes from the DVC "
             "outputs in reports/; this page embeds every figure and fetches nothing.</p>"
-            + nav + "\n" + "\n".join(sections) + "\n</body></html>\n")
+            + "\n".join(first) + nav + "\n" + "\n".join(rest) + "\n</body></html>\n")

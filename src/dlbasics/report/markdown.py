@@ -9,7 +9,9 @@ from typing import Any
 from dlbasics.config.params import Params
 from dlbasics.report.content import (
     BOOK_TITLE,
+    Answer,
     SearchSummary,
+    answer,
     book_section,
     comparison_sentences,
     fmt,
@@ -188,6 +190,27 @@ def lessons_section(lessons: list[dict[str, Any]], links: dict[str, str] | None 
     return "\n".join(out)
 
 
+def answer_section(a: Answer) -> str:
+    """The report's first section: the best model per dataset, the searches against their
+    bases, each lesson's verdict; the tables follow."""
+    out = ["## The answer\n",
+           "The best test score on each dataset (ties named together), by its task's primary "
+           "metric:\n",
+           "| dataset | task | best | test score | spread | of | one test row |",
+           "|---|---|---|---|---|---|---|"]
+    out += [f"| {r.dataset} | {r.task} | {', '.join(f'`{n}`' for n in r.best)} | "
+            f"{r.metric} {fmt(r.score)} | {r.spread} | {r.of} | {r.resolution} |"
+            for r in a.best]
+    if a.searches:
+        out += ["", "Model selection:", ""] + [f"- {s}" for s in a.searches]
+    if a.lessons:
+        held = sum(h for _, h in a.lessons)
+        out += ["", f"Lessons: {held} of {len(a.lessons)} hold as their sources state them.", ""]
+        out += [f"- {'holds' if h else '**does not hold as stated**'}: {title}"
+                for title, h in a.lessons]
+    return "\n".join(out) + "\n"
+
+
 def render_markdown(
     params: Params, metrics: dict[str, dict[str, float]], series: dict[str, list] | None = None,
     figure_links: dict[str, str] | None = None,
@@ -200,14 +223,15 @@ def render_markdown(
         (f"Seed {params.seed}. Every number comes from the DVC outputs "
          "(`reports/metrics.json`, `reports/series.json`); per-epoch curves are in "
          "`reports/history/`.\n"),
+        answer_section(answer(params, metrics, details, searches, lessons)),
     ]
+    book = book_markdown(params, metrics, details or {})
+    if book:
+        parts.append(book)
     for task in COLUMNS:
         table = variant_table(params, metrics, task)
         if table:
             parts.append(table)
-    book = book_markdown(params, metrics, details or {})
-    if book:
-        parts.append(book)
     if series:
         parts.append(series_section(series))
     if searches:
