@@ -12,7 +12,7 @@ PORT ?= 5000
 BASE ?= main
 STORE ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: pipeline fashion test ui serve bench compare deps docs plots-page venv clean-venv services services-stop services-env ray
+.PHONY: pipeline fashion test ui serve bench compare deps docs plots-page venv clean-venv services services-stop services-env ray mutate
 
 venv: $(STAMP)
 
@@ -103,6 +103,11 @@ services-backup: $(STAMP)  ## one archive of the running stack (both databases, 
 
 services-restore: $(STAMP) $(S3_STAMP)  ## a new .services/ from ARCHIVE=path, then the stack started from it
 	python -m dlbasics.tracking.services restore $(ARCHIVE)
+
+# Mutation testing (scripts/mutate.py, mutmut): each listed module in a scratch copy under .mutmut/,
+# src/ untouched. MODULES=io to run some (then nothing is recorded); docs/tests.md has the figures.
+mutate: $(STAMP)  ## kill rate per core module, survivors with their diff; fails below a recorded figure
+	python scripts/mutate.py $(MODULES)
 
 # The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or a page missing from
 # the nav fails the build.
