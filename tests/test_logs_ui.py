@@ -254,3 +254,58 @@ def test_d_the_address_make_ui_prints_opens_the_runs_table(proj):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_e_make_ui_as_written_shows_each_run_s_score_without_a_click(tmp_path):
+    """`make ui` in a fresh clone, with its default store (mlflow.db beside dvc.yaml): the
+    address it prints opens the runs table with the test metric and the settings as columns,
+    without the Columns menu."""
+    from conftest import make_project, tool_env
+    from playwright.sync_api import sync_playwright
+
+    clone = make_project(tmp_path / "clone")
+    subprocess.run([sys.executable, "-c", (
+        "import mlflow\nfrom dlbasics.tracking import runs\n"
+        "with runs.run('dlbasics', 'mlp', {'variant': 'mlp', 'dataset': 'images'}):\n"
+        "    mlflow.log_params({'optimizer.name': 'sgd', 'optimizer.lr': 0.1})\n"
+        "    mlflow.log_metric('test_accuracy', 0.9751)\n")],
+        cwd=clone, env=tool_env(PYTHONPATH=str(clone / "src")), check=True)
+    assert (clone / "mlflow.db").is_file()
+    port = _free_port()
+    # -o: the checkout's virtual environment is used as it is, never rebuilt by the test.
+    ui = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "ui", f"PORT={port}"],
+                          cwd=clone, env=tool_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        address = re.search(r"http://\S+", ui.stdout.readline()).group(0)
+        assert "viewStateShareKey=" in address
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.25)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"),
+                                        args=["--no-sandbox"])
+            try:
+                page = browser.new_page(viewport={"width": 1366, "height": 768})
+                page.goto(address)
+                page.get_by_role("link", name="mlp").wait_for(timeout=60_000)
+                page.get_by_role("columnheader", name="test_accuracy").first.wait_for(
+                    timeout=30_000)
+                headers = set(page.locator("[role=columnheader]").all_inner_texts())
+                assert {"test_accuracy", "optimizer.lr", "optimizer.name"} <= headers, headers
+                assert "0.9751" in page.inner_text("body")
+                # The control: the same table without the shared view, in a fresh profile,
+                # has no metric column until one is ticked under Columns.
+                plain = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()
+                plain.goto(address.replace(f"&viewStateShareKey={tracking.VIEW_KEY}", ""))
+                plain.get_by_role("link", name="mlp").wait_for(timeout=60_000)
+                assert "test_accuracy" not in plain.locator("[role=columnheader]").all_inner_texts()
+            finally:
+                browser.close()
+    finally:
+        os.killpg(ui.pid, 15)
+        ui.wait(timeout=30)

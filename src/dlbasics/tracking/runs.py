@@ -214,16 +214,43 @@ def setup(experiment: str) -> str:
         return exp.experiment_id
 
 
+# The runs table `make ui` opens: each run's primary test metric and the settings that tell
+# the variants apart as columns, with no clicks. MLflow 3.17's UI reads a "shared view" from the
+# experiment tag mlflow.sharedViewState.<key> when the address carries viewStateShareKey=<key>.
+VIEW_KEY = "dlbasics"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+
+
+def view_columns() -> list[str]:
+    """The UI's column ids (group.`name`): every task's primary test metric, the dataset, the
+    model and the optimiser's settings."""
+    from dlbasics.learn.tasks import PRIMARY
+
+    metrics = sorted({f"test_{m.name}" for m in PRIMARY.values()})
+    return ([f"metrics.`{m}`" for m in metrics] + ["tags.`dataset`"]
+            + [f"params.`{p}`" for p in ("model.kind", "model.hidden", "optimizer.name",
+                                         "optimizer.lr", "epochs")])
+
+
 def ui_address(experiment: str, base: str) -> str:
     """The address of `experiment`'s runs table in the MLflow UI at `base` (http://HOST:PORT);
-    the experiment is set up (created, tagged) first.
+    the experiment is set up (created, tagged) first, and its shared view (view_columns) set.
 
     MLflow 3.17's UI picks its GenAI or model-training pages by a workflowType kept in the
     browser (GenAI until the sidebar's "Model training" switch is clicked), whatever the
     experiment's tag says; workflowType in the address overrides it for that page.
     """
-    return (f"{base.rstrip('/')}/#/experiments/{setup(experiment)}/runs"
-            "?workflowType=machine_learning")
+    import json
+
+    exp_id = setup(experiment)
+    try:
+        open_client(tracking_uri()).set_experiment_tag(
+            exp_id, VIEW_TAG, json.dumps({"selectedColumns": view_columns()}))
+        view = f"&viewStateShareKey={VIEW_KEY}"
+    except Exception:  # noqa: BLE001 - a user who may not edit the experiment: default columns
+        view = ""
+    return (f"{base.rstrip('/')}/#/experiments/{exp_id}/runs"
+            f"?workflowType=machine_learning{view}")
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
