@@ -86,13 +86,15 @@ MODULES = (
            ("tests/test_registry.py",)),
     Module("io", "src/dlbasics/io.py", _fns("*"), ("tests/test_data.py", "tests/test_io.py")),
     Module("config.variants", "src/dlbasics/config/variants.py", _fns("*.*"),
-           ("tests/test_config.py",), validators=True),
+           ("tests/test_config.py", "tests/test_config_rules.py"), validators=True),
     Module("config.datasets", "src/dlbasics/config/datasets.py", _fns("*.*"),
-           ("tests/test_config.py", "tests/test_datasets.py"), validators=True),
+           ("tests/test_config.py", "tests/test_config_rules.py", "tests/test_datasets.py"),
+           validators=True),
     Module("config.params", "src/dlbasics/config/params.py", _fns("*.*", "*"),
-           ("tests/test_config.py",), validators=True),
+           ("tests/test_config.py", "tests/test_config_rules.py"), validators=True),
     Module("config.settings", "src/dlbasics/config/settings.py", _fns("*.*"),
-           ("tests/test_config.py", "tests/test_registry_rule.py"), validators=True),
+           ("tests/test_config.py", "tests/test_config_rules.py", "tests/test_registry_rule.py"),
+           validators=True),
     Module("scratch", "src/dlbasics/learn/scratch.py",
            _fns("squared_loss", "_as_list", "l2_penalty", "l1_penalty", "stable_log_softmax",
                 "softmax", "scratch_cross_entropy", "half_sum_squared_error",
@@ -287,6 +289,23 @@ def results(where: Path, mod: Module) -> dict[str, str]:
             if any(fnmatch.fnmatchcase(function_of(k), p) for p in pats)}
 
 
+_DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+path, names = sys.argv[1], json.loads(sys.stdin.read())
+print(json.dumps({n: get_diff_for_mutant(n, path=path) for n in names}))
+"""
+
+
+def mutant_diffs(where: Path, mod: Module, names: list[str]) -> dict[str, str]:
+    """{mutant: its unified diff}, from mutmut's own code in one process (`mutmut show` each)."""
+    if not names:
+        return {}
+    proc = subprocess.run([sys.executable, "-c", _DIFFS, mod.source], cwd=where, text=True,
+                          input=json.dumps(names), capture_output=True, check=True)
+    return {n: d.strip() for n, d in json.loads(proc.stdout).items()}
+
+
 def run_module(mod: Module, jobs: int, equivalents, rerun: bool = True,
                base: str | None = None) -> dict:
     where = SCRATCH / mod.name
@@ -310,10 +329,11 @@ def run_module(mod: Module, jobs: int, equivalents, rerun: bool = True,
         raise SystemExit(f"mutate: mutmut failed on module {mod.name} (exit {returncode}); "
                          f"log {log_path.relative_to(REPO)}:\n{tail}")
     survivors, equivalent, stale_equivalent = [], [], []
+    diffs = mutant_diffs(where, mod, [n for n, st in status.items() if st not in CAUGHT])
     for name, st in status.items():
         if st in CAUGHT:
             continue
-        diff = mutmut(where, "show", name).stdout.split("\n", 1)[-1].strip()
+        diff = diffs[name]
         key = (function_of(name), diff_key(diff))
         if key in equivalents:
             equivalent.append((name, st, key, equivalents[key], diff))
@@ -470,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run_module(mod, args.jobs, equivalents, rerun=not args.last,
                          base=args.base)
         problems += report(res, figures.get(mod.name))
-        if not args.base:
+        if not (args.base or args.last):
             problems += known_bugs(mod)
         done.append(res)
     print(f"mutate: {len(done)} module(s) in {time.monotonic() - t0:.0f} s "
