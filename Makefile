@@ -33,10 +33,11 @@ $(RAY_STAMP): requirements-ray.lock $(STAMP)
 # without npm it is not written, and `dvc plots show --html-template` or the network is needed.
 PLOTS_PAGE := .dvc/plots.html
 
-$(PLOTS_PAGE): src/dlbasics/dvc/plots_page.py | $(STAMP)
+$(PLOTS_PAGE): | $(STAMP)
 	-python -m dlbasics.dvc.plots_page $(PLOTS_PAGE)
 
-plots-page: $(PLOTS_PAGE)  ## the offline page of `dvc plots show` (.dvc/plots.html, from npm's registry)
+plots-page: $(STAMP)  ## (re)write the offline page of `dvc plots show` (.dvc/plots.html, from npm's registry)
+	python -m dlbasics.dvc.plots_page $(PLOTS_PAGE)
 
 pipeline: $(STAMP) $(PLOTS_PAGE)  ## run every stage of dvc.yaml on the embedded default data
 	dvc repro
@@ -112,7 +113,7 @@ mutate: $(STAMP)  ## kill rate per core module, survivors with their diff; fails
 # The documentation site (docs/, mkdocs.yml) into site/; strict: a broken link or a page missing from
 # the nav fails the build.
 docs: $(STAMP)  ## build the documentation site into site/ (mkdocs build --strict)
-	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
 deps: $(STAMP)  ## declare in dvc.yaml the files each stage executes and the plots of every variant
 	python -m dlbasics.dvc.codedeps --write dvc.yaml

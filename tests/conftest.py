@@ -171,6 +171,11 @@ def make_project(dest: Path, params_edit=shrink) -> Path:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
+    # The offline page of `dvc plots show` (git-ignored, built by `make plots-page` from npm's
+    # registry): copied, so that a clone's make targets and `dvc plots show` stay offline.
+    page = REPO / ".dvc" / "plots.html"
+    if page.is_file():
+        shutil.copy2(page, dest / ".dvc" / "plots.html")
     params = yaml.safe_load((dest / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(params_edit(params), sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], dest)

@@ -49,7 +49,9 @@ def runs_of(proj: Path, variants_only: bool = True):
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("e2e") / "proj")
-    first = run(["dvc", "repro"], proj)
+    # The README's command, as written (-o: the checkout's virtual environment is used as it
+    # is, never rebuilt by the test; the copied .dvc/plots.html keeps it offline).
+    first = run(["make", "-s", "-o", ".venv/.installed", "pipeline"], proj)
     # Taken now, before later tests edit the project.
     proj.joinpath(".first-digests.json").write_text(json.dumps(reproducible_digests(proj)))
     return proj, first
@@ -275,3 +277,33 @@ def test_figures_are_logged_once_and_the_run_keeps_its_status(tmp_path):
     got = Path(client.download_artifacts(run_id, "figures", str(tmp_path / "got")))
     assert {p.name: p.read_bytes() for p in got.iterdir()} == figs
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+# docs/compare.md: what an experiment changed, in a table that fits a 200-column terminal.
+EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop", "Created|/"]
+
+
+def test_an_experiment_reads_in_dvc_exp_show_and_dvc_metrics_diff(repro):
+    proj, _ = repro
+    # As a user does after `make pipeline`: the results committed (scores.json, dvc.lock).
+    run(["git", "add", "-A"], proj)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "results"], proj)
+    run(["dvc", "exp", "run", "-S", "train.mlp.optimizer.lr=0.05"], proj)
+    table = run(EXP_SHOW, proj, COLUMNS="200").stdout
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 200, table
+    header = lines[1].split()
+    assert "train.mlp.optimizer.lr" in header and "mlp.test_accuracy" in header, table
+    # Only what changed: the untouched variants' scores and params are not columns.
+    assert not any(h.startswith(("linreg", "softmax", "train.linreg", "train.softmax"))
+                   for h in header), table
+    exp_row = next(line for line in lines if "[" in line and "]" in line)
+    assert "0.05" in exp_row.split()
+    # `dvc metrics diff` and `dvc params diff` as the docs show them: rows of what changed.
+    metrics = run(["dvc", "metrics", "diff"], proj).stdout.splitlines()
+    changed = {line.split()[1] for line in metrics[1:] if line.strip()}
+    assert "mlp.test_accuracy" in changed
+    assert changed <= {"mlp.test_accuracy", "select@tiny.test_accuracy"}, metrics
+    params = run(["dvc", "params", "diff"], proj).stdout.splitlines()
+    rows = [line.split() for line in params[1:] if line.strip()]
+    assert [(r[1], r[-1]) for r in rows] == [("train.mlp.optimizer.lr", "0.05")], params

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -267,3 +268,19 @@ def test_the_wrapper_refuses_rows_it_cannot_answer_in_one_line(rows, found):
         checked_rows(rows, 64)
     assert found in info.value.message and "\n" not in info.value.message
     assert info.value.get_http_status_code() == 400
+
+
+def test_the_docs_curl_lines_get_two_predictions(champion, served):
+    """docs/registry.md's request, run as written by bash (the port made the served one's), in
+    a directory that holds the prepared digits at data/prepared/images/ as a clone does."""
+    _, root, _ = champion
+    port, _ = served
+    text = (REPO / "docs" / "registry.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    request = "\n".join(line for line in block.splitlines()
+                        if not line.startswith(("make ", "#"))).replace("5001", str(port))
+    assert request.startswith("curl -s http://127.0.0.1:")
+    proc = subprocess.run(["bash", "-c", request], cwd=root, env=tool_env(),
+                          capture_output=True, text=True, check=True)
+    answers = json.loads(proc.stdout)["predictions"]
+    assert len(answers) == 2 and {"label", "probabilities"} <= set(answers[0])
