@@ -9,5 +9,5 @@ The package is layered; a module imports only from its own folder and from the f
     1  data/  dvc/                  the data's files; what DVC must know about the code
     0  config/ cli errors io rng runtime   what every floor uses
 
-Folders on one floor do not import each other. docs: README, "Layout".
+Folders on one floor do not import each other. More in docs/layout.md.
 """
