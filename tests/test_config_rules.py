@@ -161,3 +161,163 @@ def test_the_registered_name_fits_a_models_uri(raw, name, ok):
     assert str(info.value) == (
         "p.yaml: tracking.registry.model: expected letters, digits, '.', '_' or '-', starting "
         f"with a letter or digit (it is written models:/<model>@champion), found {name!r}")
+
+
+# --------------------------------------------------------------------------- config.params
+
+NAME_RULE = "a name of a letter then letters, digits or underscores"
+IN_TRAIN = "expected the name of a variant under train, found 'nope'"
+PAIRED = ("expected two different variants with the same `seeds`, or the same `kfold` on the "
+          "same dataset (a paired comparison), found")
+
+
+def _copy(r: dict, section: str, name: str, to: str) -> None:
+    r[section][to] = copy.deepcopy(r[section][name])
+
+
+# (id, edit of a copy of params.yaml, the message after "p.yaml: ", {data}/{train}/{searches}
+# standing for the sorted names of the edited file)
+SECTION_RULES = [
+    ("data_name", lambda r: (_copy(r, "data", "sine", "bad-name"),
+                             _copy(r, "prepare", "sine", "bad-name")),
+     f"data.bad-name: expected {NAME_RULE} (it becomes a directory and file name), "
+     "found 'bad-name'"),
+    ("train_name", lambda r: _copy(r, "train", "mlp", "9lives"),
+     f"train.9lives: expected {NAME_RULE} (it becomes a directory and file name), "
+     "found '9lives'"),
+    ("prepare_missing", lambda r: _copy(r, "data", "sine", "extra"),
+     "prepare.extra: expected an entry for every dataset under data, found nothing"),
+    ("official_keeps_its_test_set", lambda r: r["data"].update(images={"kind": "mnist"}),
+     "prepare.images: expected no test_fraction / n_test: mnist keeps its official test set, "
+     "found a test size"),
+    ("test_size_needed", lambda r: [r["prepare"]["sine"].pop(k, None)
+                                    for k in ("test_fraction", "n_test")],
+     "prepare.sine.test_fraction: expected a test fraction (or n_test), found nothing"),
+    ("prepare_not_in_data", lambda r: _copy(r, "prepare", "sine", "ghost"),
+     "prepare.ghost: expected the name of a dataset under data {data}, found 'ghost'"),
+    ("variant_dataset", lambda r: r["train"]["mlp"].update(dataset="nope"),
+     "train.mlp.dataset: expected one of the datasets under data {data}, found 'nope'"),
+    ("loss_fits_the_task", lambda r: r["train"]["linreg"].update(loss="cross_entropy"),
+     "train.linreg.loss: expected a loss for the regression dataset 'synthetic_linear': one of "
+     "['mse', 'squared_loss_scratch'], found 'cross_entropy'"),
+    ("search_name", lambda r: r["select"]["searches"].update(
+        {"bad-s": copy.deepcopy(next(iter(r["select"]["searches"].values())))}),
+     f"select.searches.bad-s: expected {NAME_RULE} (it becomes a DVC stage and file name), "
+     "found 'bad-s'"),
+    ("search_base", lambda r: r["select"]["searches"]["book"].update(base="nope"),
+     "select.searches.book.base: expected a variant under train {train}, found 'nope'"),
+    ("search_grid", lambda r: r["select"]["searches"]["book"].update(
+        grid={"optimizer.lr": [0.1, -1.0]}),
+     "select.searches.book.grid: expected settings that make a valid variant (optimizer.lr: "
+     "Input should be greater than 0), found {{'optimizer.lr': -1.0}}"),
+    ("lesson_dataset", lambda r: r["lessons"]["accuracy_signal"].update(dataset="nope"),
+     "lessons.accuracy_signal.dataset: expected one of the datasets under data {data}, "
+     "found 'nope'"),
+    ("lesson_needs_classification",
+     lambda r: r["lessons"]["stacked_linear"].update(dataset="sine"),
+     "lessons.stacked_linear.dataset: expected a classification dataset: one of "
+     "{classifiers}, found 'sine'"),
+    ("note", lambda r: r["report"]["notes"].update(nope="x"), "report.notes.nope: " + IN_TRAIN),
+    ("group", lambda r: r["report"]["groups"]["dropout"].append("nope"),
+     "report.groups.dropout.{last_dropout}: " + IN_TRAIN),
+    ("book_variant", lambda r: r["report"]["book"][1].update(variant="nope"),
+     "report.book.1.variant: " + IN_TRAIN),
+    ("book_same_as", lambda r: r["report"]["book"][1].update(same_as="nope"),
+     "report.book.1.same_as: " + IN_TRAIN),
+    ("compare_variant", lambda r: r["report"]["compare"].append(["mlp", "nope"]),
+     "report.compare.{last_compare}.1: " + IN_TRAIN),
+    ("compare_first_variant", lambda r: r["report"]["compare"].append(["nope", "mlp"]),
+     "report.compare.{last_compare}.0: " + IN_TRAIN),
+    ("compare_itself", lambda r: r["report"]["compare"].append(["dropout", "dropout"]),
+     "report.compare.{last_compare}: " + PAIRED + " ['dropout', 'dropout']"),
+    ("compare_unpaired", lambda r: r["report"]["compare"].append(["mlp", "dropout"]),
+     "report.compare.{last_compare}: " + PAIRED + " ['mlp', 'dropout']"),
+    ("compare_other_seeds", lambda r: (r["train"]["linreg"].update(seeds=[1, 2]),
+                                       r["train"]["linreg_scratch"].update(seeds=[1, 3]),
+                                       r["report"]["compare"].append(["linreg", "linreg_scratch"])),
+     "report.compare.{last_compare}: " + PAIRED + " ['linreg', 'linreg_scratch']"),
+    ("compare_kfold_other_dataset", lambda r: (
+        r["train"]["linreg"].update(kfold=5), r["train"]["house"].update(kfold=5),
+        r["report"]["compare"].append(["linreg", "house"])),
+     "report.compare.{last_compare}: " + PAIRED + " ['linreg', 'house']"),
+    ("compare_other_kfold", lambda r: (
+        r["train"]["linreg"].update(kfold=5), r["train"]["linreg_scratch"].update(kfold=7),
+        r["report"]["compare"].append(["linreg", "linreg_scratch"])),
+     "report.compare.{last_compare}: " + PAIRED + " ['linreg', 'linreg_scratch']"),
+    ("registry_search", lambda r: r["tracking"]["registry"].update(searches=["book", "nope"]),
+     "tracking.registry.searches.1: expected a search under select.searches {searches}, "
+     "found 'nope'"),
+    ("registry_variant", lambda r: r["tracking"]["registry"].update(variants=["mlp", "nope"]),
+     "tracking.registry.variants.1: " + IN_TRAIN),
+    ("registry_one_dataset", lambda r: r["tracking"]["registry"].update(
+        searches=["book"], variants=["linreg"]),
+     "tracking.registry: expected models of one dataset (the champion is chosen by test "
+     "score), found select@book on images, linreg on synthetic_linear"),
+]
+
+
+@pytest.mark.parametrize("edit, message", [r[1:] for r in SECTION_RULES],
+                         ids=[r[0] for r in SECTION_RULES])
+def test_each_cross_section_rule_is_one_whole_line(raw, edit, message):
+    r = copy.deepcopy(raw)
+    edit(r)
+    with pytest.raises(ConfigError) as info:
+        parse_params(r, source="p.yaml")
+    classifiers = sorted(n for n, d in r["data"].items()
+                         if d["kind"] in ("digits", "mnist", "fashion_mnist"))
+    want = message.format(data=sorted(r["data"]), train=sorted(r["train"]),
+                          searches=sorted(r["select"]["searches"]), classifiers=classifiers,
+                          last_dropout=len(r["report"]["groups"]["dropout"]) - 1,
+                          last_compare=len(r["report"]["compare"]) - 1)
+    assert str(info.value) == f"p.yaml: {want}"
+
+
+# The neighbours the cross-section rules let through.
+SECTION_ALLOWED = [
+    ("compare_same_seeds", lambda r: (r["train"]["linreg"].update(seeds=[1, 2]),
+                                      r["train"]["linreg_scratch"].update(seeds=[1, 2]),
+                                      r["report"]["compare"].append(["linreg", "linreg_scratch"]))),
+    ("compare_same_kfold_and_dataset", lambda r: (
+        r["train"]["linreg"].update(kfold=3), r["train"]["linreg_scratch"].update(kfold=3),
+        r["report"]["compare"].append(["linreg", "linreg_scratch"]))),
+    ("registry_of_one_dataset", lambda r: r["tracking"]["registry"].update(
+        searches=["book"], variants=["mlp"])),
+    ("registry_every_search", lambda r: r["tracking"]["registry"].update(searches=None)),
+    ("no_registry", lambda r: r["tracking"].pop("registry")),
+    ("no_select", lambda r: (r.pop("select"), r["tracking"]["registry"].update(searches=[]))),
+]
+
+
+@pytest.mark.parametrize("edit", [a[1] for a in SECTION_ALLOWED],
+                         ids=[a[0] for a in SECTION_ALLOWED])
+def test_the_cross_section_neighbours_pass(raw, edit):
+    r = copy.deepcopy(raw)
+    edit(r)
+    parse_params(r, source="p.yaml")
+
+
+def test_params_error_names_the_file_and_key(raw):
+    p = parse_params(copy.deepcopy(raw), source="mine.yaml")
+    err = p.error("train.mlp", "no such thing")
+    assert isinstance(err, ConfigError) and str(err) == "mine.yaml: train.mlp: no such thing"
+
+
+def test_grid_variants_are_the_grid_product_over_the_base(raw):
+    from dlbasics.config.params import grid_variants
+
+    r = copy.deepcopy(raw)
+    r["train"]["mlp"].update(seeds=[1, 2], kfold=3)
+    r["select"]["searches"]["book"] = {
+        "base": "mlp", "overrides": {"epochs": 2, "optimizer.momentum": 0.5},
+        "grid": {"optimizer.lr": [0.1, 0.01], "model.hidden": [[4], [8, 2]]}}
+    got = grid_variants(parse_params(r, source="p.yaml"), "book")
+    assert [g for g, _ in got] == [
+        {"optimizer.lr": 0.1, "model.hidden": [4]}, {"optimizer.lr": 0.1, "model.hidden": [8, 2]},
+        {"optimizer.lr": 0.01, "model.hidden": [4]},
+        {"optimizer.lr": 0.01, "model.hidden": [8, 2]}]
+    for values, spec in got:
+        assert spec.optimizer.lr == values["optimizer.lr"]
+        assert spec.model.hidden == values["model.hidden"]
+        assert spec.epochs == 2 and spec.optimizer.momentum == 0.5
+        assert spec.seeds is None and spec.kfold is None  # one fit per fold, no repeats
+        assert spec.loss == r["train"]["mlp"]["loss"] and spec.dataset == "images"
