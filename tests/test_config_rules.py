@@ -13,6 +13,7 @@ import yaml
 from conftest import REPO
 
 from dlbasics.config.loading import parse_params
+from dlbasics.config.variants import LOSS_TASKS
 from dlbasics.errors import ConfigError
 
 # A valid mlp_manual variant (the book's hand-written network, small).
@@ -199,7 +200,7 @@ SECTION_RULES = [
      "train.mlp.dataset: expected one of the datasets under data {data}, found 'nope'"),
     ("loss_fits_the_task", lambda r: r["train"]["linreg"].update(loss="cross_entropy"),
      "train.linreg.loss: expected a loss for the regression dataset 'synthetic_linear': one of "
-     "['mse', 'squared_loss_scratch'], found 'cross_entropy'"),
+     "{regression_losses}, found 'cross_entropy'"),
     ("search_name", lambda r: r["select"]["searches"].update(
         {"bad-s": copy.deepcopy(next(iter(r["select"]["searches"].values())))}),
      f"select.searches.bad-s: expected {NAME_RULE} (it becomes a DVC stage and file name), "
@@ -268,7 +269,9 @@ def test_each_cross_section_rule_is_one_whole_line(raw, edit, message):
     want = message.format(data=sorted(r["data"]), train=sorted(r["train"]),
                           searches=sorted(r["select"]["searches"]), classifiers=classifiers,
                           last_dropout=len(r["report"]["groups"]["dropout"]) - 1,
-                          last_compare=len(r["report"]["compare"]) - 1)
+                          last_compare=len(r["report"]["compare"]) - 1,
+                          regression_losses=sorted(k for k, tasks in LOSS_TASKS.items()
+                                                   if "regression" in tasks))
     assert str(info.value) == f"p.yaml: {want}"
 
 
@@ -321,3 +324,86 @@ def test_grid_variants_are_the_grid_product_over_the_base(raw):
         assert spec.epochs == 2 and spec.optimizer.momentum == 0.5
         assert spec.seeds is None and spec.kfold is None  # one fit per fold, no repeats
         assert spec.loss == r["train"]["mlp"]["loss"] and spec.dataset == "images"
+
+
+# --------------------------------------------------------------------------- config.datasets
+
+LINE = {"kind": "synthetic_linear", "n_samples": 100, "true_w": [1.0, 2.0]}
+FRACTIONS = "val_fraction + test_fraction < 0.9, so training keeps at least 10% of the rows"
+
+# (id, section, the entry `sine` of that section, the message after "p.yaml: <section>.sine")
+DATASET_RULES = [
+    ("two_ways_to_give_w", "data", {**LINE, "w_fill": 1.0},
+     ": expected exactly one of true_w, w_fill, w_std, found true_w, w_fill"),
+    ("three_ways_to_give_w", "data", {**LINE, "w_fill": 1.0, "w_std": 1.0, "n_features": 2},
+     ": expected exactly one of true_w, w_fill, w_std, found true_w, w_fill, w_std"),
+    ("no_way_to_give_w", "data", {"kind": "synthetic_linear", "n_features": 2},
+     ": expected exactly one of true_w, w_fill, w_std, found none"),
+    ("n_features_is_len_true_w", "data", {**LINE, "n_features": 3},
+     ".n_features: expected len(true_w) = 2, found 3"),
+    ("w_fill_needs_n_features", "data", {"kind": "synthetic_linear", "w_fill": 0.5},
+     ".n_features: expected a feature count with w_fill, found nothing"),
+    ("w_std_needs_n_features", "data", {"kind": "synthetic_linear", "w_std": 1.0},
+     ".n_features: expected a feature count with w_std, found nothing"),
+    ("uniform_needs_a_range", "data", {**LINE, "x_dist": "uniform", "x_low": 1.0, "x_high": 1.0},
+     ".x_high: expected a value > x_low (1.0), found 1.0"),
+    ("polynomial_w_fits", "data", {"kind": "polynomial", "max_degree": 2, "true_w": [1.0] * 3},
+     ".true_w: expected at most max_degree (2) weights, found [1.0, 1.0, 1.0]"),
+    ("sine_needs_a_range", "data", {"kind": "sine", "x_low": 3.0, "x_high": 3.0},
+     ".x_high: expected a value > x_low (3.0), found 3.0"),
+    ("local_images_need_a_path", "data", {"kind": "mnist", "source": "local"},
+     ".path: expected the directory holding the four IDX files, found nothing"),
+    ("csv_needs_a_path", "data", {"kind": "house_prices", "source": "csv"},
+     ".path: expected the path of a train.csv, found nothing"),
+    ("fractions_or_counts", "prepare", {"n_train": 10, "test_fraction": 0.2},
+     ": expected fractions or counts, not both, found both"),
+    ("counts_need_n_train", "prepare", {"n_val": 3, "n_test": 4},
+     ".n_train: expected n_train with n_val / n_test, found nothing"),
+    ("fractions_leave_training_rows", "prepare", {"val_fraction": 0.5, "test_fraction": 0.4},
+     f": expected {FRACTIONS}, found 0.5 + 0.4"),
+    ("a_test_fraction_alone_too", "prepare", {"test_fraction": 0.9},
+     f": expected {FRACTIONS}, found None + 0.9"),
+]
+
+DATASET_ALLOWED = [
+    ("true_w", "data", {**LINE, "n_features": 2}),
+    ("w_fill", "data", {"kind": "synthetic_linear", "w_fill": 0.5, "n_features": 3}),
+    ("uniform", "data", {**LINE, "x_dist": "uniform", "x_low": 0.0, "x_high": 1e-9}),
+    ("normal_ignores_the_range", "data", {**LINE, "x_low": 1.0, "x_high": 1.0}),
+    ("polynomial_at_max_degree", "data", {"kind": "polynomial", "max_degree": 3,
+                                          "true_w": [1.0] * 3}),
+    ("sine", "data", {"kind": "sine", "x_low": -1e-9, "x_high": 0.0}),
+    ("download_without_path", "data", {"kind": "mnist", "source": "download"}),
+    ("local_with_path", "data", {"kind": "fashion_mnist", "source": "local", "path": "/x"}),
+    ("csv_with_path", "data", {"kind": "house_prices", "source": "csv", "path": "t.csv"}),
+    ("generated_house", "data", {"kind": "house_prices"}),
+    ("counts", "prepare", {"n_train": 10, "n_test": 4}),
+    ("fractions_just_under", "prepare", {"val_fraction": 0.5, "test_fraction": 0.3999}),
+]
+
+
+def _dataset_edit(raw: dict, section: str, entry: dict) -> dict:
+    r = copy.deepcopy(raw)
+    r[section]["sine"] = copy.deepcopy(entry)
+    # Lessons and variants on `sine` stay valid whatever it becomes: only the rule speaks.
+    if section == "data" and entry["kind"] in ("mnist", "fashion_mnist"):
+        r["prepare"]["sine"] = {"val_fraction": 0.1}
+    for v in [v for v, spec in r["train"].items() if spec.get("dataset") == "sine"]:
+        r["train"].pop(v)
+        r["report"]["notes"].pop(v, None)
+    return r
+
+
+@pytest.mark.parametrize("section, entry, message", [r[1:] for r in DATASET_RULES],
+                         ids=[r[0] for r in DATASET_RULES])
+def test_each_dataset_rule_is_one_whole_line(raw, section, entry, message):
+    with pytest.raises(ConfigError) as info:
+        parse_params(_dataset_edit(raw, section, entry), source="p.yaml")
+    assert str(info.value) == f"p.yaml: {section}.sine{message}"
+
+
+@pytest.mark.parametrize("section, entry", [a[1:] for a in DATASET_ALLOWED],
+                         ids=[a[0] for a in DATASET_ALLOWED])
+def test_the_dataset_neighbours_pass(raw, section, entry):
+    p = parse_params(_dataset_edit(raw, section, entry), source="p.yaml")
+    assert getattr(p, section)["sine"].model_dump(exclude_unset=True) == entry
