@@ -78,7 +78,7 @@ MODULES = (
     Module("compare", "src/dlbasics/report/compare.py",
            _fns("Tolerance.*", "_is_number", "relative_difference", "_is_nan", "MetricChange.*",
                 "MetricsDiff.*", "diff_metrics", "parse_metrics", "_shape", "summary_line"),
-           ("tests/test_compare.py",)),
+           ("tests/test_compare.py", "tests/test_compare_rules.py")),
     Module("changes", "src/dlbasics/dvc/changes.py", _fns("*"),
            ("tests/test_stage_deps.py", "tests/test_changes.py")),
     Module("registry", "src/dlbasics/tracking/registry.py",
