@@ -88,6 +88,53 @@ def shown_commands() -> dict[str, str]:
     return out
 
 
+# Every make target the README and docs name in running text -> where it runs as written.
+MAKE_RUN_BY = {
+    "pipeline": "tests/test_pipeline_e2e.py::repro",
+    "test": ".ci/run",
+    "fashion": "tests/test_fashion_mnist.py::fashion_repro",
+    "compare": "tests/test_pipeline_e2e.py::test_make_compare_as_written_lists_the_experiment_s_change",
+    "ui": "tests/test_logs_ui.py::test_e_make_ui_as_written_shows_each_run_s_score_without_a_click",
+    "serve": "tests/test_serve.py::served",
+    "docs": "tests/test_docs.py::test_make_docs_builds_the_site_strictly_in_a_fresh_clone",
+    "deps": "tests/test_docs.py::test_make_deps_in_a_fresh_clone_leaves_dvc_yaml_as_committed",
+}
+# Targets not run by a test, and why.
+MAKE_NOT_RUN = {
+    "bench": "minutes of timing on a quiet machine; tests/test_bench.py runs each of its parts at "
+             "small sizes",
+    "ray": "installs the ray extra with pip; `make test` (.ci/run) depends on it and so runs it",
+    "plots-page": "fetches from npm's registry; `make test` (.ci/run) writes the same page",
+}
+# Targets whose page another test file holds to the same rule (see ELSEWHERE).
+MAKE_ELSEWHERE = ("services", "mutate")
+
+
+def named_make_targets() -> set[str]:
+    """The targets of every `make TARGET ...` in running text of the README and docs/."""
+    found = set()
+    for page in [REPO / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for m in re.finditer(r"`make (?:-s )?([a-z][a-z-]*)[^`]*`", page.read_text()):
+            found.add(m.group(1))
+    return {t for t in found if not t.startswith(MAKE_ELSEWHERE)}
+
+
+def test_every_make_target_the_docs_name_is_run_by_a_test():
+    named = named_make_targets()
+    assert sorted(named - set(MAKE_RUN_BY) - set(MAKE_NOT_RUN)) == []
+    makefile = (REPO / "Makefile").read_text()
+    for target, where in MAKE_RUN_BY.items():
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"make {target}: no target"
+        path, _, name = where.partition("::")
+        source = (REPO / path).read_text()
+        if name:
+            assert name in _definitions(REPO / path), f"{where}: no such test or fixture"
+            body = source.split(f"def {name}(", 1)[1].split("\ndef ", 1)[0]
+            assert f'"{target}"' in body, f"{where} does not run `make {target}`"
+        else:
+            assert f"make {target}" in source, f"{where} does not run `make {target}`"
+
+
 def _definitions(path: Path) -> set[str]:
     return {n.name for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}

@@ -307,3 +307,16 @@ def test_an_experiment_reads_in_dvc_exp_show_and_dvc_metrics_diff(repro):
     params = run(["dvc", "params", "diff"], proj).stdout.splitlines()
     rows = [line.split() for line in params[1:] if line.strip()]
     assert [(r[1], r[-1]) for r in rows] == [("train.mlp.optimizer.lr", "0.05")], params
+
+
+def test_make_compare_as_written_lists_the_experiment_s_change(repro):
+    """docs/compare.md's `make compare` (base main): after the experiment above, applied to the
+    workspace, the pipeline has nothing to re-run and compare.md names the changed parameter
+    and the changed variant's scores; the untouched variants are one summary line."""
+    proj, _ = repro
+    proc = run(["make", "-s", "-o", ".venv/.installed", "compare"], proj)
+    assert "Running stage" not in proc.stdout  # the workspace was up to date
+    report = (proj / "compare.md").read_text()
+    assert "train.mlp.optimizer.lr" in report
+    assert "mlp" in report.split("## Metrics", 1)[1]
+    assert (proj / "compare" / "mlp.png").is_file()
