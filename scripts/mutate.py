@@ -271,8 +271,9 @@ def prepare(mod: Module, where: Path, base: str | None = None) -> None:
 
 def mutmut(where: Path, *args: str, log=None) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("mutmut")
+    # One thread per worker: the workers share the cores, and torch's pool is not fork-safe.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+           "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([str(exe), *args], cwd=where, env=env, text=True,
                           stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT)
 
