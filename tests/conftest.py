@@ -99,6 +99,9 @@ def shrink(params: dict) -> dict:
     groups = params["report"].get("groups", {})
     params["report"]["groups"] = {g: [n for n in names if n in E2E_VARIANTS]
                                   for g, names in groups.items()}
+    params["report"]["contrasts"] = [
+        c for c in params["report"].get("contrasts", [])
+        if c["a"] in E2E_VARIANTS and c["b"] in E2E_VARIANTS]
     params["report"]["book"] = [
         f for f in params["report"].get("book", [])
         if f["variant"] in E2E_VARIANTS and f.get("same_as", "mlp") in E2E_VARIANTS]

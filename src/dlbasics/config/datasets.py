@@ -13,11 +13,19 @@ from dlbasics.config.base import NOTHING, Fraction, KeyProblem, Shown, Strict
 # ----------------------------------------------------------------------------- data
 
 
+class Outliers(Strict):
+    """A seeded share of the rows whose target is moved by `shift` (file 001's case for L1)."""
+
+    fraction: Annotated[float, Field(gt=0, le=0.5)]
+    shift: float
+
+
 class SyntheticLinear(Strict):
     """y = X w + b + N(0, noise_sd^2); X ~ N(x_mean, x_std^2) or U(x_low, x_high).
 
     The true w is given (`true_w`), constant (`w_fill` times `n_features`) or drawn
     N(0, w_std^2) from the seed (`w_std` times `n_features`): exactly one of the three.
+    `outliers`: that share of the rows gets `shift` added to its target.
     """
 
     kind: Literal["synthetic_linear"]
@@ -33,6 +41,7 @@ class SyntheticLinear(Strict):
     x_std: Annotated[float, Field(gt=0)] = 1.0
     x_low: float = 0.0
     x_high: float = 1.0
+    outliers: Outliers | None = None
 
     @model_validator(mode="after")
     def _one_way_to_give_w(self) -> SyntheticLinear:
@@ -93,10 +102,26 @@ class Sine(Strict):
         return self
 
 
+class Imbalance(Strict):
+    """Keep only a seeded share `keep` of the rows of each class in `classes`."""
+
+    classes: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    keep: Annotated[float, Field(gt=0, lt=1)]
+
+
 class Digits(Strict):
-    """scikit-learn's bundled 8x8 digits (1797 x 64), the embedded image set."""
+    """scikit-learn's bundled 8x8 digits (1797 x 64), the embedded image set; `imbalance` makes
+    some classes rare (a class-weighted loss's test bed)."""
 
     kind: Literal["digits"]
+    imbalance: Imbalance | None = None
+
+    @model_validator(mode="after")
+    def _digit_classes(self) -> Digits:
+        if self.imbalance is not None and max(self.imbalance.classes) > 9:
+            raise KeyProblem(("imbalance", "classes"), "digit classes 0 to 9",
+                              self.imbalance.classes)
+        return self
 
 
 class ImageDataset(Strict):

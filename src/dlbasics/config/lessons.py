@@ -119,6 +119,22 @@ class CrossEntropyLesson(Strict):
     classes: Annotated[int, Field(ge=2)] = 10
 
 
+class BceSaturationLesson(Strict):
+    """Sigmoid + BCELoss against BCEWithLogitsLoss: ordinary logits, then a scan of large ones."""
+
+    n: Annotated[int, Field(gt=0, le=10_000_000)] = 256
+    logit_sd: PositiveFloat = 3.0
+    scan_max: Annotated[float, Field(gt=0, le=1000)] = 120.0
+    scan_step: Annotated[float, Field(gt=0, le=100)] = 0.5
+
+
+class WeightedCrossEntropyLesson(Strict):
+    """CrossEntropyLoss / NLLLoss with class weights against file 001's formula by hand."""
+
+    n: Annotated[int, Field(gt=0, le=10_000_000)] = 256
+    weights: Annotated[list[PositiveFloat], Field(min_length=2)] = [1.0, 2.0, 0.5]
+
+
 class LessonsSpec(Strict):
     """The lessons that demonstrate a mechanism by computing them (the `lessons` stage): those
     listed run (null or absent: not run)."""
@@ -134,6 +150,10 @@ class LessonsSpec(Strict):
     activations: ActivationsLesson | None = None
     vectorisation: VectorisationLesson | None = None
     cross_entropy_is_nll: CrossEntropyLesson | None = None
+    bce_saturation: BceSaturationLesson | None = None
+    weighted_cross_entropy: WeightedCrossEntropyLesson | None = None
+    # d2l 2.2's house_tiny table: missing values, one-hot columns, tensors (on or off).
+    house_tiny: bool = False
     # The d2l preliminaries (broadcasting, indexing, NumPy, reductions, autograd, the y_hat pick
     # and the accuracy-0.5 example): no settings, on or off.
     preliminaries: bool = False

@@ -152,6 +152,15 @@ class Params(Strict):
                 if vname is not None and vname not in self.train:
                     raise KeyProblem(("report", "book", i, key),
                                       "the name of a variant under train", vname)
+        for i, c in enumerate(self.report.contrasts):
+            for key in ("a", "b"):
+                if getattr(c, key) not in self.train:
+                    raise KeyProblem(("report", "contrasts", i, key),
+                                      "the name of a variant under train", getattr(c, key))
+            if c.measure == "rare_recall" and getattr(
+                    self.data[self.train[c.a].dataset], "imbalance", None) is None:
+                raise KeyProblem(("report", "contrasts", i, "a"), "a variant on a dataset "
+                                  "with `imbalance` (rare_recall needs its rare classes)", c.a)
         for i, pair in enumerate(self.report.compare):
             for j, vname in enumerate(pair):
                 if vname not in self.train:

@@ -38,6 +38,22 @@ class BookFigure(Strict):
     same_as: Annotated[str, Field(min_length=1)] | None = None
 
 
+class Contrast(Strict):
+    """A source's claim about two variants trained alike but for one setting, and how the report
+    measures it from their test results:
+    fit_error:   `a` recovers the true weights and bias better than `b` (|w - w*| and |b - b*|);
+    rare_recall: `a` recalls the rare classes of its dataset's `imbalance` better than `b`;
+    same:        `a` and `b` reach the same test score (to 1e-6): two spellings of one loss;
+    measured:    no direction claimed; both test scores stated, no verdict."""
+
+    title: Annotated[str, Field(min_length=1)]
+    source: Annotated[str, Field(min_length=1)]
+    claim: Annotated[str, Field(min_length=1)]
+    a: Annotated[str, Field(min_length=1)]
+    b: Annotated[str, Field(min_length=1)]
+    measure: Literal["fit_error", "rare_recall", "same", "measured"]
+
+
 class ReportSpec(Strict):
     # variant -> one line saying what it shows; kept out of `train` so editing prose
     # never re-runs training.
@@ -51,3 +67,5 @@ class ReportSpec(Strict):
     groups: ReportGroups = ReportGroups()
     # The sources' figures for runs on a real image set, set against what this project measures.
     book: list[BookFigure] = []
+    # Claims about a pair of variants, each stated with what was measured and a verdict.
+    contrasts: list[Contrast] = []

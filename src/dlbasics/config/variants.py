@@ -103,16 +103,23 @@ class OptimizerSpec(Strict):
 # Loss name -> the tasks it fits. *_scratch are written by hand (dlbasics.learn.scratch).
 LOSS_TASKS = {
     "mse": ("regression",),
+    "l1": ("regression",),  # nn.L1Loss: the mean absolute error
     "squared_loss_scratch": ("regression",),
     "cross_entropy": ("classification",),
+    "nll": ("classification",),  # nn.NLLLoss on log_softmax of the outputs (file 001)
     "cross_entropy_scratch": ("classification",),
     # K binary logistic regressions, one per class (sigmoid + BCE on the one-hot column), summed;
     # predicted by argmax (file 004, 3.5.4).
     "one_vs_all": ("classification",),
     "bce_with_logits": ("binary",),
+    "bce": ("binary",),  # an explicit nn.Sigmoid, then nn.BCELoss (file 001's way)
     "multilabel_soft_margin": ("multilabel",),
     "multilabel_softmax": ("multilabel",),
 }
+
+
+# The losses that take class weights (torch's `weight=`).
+WEIGHTED_LOSSES = ("cross_entropy", "nll")
 
 
 class PenaltySpec(Strict):
@@ -149,6 +156,9 @@ class VariantSpec(Strict):
     # PolynomialFeatures, no constant column), e.g. x1, x2, x1^2, x1 x2, x2^2 for degree 2.
     poly_features: Annotated[int, Field(ge=2, le=20)] | None = None
     penalty: PenaltySpec | None = None
+    # Class weights of cross_entropy / nll (their `weight=`): balanced is scikit-learn's
+    # n / (K * count of the class), counted over the training labels.
+    class_weight: Literal["balanced"] | None = None
     series: SeriesSpec | None = None
     # K-fold cross-validation on the training rows before the final fit (the sources' house
     # prices recipe): mean and std of the fold scores are reported with the test metrics.
@@ -172,6 +182,9 @@ class VariantSpec(Strict):
     def _solver_fits(self) -> VariantSpec:
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise KeyProblem(("seeds",), "distinct seeds", self.seeds)
+        if self.class_weight is not None and self.loss not in WEIGHTED_LOSSES:
+            raise KeyProblem(("class_weight",), "no class_weight (only "
+                              f"{' and '.join(WEIGHTED_LOSSES)} take one)", self.class_weight)
         if self.solver == "lstsq" and self.model.kind != "linear":
             raise KeyProblem(("solver",), "gradient (lstsq fits kind linear only)", self.solver)
         if self.model.kind == "mlp_manual" and self.optimizer.name != "sgd_scratch":

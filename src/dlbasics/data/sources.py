@@ -48,6 +48,11 @@ def generate_synthetic_linear(name: str, spec: SyntheticLinear, seed: int, strea
         X = rng.uniform(spec.x_low, spec.x_high, shape)
     y = X @ w + spec.true_b + rng.normal(0.0, spec.noise_sd, spec.n_samples)
     meta = {"task": "regression", "true_w": w.tolist(), "true_b": spec.true_b}
+    if spec.outliers is not None:  # drawn after X and y: the clean rows stay those of no outliers
+        n_out = round(spec.outliers.fraction * spec.n_samples)
+        rows = rng.choice(spec.n_samples, n_out, replace=False)
+        y[rows] += spec.outliers.shift
+        meta["outlier_rows"] = sorted(int(r) for r in rows)
     return {"X": X.astype(np.float32), "y": y.astype(np.float32), "meta": meta}
 
 
@@ -87,6 +92,15 @@ def generate_digits(name: str, spec: Digits, seed: int, stream: str | None = Non
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
+    X, y = bunch.data, bunch.target
+    if spec.imbalance is not None:  # keep a seeded share of each rare class's rows, in order
+        rng = numpy_rng(seed, "data", stream or name)
+        keep = np.ones(len(y), dtype=bool)
+        for c in spec.imbalance.classes:
+            rows = np.flatnonzero(y == c)
+            dropped = rng.permutation(rows)[round(spec.imbalance.keep * len(rows)):]
+            keep[dropped] = False
+        X, y = X[keep], y[keep]
     meta = {
         "task": "classification",
         "class_names": [str(c) for c in bunch.target_names],
@@ -94,7 +108,7 @@ def generate_digits(name: str, spec: Digits, seed: int, stream: str | None = Non
         "pixel_max": 16,
         "source": "sklearn.datasets.load_digits",
     }
-    return {"X": bunch.data.astype(np.float32), "y": bunch.target.astype(np.int64), "meta": meta}
+    return {"X": X.astype(np.float32), "y": y.astype(np.int64), "meta": meta}
 
 
 def generate_breast_cancer(name: str, spec: BreastCancer, seed: int, stream: str | None = None) -> dict[str, Any]:
@@ -206,6 +220,10 @@ def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> No
     write_json_atomic(target / "meta.json", meta)
 
 
+# Settings added to a kind after its sets were in use: a set without them keeps its identity.
+OPTIONAL_KEYS = ("outliers", "imbalance")
+
+
 def data_identity(spec) -> str:
     """What a dataset *is*, independent of its key in params: the kind for a bundled set, the
     kind and a digest of the settings for a generated one. Random streams (data, split,
@@ -213,6 +231,9 @@ def data_identity(spec) -> str:
     An IDX set read from files is known by its contents instead (idx.content_identity, set by
     generate_images): its folder, compression and checks are not what it is."""
     fields = spec.model_dump(mode="json")
+    for key in OPTIONAL_KEYS:  # unset, they leave the identity as it was before they existed
+        if key in fields and fields[key] is None:
+            del fields[key]
     if set(fields) == {"kind"} or isinstance(spec, ImageDataset):
         return spec.kind
     return f"{spec.kind}-{sha256_bytes(json.dumps(fields, sort_keys=True).encode())[:12]}"

@@ -36,6 +36,19 @@ def _bce_with_logits() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return lambda out, y: bce(out.reshape(-1), y.to(out.dtype))
 
 
+def _bce() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    # File 001's way: probabilities from an explicit Sigmoid, then BCELoss (which clamps its
+    # logs at -100, so a saturated sigmoid gives a loss of 100 and no gradient, not inf).
+    sigmoid, bce = nn.Sigmoid(), nn.BCELoss()
+    return lambda out, y: bce(sigmoid(out.reshape(-1)), y.to(out.dtype))
+
+
+def _nll(weight: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    # Logits [N, K] -> log-probabilities by log_softmax, then NLLLoss: CrossEntropyLoss in two steps.
+    nll = nn.NLLLoss(weight=weight)
+    return lambda out, y: nll(torch.log_softmax(out, dim=1), y)
+
+
 def _one_vs_all() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     bce = nn.BCEWithLogitsLoss()
 
@@ -53,11 +66,14 @@ def _one_vs_all() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 # them, and a name in one but not the other fails on import (the two cannot drift apart).
 LOSSES: dict[str, Callable[[], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
     "mse": nn.MSELoss,
+    "l1": nn.L1Loss,
     "squared_loss_scratch": lambda: scratch.squared_loss,
     "cross_entropy": nn.CrossEntropyLoss,
+    "nll": _nll,
     "cross_entropy_scratch": lambda: scratch.scratch_cross_entropy,
     "one_vs_all": _one_vs_all,
     "bce_with_logits": _bce_with_logits,
+    "bce": _bce,
     "multilabel_soft_margin": nn.MultiLabelSoftMarginLoss,
     "multilabel_softmax": lambda: scratch.multilabel_softmax_cross_entropy,
 }
@@ -66,9 +82,21 @@ if set(LOSSES) != set(LOSS_TASKS):
                       f"lists {sorted(LOSS_TASKS)}")
 
 
-def build_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss `name` as a callable (outputs, targets) -> scalar mean over the batch."""
-    return LOSSES[name]()
+def build_loss(name: str, weight: torch.Tensor | None = None
+               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss `name` as a callable (outputs, targets) -> scalar mean over the batch; `weight`
+    [K]: class weights of cross_entropy / nll (torch's weighted mean: sum w_y l / sum w_y)."""
+    return LOSSES[name]() if weight is None else LOSSES[name](weight=weight)
+
+
+def class_weights(spec: VariantSpec, y: torch.Tensor, n_classes: int) -> torch.Tensor | None:
+    """The variant's class weights [K] from its training labels y [N] (balanced:
+    n / (K * count), scikit-learn's rule; a class absent from y gets weight 0), or None."""
+    if spec.class_weight is None:
+        return None
+    counts = torch.bincount(y, minlength=n_classes).double()
+    w = torch.where(counts > 0, y.shape[0] / (n_classes * counts.clamp(min=1)), 0.0)
+    return w.float()
 
 
 def weights_of(model: nn.Module) -> list[torch.Tensor]:
@@ -407,8 +435,9 @@ def make_trainer(params: Params, spec: VariantSpec, name: str, data: Prepared, d
         splits = {k: Split(v.X.to(device), v.y.to(device)) for k, v in splits.items()}
         if spec.solver == "lstsq":
             return _solve(spec, model, splits, data.task, on_epoch, progress, f"train {name}")
+        loss_fn = build_loss(spec.loss, class_weights(spec, splits["train"].y, man["n_outputs"]))
         return fit(
-            model, build_loss(spec.loss), build_optimizer(spec.optimizer, model), splits["train"],
+            model, loss_fn, build_optimizer(spec.optimizer, model), splits["train"],
             splits["val"], test=splits["test"], penalty=build_penalty(spec.penalty, model),
             epochs=spec.epochs, batch_size=spec.batch_size,
             generator=torch_generator(params.seed, "batches", man["identity"]),

@@ -3,7 +3,8 @@ any floor below, no other floor imports it).
 
 Each lesson is a pure function in one of the modules here (descent: differences and gradient
 descent, file 003 and the book's 3.3; gradients: why training follows a loss, numerical
-gradients against backpropagation, file 003; networks: stacking, symmetry, gradient flow, activations; preliminaries: d2l ch. 2-3)
+gradients against backpropagation, file 003; networks: stacking, symmetry, gradient flow, activations; losses: file 001's BCE and class
+weights; preliminaries: d2l ch. 2-3)
 returning a `LessonResult`. This module maps the `lessons:` entries of params to those
 functions, runs the enabled ones and writes their results (see `write_results`).
 """
@@ -37,7 +38,7 @@ def _registry() -> dict[str, Callable[[Any, dict[str, Any]], LessonResult | list
     """lessons key -> fn(settings, context) -> LessonResult (or a list of them).
 
     context: {"seed": int, "data": name -> Prepared}."""
-    from dlbasics.lessons import descent, gradients, networks, preliminaries
+    from dlbasics.lessons import descent, gradients, losses, networks, preliminaries
 
     def settings(s) -> dict[str, Any]:  # the lesson's keyword arguments (data comes apart)
         return {k: v for k, v in s.model_dump().items() if k != "dataset"}
@@ -58,6 +59,10 @@ def _registry() -> dict[str, Callable[[Any, dict[str, Any]], LessonResult | list
         "vectorisation": lambda s, ctx: preliminaries.vectorisation(**settings(s)),
         "cross_entropy_is_nll": lambda s, ctx: preliminaries.cross_entropy_is_nll(
             seed=ctx["seed"], **settings(s)),
+        "bce_saturation": lambda s, ctx: losses.bce_saturation(seed=ctx["seed"], **settings(s)),
+        "weighted_cross_entropy": lambda s, ctx: losses.weighted_cross_entropy(
+            seed=ctx["seed"], **settings(s)),
+        "house_tiny": lambda s, ctx: preliminaries.house_tiny(),
         "preliminaries": lambda s, ctx: [
             preliminaries.broadcasting(), preliminaries.indexing_in_place(),
             preliminaries.numpy_round_trip(), preliminaries.reductions(),

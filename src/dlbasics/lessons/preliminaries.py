@@ -432,3 +432,46 @@ def cross_entropy_is_nll(*, seed: int, n: int, classes: int) -> LessonResult:
                 "numpy_nll": numpy_nll, "diff_manual": d_manual, "diff_nll_loss": d_nll,
                 "diff_numpy": d_numpy},
     )
+
+
+# ----------------------------------------------------------------------------- 2.2 preprocessing
+
+# d2l 2.2.1's four-row table, as its CSV text ("NA" is a missing value to pandas).
+HOUSE_TINY_CSV = "NumRooms,Alley,Price\nNA,Pave,127500\n2,NA,106000\n4,NA,178100\nNA,NA,140000\n"
+
+
+def house_tiny() -> LessonResult:
+    """d2l 2.2: read the table with pandas, fill the missing NumRooms with the column mean,
+    one-hot encode Alley with a column for its missing value, and turn both parts into tensors
+    X [4, 3] and y [4]; checked value by value against the table worked out by hand."""
+    import io
+
+    import pandas as pd
+
+    data = pd.read_csv(io.StringIO(HOUSE_TINY_CSV))
+    inputs, outputs = data.iloc[:, 0:2], data.iloc[:, 2]
+    inputs = inputs.fillna(inputs.mean(numeric_only=True))  # NumRooms: mean of 2 and 4 is 3
+    inputs = pd.get_dummies(inputs, dummy_na=True, dtype=float)  # Alley_Pave, Alley_nan
+    X = torch.tensor(inputs.to_numpy(dtype=np.float64))
+    y = torch.tensor(outputs.to_numpy(dtype=np.float64))
+    # By hand: the mean of the known NumRooms (2, 4) is 3; only row 0 has an alley (Pave).
+    X_hand = torch.tensor([[3.0, 1, 0], [2, 0, 1], [4, 0, 1], [3, 0, 1]], dtype=torch.float64)
+    y_hand = torch.tensor([127500.0, 106000, 178100, 140000], dtype=torch.float64)
+    columns = list(inputs.columns)
+    same = (columns == ["NumRooms", "Alley_Pave", "Alley_nan"] and X.shape == (4, 3)
+            and bool(torch.equal(X, X_hand)) and bool(torch.equal(y, y_hand)))
+    return LessonResult(
+        title="Data preprocessing: missing values, one-hot columns, tensors",
+        source=f"{SOURCE_CH2}, 2.2",
+        claim=("pandas reads the four-row house_tiny table; missing NumRooms become the column "
+               "mean, Alley becomes one-hot columns with one for its missing value, and both "
+               "parts become tensors."),
+        measured=(f"Columns {columns}, X {_shape(X)} and y {_shape(y)}: every value equals the "
+                  f"table worked out by hand (NumRooms filled with 3, the mean of 2 and 4; "
+                  f"Alley_Pave 1 only in the first row, Alley_nan 1 in the other three)."),
+        holds=bool(same),
+        values={"n_missing_filled": int(data["NumRooms"].isna().sum()),
+                "fill_value": float(inputs["NumRooms"].iloc[0]), "columns": ", ".join(columns)},
+        tables=[Table("X and y as tensors", [*columns, "Price"],
+                      [[*map(float, X[i]), float(y[i])] for i in range(4)])],
+    )

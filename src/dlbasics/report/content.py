@@ -523,3 +523,80 @@ def answer(params: Params, metrics: Mapping[str, Mapping[str, float]],
     return Answer(best_rows(params, metrics, details or {}),
                   search_lines(params, metrics, searches or {}),
                   [(e["title"], bool(e["holds"])) for e in lessons or []])
+
+
+# ----------------------------------------------------------------------------- contrasts
+
+
+@dataclass(frozen=True)
+class ContrastRow:
+    """One params.report.contrasts entry as measured: verdict None where none is claimed (or
+    a variant has no results yet)."""
+
+    title: str
+    source: str
+    claim: str
+    a: str
+    b: str
+    measured: str
+    verdict: bool | None
+
+
+def _recall(details: Mapping[str, Any], name: str, classes: Sequence[int]) -> list[float] | None:
+    per = (details.get(name) or {}).get("per_class")
+    if not per:
+        return None
+    return [float(per[str(c)]["recall"]) for c in classes if str(c) in per]
+
+
+def contrast_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
+                  details: Mapping[str, Any]) -> list[ContrastRow]:
+    """Each params.report.contrasts entry with what its two variants' results show."""
+    rows = []
+    for c in params.report.contrasts:
+        ma, mb = metrics.get(c.a), metrics.get(c.b)
+        verdict: bool | None = None
+        if not ma or not mb:
+            rows.append(ContrastRow(c.title, c.source, c.claim, c.a, c.b,
+                                    "not trained yet", None))
+            continue
+        task = variant_task(params, c.a)
+        metric = PRIMARY[task].name if task else "loss"
+        ta, tb = ma.get(f"test_{metric}"), mb.get(f"test_{metric}")
+        scores = f"test {metric} {fmt(ta)} (`{c.a}`) against {fmt(tb)} (`{c.b}`)"
+        if c.measure == "fit_error":
+            wa, wb = ma.get("w_error"), mb.get("w_error")
+            ba, bb = ma.get("b_error"), mb.get("b_error")
+            text = (f"|w - w*| {fmt(wa)} against {fmt(wb)}, |b - b*| {fmt(ba)} against "
+                    f"{fmt(bb)} (`{c.a}` against `{c.b}`: w = {fmt(ma.get('w_0'))} and "
+                    f"{fmt(mb.get('w_0'))}, b = {fmt(ma.get('b'))} and {fmt(mb.get('b'))}); "
+                    + scores)
+            if None not in (wa, wb, ba, bb):
+                verdict = wa < wb and ba < bb
+        elif c.measure == "rare_recall":
+            spec = params.data[params.train[c.a].dataset]
+            rare = list(getattr(spec, "imbalance", None).classes) if getattr(
+                spec, "imbalance", None) else []
+            ra, rb = _recall(details, c.a, rare), _recall(details, c.b, rare)
+            if ra and rb:
+                per = ", ".join(f"{k}: {fmt(x)} against {fmt(y)}"
+                                for k, x, y in zip(rare, ra, rb))
+                mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+                text = (f"test recall of the rare classes ({per}; mean {fmt(mean_a)} against "
+                        f"{fmt(mean_b)}); " + scores)
+                verdict = mean_a > mean_b
+            else:
+                text = "no per-class recall for these variants; " + scores
+        elif c.measure == "same":
+            text = scores
+            if ta is not None and tb is not None:
+                verdict = abs(ta - tb) <= 1e-6
+        else:
+            text = scores
+        rows.append(ContrastRow(c.title, c.source, c.claim, c.a, c.b, text, verdict))
+    return rows
+
+
+def verdict_words(verdict: bool | None) -> str:
+    """A contrast's verdict as the report words it."""
+    return {True: "holds", False: "does not hold as stated", None: "measured"}[verdict]

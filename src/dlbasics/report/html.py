@@ -36,8 +36,10 @@ from dlbasics.report.content import (
     answer,
     book_section,
     comparison_sentences,
+    contrast_rows,
     fmt,
     repeat_rows,
+    verdict_words,
     search_summary,
     variant_task,
 )
@@ -61,6 +63,7 @@ SECTIONS = {
     "multilabel": "Multi-label metrics",
     "selection": "Model selection (K-fold searches)",
     "repeats": "Repeated runs and paired comparisons",
+    "contrasts": "Claims about pairs of variants",
     "lessons": "Lessons: mechanisms computed",
     "figures": "Image grids",
     "provenance": "Dataset provenance",
@@ -418,6 +421,19 @@ def _repeats(params: Params, details: Mapping[str, Mapping[str, Any]]) -> str:
                     "t interval of the mean difference.")
 
 
+def _contrasts(rows) -> str:
+    """params.report.contrasts as measured (content.contrast_rows): claim, verdict, numbers."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<li><strong>{_text(r.title)}</strong> (<em>{_text(r.source)}</em>, "
+        f"<code>{_text(r.a)}</code> against <code>{_text(r.b)}</code>). Claim: "
+        f"{_text(r.claim)} <strong>{verdict_words(r.verdict)}</strong>: "
+        f"{_text(r.measured.replace('`', ''))}</li>" for r in rows)
+    return _section("contrasts", f"<ul>{body}</ul>",
+                    "Each pair is trained alike but for the setting the claim is about.")
+
+
 def _lessons(lessons: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes]) -> str:
     """Each lesson: claim, verdict, what was measured, its tables and figures (embedded)."""
     if not lessons:
@@ -525,6 +541,7 @@ def render_html(
         _multilabel(params, metrics),
         _selection(summaries),
         _repeats(params, details),
+        _contrasts(contrast_rows(params, metrics, details)),
         _lessons(lessons or [], lesson_pngs or {}),
         _figures(figures or {}),
         _provenance(manifests or {}),

@@ -14,8 +14,10 @@ from dlbasics.report.content import (
     answer,
     book_section,
     comparison_sentences,
+    contrast_rows,
     fmt,
     repeat_rows,
+    verdict_words,
     search_summary,
     variant_task,
 )
@@ -190,6 +192,18 @@ def lessons_section(lessons: list[dict[str, Any]], links: dict[str, str] | None 
     return "\n".join(out)
 
 
+def contrasts_section(rows) -> str:
+    """params.report.contrasts as measured (content.contrast_rows): claim, verdict, numbers."""
+    if not rows:
+        return ""
+    out = ["## Claims about pairs of variants\n",
+           "Each pair is trained alike but for the setting the claim is about.\n"]
+    for r in rows:
+        out.append(f"- **{r.title}** (*{r.source}*, `{r.a}` against `{r.b}`). Claim: {r.claim} "
+                   f"**{verdict_words(r.verdict)}**: {r.measured}")
+    return "\n".join(out) + "\n"
+
+
 def answer_section(a: Answer) -> str:
     """The report's first section: the best model per dataset, the searches against their
     bases, each lesson's verdict; the tables follow."""
@@ -239,6 +253,9 @@ def render_markdown(
     repeats = repeats_section(params, details or {})
     if repeats:
         parts.append(repeats)
+    contrasts = contrasts_section(contrast_rows(params, metrics, details or {}))
+    if contrasts:
+        parts.append(contrasts)
     if lessons:
         parts.append(lessons_section(lessons, lesson_links))
     if figure_links:
