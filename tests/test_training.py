@@ -21,10 +21,12 @@ from dlbasics.learn.training import (
     DivergenceError,
     build_loss,
     build_optimizer,
+    build_penalty,
     evaluate_split,
     fit,
     predict,
     train_epoch,
+    weights_of,
 )
 
 
@@ -365,3 +367,97 @@ def test_the_benchmarks_sources_path_sees_the_projects_pixels(tmp_path):
         assert x.shape == (1, 28, 28) and y == labels[i]
         expected = torch.from_numpy(images[i].astype(np.float32) / 255)
         assert torch.equal(x[0], expected)
+
+
+# --------------------------------------------------------------------------- the builders
+
+
+def _batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "out3": torch.randn(12, 3, generator=g, dtype=torch.float64),
+        "out1": torch.randn(12, 1, generator=g, dtype=torch.float64),
+        "labels": torch.randint(0, 3, (12,), generator=g),
+        "binary": torch.randint(0, 2, (12,), generator=g),
+        "multi": torch.randint(0, 2, (12, 3), generator=g),
+        "target3": torch.randn(12, 3, generator=g, dtype=torch.float64),
+    }
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_each_loss_against_its_formula():
+    """Every loss params may name, against NumPy and scikit-learn on one batch."""
+    from sklearn.metrics import log_loss
+
+    from dlbasics.learn.training import LOSSES
+
+    b = {k: v.numpy() for k, v in _batch().items()}
+    t = _batch()
+    p3 = np.exp(b["out3"]) / np.exp(b["out3"]).sum(1, keepdims=True)
+    bce = lambda z, y: -(y * np.log(_sigmoid(z)) + (1 - y) * np.log(1 - _sigmoid(z)))  # noqa: E731
+    onehot = np.eye(3)[b["labels"]]
+    want = {
+        "mse": (("out3", "target3"), ((b["out3"] - b["target3"]) ** 2).mean()),
+        "squared_loss_scratch": (("out3", "target3"), ((b["out3"] - b["target3"]) ** 2).mean() / 2),
+        "cross_entropy": (("out3", "labels"), log_loss(b["labels"], p3, labels=[0, 1, 2])),
+        "cross_entropy_scratch": (("out3", "labels"), log_loss(b["labels"], p3, labels=[0, 1, 2])),
+        "one_vs_all": (("out3", "labels"), bce(b["out3"], onehot).mean() * 3),
+        "bce_with_logits": (("out1", "binary"), log_loss(b["binary"], _sigmoid(b["out1"][:, 0]))),
+        "multilabel_soft_margin": (("out3", "multi"), bce(b["out3"], b["multi"]).mean()),
+        "multilabel_softmax": (("out3", "multi"), -(b["multi"] * np.log(p3)).sum(1).mean()),
+    }
+    for name, ((o, y), value) in want.items():
+        got = build_loss(name)(t[o], t[y])
+        assert got.ndim == 0 and float(got) == pytest.approx(value, rel=1e-9), name
+    assert set(want) <= set(LOSSES)
+
+
+def test_weights_of_are_the_matrices_and_not_the_biases():
+    model = build_model(ModelSpec(kind="mlp", hidden=[4, 3]), 5, 2, _gen(0))
+    got = weights_of(model)
+    assert [tuple(w.shape) for w in got] == [(4, 5), (3, 4), (2, 3)]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(w)].endswith("weight") for w in got)
+
+
+@pytest.mark.parametrize("kind, strength, l1_ratio", [("l2", 0.3, 0.5), ("l1", 0.2, 0.5),
+                                                      ("elastic_net", 0.5, 0.25)])
+def test_penalties_against_their_formulas_over_the_weights_only(kind, strength, l1_ratio):
+    from dlbasics.config.variants import PenaltySpec
+
+    model = build_model(ModelSpec(kind="mlp", hidden=[4]), 3, 2, _gen(1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)  # biases far from 0: a penalty on them would show
+    ws = [p.detach().double().numpy() for n, p in model.named_parameters() if "weight" in n]
+    l1 = sum(np.abs(w).sum() for w in ws)
+    l2 = sum((w ** 2).sum() for w in ws) / 2
+    want = strength * {"l1": l1, "l2": l2,
+                       "elastic_net": l1_ratio * l1 + (1 - l1_ratio) * l2}[kind]
+    penalty = build_penalty(PenaltySpec(kind=kind, strength=strength, l1_ratio=l1_ratio), model)
+    assert float(penalty()) == pytest.approx(want, rel=1e-6)
+    assert build_penalty(None, model) is None
+    assert build_penalty(PenaltySpec(kind=kind, strength=0.0), model) is None
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop", "sgd_scratch"])
+def test_optimizers_decay_the_weights_and_never_the_biases(name):
+    from dlbasics.learn.scratch import ScratchSGD
+
+    model = build_model(ModelSpec(kind="mlp", hidden=[4]), 3, 2, _gen(2))
+    spec = OptimizerSpec(name=name, lr=0.05, weight_decay=0.3)
+    opt = build_optimizer(spec, model)
+    weights = {id(w) for w in weights_of(model)}
+    biases = {id(p) for p in model.parameters() if id(p) not in weights}
+    if name == "sgd_scratch":
+        assert type(opt) is ScratchSGD and opt.lr == 0.05
+        decay = {id(p): wd for p, wd in opt.entries}
+    else:
+        assert opt.defaults["lr"] == 0.05
+        decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        assert all(g["lr"] == 0.05 for g in opt.param_groups)
+    assert set(decay) == weights | biases
+    assert all(decay[w] == 0.3 for w in weights) and all(decay[b] == 0.0 for b in biases)
