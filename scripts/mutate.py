@@ -112,7 +112,7 @@ MODULES = (
            ("tests/test_idx.py",)),
     Module("prepared", "src/dlbasics/data/prepared.py",
            _fns("_read_json", "_load_checked", "split_indices", "load_prepared"),
-           ("tests/test_data.py",)),
+           ("tests/test_data.py", "tests/test_prepared_checks.py")),
 )
 BY_NAME = {m.name: m for m in MODULES}
 
