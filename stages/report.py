@@ -44,6 +44,8 @@ def main(argv=None) -> None:
                     help="per-epoch histories, one JSON per variant, for plots (written)")
     ap.add_argument("--lessons", type=Path, required=True,
                     help="the lessons stage's directory (lessons.json and figures)")
+    ap.add_argument("--submission", type=Path, default=None,
+                    help="the submit stage's directory (submission.json: the choice)")
     ap.add_argument("--html", type=Path, required=True, help="self-contained HTML report")
     ap.add_argument("--out", type=Path, required=True, help="report Markdown")
     args = ap.parse_args(argv)
@@ -78,8 +80,11 @@ def render(args, params) -> None:
     lessons = read_json(args.lessons / "lessons.json")
     lesson_pngs = {p.name: p.read_bytes() for p in sorted(args.lessons.glob("*.png"))}
     lesson_links = {f: os.path.relpath(args.lessons / f, args.out.parent) for f in lesson_pngs}
+    chosen = getattr(args, "submission", None)
+    submission = (read_json(chosen / "submission.json")
+                  if chosen is not None and (chosen / "submission.json").exists() else None)
     write_text_atomic(args.out, render_markdown(params, metrics, series, links, searches,
-                                                details, lessons, lesson_links))
+                                                details, lessons, lesson_links, submission))
     histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}
     pngs = {p.name: p.read_bytes() for p in sorted(args.figures.glob("*.png"))}
     manifests = {p.parent.name: json.loads(p.read_text())
@@ -94,7 +99,7 @@ def render(args, params) -> None:
                                              histories, pngs, environment, manifests=manifests,
                                              curves=drawn["curves"],
                                              confusions=drawn["confusion"], lessons=lessons,
-                                             lesson_pngs=lesson_pngs))
+                                             lesson_pngs=lesson_pngs, submission=submission))
 
 
 if __name__ == "__main__":

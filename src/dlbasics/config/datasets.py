@@ -159,11 +159,24 @@ class HousePrices(Strict):
     path: Annotated[str, Field(min_length=1)] | None = None
     id_column: Annotated[str, Field(min_length=1)] | None = "Id"
     target_column: Annotated[str, Field(min_length=1)] = "SalePrice"
+    # The rows a submission predicts (no target column): a Kaggle-style test.csv with source
+    # csv, or this many generated rows with source generated. Not part of the set's identity.
+    test_path: Annotated[str, Field(min_length=1)] | None = None
+    n_test_rows: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
 
     @model_validator(mode="after")
     def _csv_needs_path(self) -> HousePrices:
         if self.source == "csv" and self.path is None:
             raise KeyProblem(("path",), "the path of a train.csv", NOTHING)
+        if self.source == "csv" and self.n_test_rows is not None:
+            raise KeyProblem(("n_test_rows",), "no n_test_rows with source csv (give test_path)",
+                              self.n_test_rows)
+        if self.source == "generated" and self.test_path is not None:
+            raise KeyProblem(("test_path",), "no test_path with source generated (give "
+                              "n_test_rows)", self.test_path)
+        if self.id_column is None and (self.test_path or self.n_test_rows):
+            raise KeyProblem(("id_column",), "an id column (a submission is keyed by it)",
+                              NOTHING)
         return self
 
 

@@ -170,18 +170,25 @@ def generate_images(name: str, spec: ImageDataset, seed: int, stream: str | None
 
 def generate_house_prices(name: str, spec: HousePrices, seed: int, stream: str | None = None) -> dict[str, Any]:
     """A house-prices table: generated, or read (and checked) from a Kaggle-style CSV."""
-    from dlbasics.data.tabular import make_house_prices, read_table
+    from dlbasics.data.tabular import make_house_prices, make_test_rows, read_table, read_test_table
 
+    test = None
     if spec.source == "generated":
         frame = make_house_prices(spec.n_rows, numpy_rng(seed, "data", stream or name))
         source = "dlbasics.data.tabular.make_house_prices"
+        if spec.n_test_rows:  # drawn from their own stream: the training rows stay the same
+            test = make_test_rows(spec.n_test_rows, spec.n_rows,
+                                  numpy_rng(seed, "data", stream or name, "test"))
     else:
         frame = read_table(spec.path, id_column=spec.id_column,
                            target_column=spec.target_column, dataset=name)
         source = str(spec.path)
+        if spec.test_path:
+            test = read_test_table(spec.test_path, frame, id_column=spec.id_column,
+                                   target_column=spec.target_column, dataset=name)
     meta = {"task": "regression", "id_column": spec.id_column,
             "target_column": spec.target_column, "source": source}
-    return {"frame": frame, "meta": meta}
+    return {"frame": frame, "meta": meta, **({"test_frame": test} if test is not None else {})}
 
 
 GENERATORS = {
@@ -203,6 +210,9 @@ def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> No
     target = out_dir / name
     if "frame" in arrays:  # a table: kept as CSV, encoded by prepare (fitted on training rows)
         blobs = {"table.csv": arrays["frame"].to_csv(index=False, lineterminator="\n").encode()}
+        if "test_frame" in arrays:  # the rows a submission predicts, in their file's order
+            blobs["test.csv"] = arrays["test_frame"].to_csv(
+                index=False, lineterminator="\n").encode()
         shape = arrays["frame"].shape
     else:
         blobs = {"X.npy": npy_bytes(arrays["X"]), "y.npy": npy_bytes(arrays["y"])}
@@ -222,6 +232,8 @@ def write_raw(out_dir: Path, name: str, kind: str, arrays: dict[str, Any]) -> No
 
 # Settings added to a kind after its sets were in use: a set without them keeps its identity.
 OPTIONAL_KEYS = ("outliers", "imbalance")
+# Settings of the rows to predict, not of the set trained on: never part of its identity.
+NOT_IDENTITY = ("test_path", "n_test_rows")
 
 
 def data_identity(spec) -> str:
@@ -234,6 +246,8 @@ def data_identity(spec) -> str:
     for key in OPTIONAL_KEYS:  # unset, they leave the identity as it was before they existed
         if key in fields and fields[key] is None:
             del fields[key]
+    for key in NOT_IDENTITY:
+        fields.pop(key, None)
     if set(fields) == {"kind"} or isinstance(spec, ImageDataset):
         return spec.kind
     return f"{spec.kind}-{sha256_bytes(json.dumps(fields, sort_keys=True).encode())[:12]}"

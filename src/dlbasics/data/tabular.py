@@ -77,6 +77,15 @@ def make_house_prices(n_rows: int, rng: np.random.Generator) -> pd.DataFrame:
     return frame
 
 
+def make_test_rows(n_rows: int, first_id_after: int, rng: np.random.Generator,
+                   target_column: str = "SalePrice") -> pd.DataFrame:
+    """A Kaggle-style test table [n_rows, 9]: rows drawn as make_house_prices draws them, Ids
+    first_id_after + 1 onwards, and no target column (its price is what a submission predicts)."""
+    frame = make_house_prices(n_rows, rng).drop(columns=[target_column])
+    frame["Id"] = np.arange(first_id_after + 1, first_id_after + n_rows + 1)
+    return frame
+
+
 # ----------------------------------------------------------------------------- read
 
 
@@ -135,6 +144,68 @@ def read_table(
         )
     frame[target_column] = target.astype(np.float64)
     return frame
+
+
+def read_test_table(
+    path: str | Path,
+    train: pd.DataFrame,
+    *,
+    id_column: str = "Id",
+    target_column: str = "SalePrice",
+    dataset: str | None = None,
+) -> pd.DataFrame:
+    """A Kaggle-style test.csv [N, columns]: the training table's `train` columns less the
+    target, in any order, with a unique id per row; a numeric training column must be numeric
+    here too (missing values allowed). Rows keep the file's order. Any other file is refused
+    with one line (DataError) naming the column and, for a value, its row."""
+    path = Path(path)
+    key = f"data.{dataset or '<name>'}.test_path"
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; put the Kaggle test.csv there or fix {key}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (no header, no rows); a test.csv needs its "
+                        "header and at least one row") from None
+    if len(frame) == 0:
+        raise DataError(f"{path}: header only, no data rows; a test.csv needs at least one row")
+    if id_column not in frame.columns:
+        raise DataError(f"{path}: no id column {id_column!r}; a submission is keyed by it: add "
+                        "the column or set the dataset's id_column")
+    if target_column in frame.columns:
+        raise DataError(f"{path}: has the target column {target_column!r}; a test file has no "
+                        "target (is it the training file?)")
+    features = [c for c in train.columns if c != target_column]
+    unknown = [str(c) for c in frame.columns if c not in features]
+    if unknown:
+        raise DataError(f"{path}: unknown column {unknown[0]!r} (not in the training table); "
+                        "drop it or give the matching train.csv")
+    absent = [str(c) for c in features if c not in frame.columns]
+    if absent:
+        raise DataError(f"{path}: no column {absent[0]!r}, which the training table has; "
+                        "every training feature column must be there")
+    ids = frame[id_column]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise DataError(f"{path}: column {id_column!r} has a missing value at data row "
+                        f"{row + 1}; every row needs its id")
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise DataError(f"{path}: column {id_column!r} repeats {_plain(ids.iloc[row])!r} at "
+                        f"data row {row + 1}; one prediction per id")
+    for c in features:
+        if c == id_column or not _is_numeric(train[c]) or _is_numeric(frame[c]):
+            continue
+        values = pd.to_numeric(frame[c], errors="coerce")
+        bad = (values.isna() & frame[c].notna()).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: column {c!r} is numeric in the training table but has "
+                            f"{frame[c].iloc[row]!r} at {_where(frame, row, id_column)}; fix "
+                            "the value")
+        frame[c] = values
+    return frame[[id_column, *[c for c in features if c != id_column]]]
 
 
 def _where(frame: pd.DataFrame, row: int, id_column: str | None) -> str:

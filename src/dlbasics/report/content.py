@@ -600,3 +600,24 @@ def contrast_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
 def verdict_words(verdict: bool | None) -> str:
     """A contrast's verdict as the report words it."""
     return {True: "holds", False: "does not hold as stated", None: "measured"}[verdict]
+
+
+# ----------------------------------------------------------------------------- submission
+
+
+def submission_text(summary: Mapping[str, Any] | None) -> str:
+    """The submit stage's choice (its submission.json) in one paragraph; "" without one."""
+    if not summary:
+        return ""
+    cands = ", ".join(f"`{r['variant']}` {fmt(r['val_rmse_mean'])} +/- {fmt(r['val_rmse_std'])}"
+                      for r in summary["candidates"])
+    if not summary.get("rows"):
+        return (f"Chosen by K-fold log-RMSE ({cands}): `{summary['chosen']}`. The dataset has no "
+                "test table, so `data/submission/submission.csv` holds its header only.")
+    first = "; ".join(", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in row.items()) for row in summary["first_rows"])
+    return (f"Chosen by mean validation log-RMSE over the folds of the training rows ({cands}): "
+            f"`{summary['chosen']}`, refitted on all {summary['train_rows']} training rows "
+            f"(training log-RMSE {fmt(summary['refit_train_log_rmse'])}). "
+            f"`data/submission/submission.csv` has {summary['rows']} rows, one per test row in "
+            f"the test file's order; the first: {first}.")

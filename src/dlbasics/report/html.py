@@ -38,6 +38,7 @@ from dlbasics.report.content import (
     comparison_sentences,
     contrast_rows,
     fmt,
+    submission_text,
     repeat_rows,
     verdict_words,
     search_summary,
@@ -63,6 +64,7 @@ SECTIONS = {
     "multilabel": "Multi-label metrics",
     "selection": "Model selection (K-fold searches)",
     "repeats": "Repeated runs and paired comparisons",
+    "submission": "The house-prices submission",
     "contrasts": "Claims about pairs of variants",
     "lessons": "Lessons: mechanisms computed",
     "figures": "Image grids",
@@ -511,6 +513,7 @@ def render_html(
     confusions: Mapping[str, bytes] | None = None,
     lessons: Sequence[Mapping[str, Any]] | None = None,
     lesson_pngs: Mapping[str, bytes] | None = None,
+    submission: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole report as one HTML page (str), deterministic for the same inputs.
 
@@ -541,6 +544,8 @@ def render_html(
         _multilabel(params, metrics),
         _selection(summaries),
         _repeats(params, details),
+        _section("submission", f"<p>{_text(submission_text(submission).replace('`', ''))}</p>")
+        if submission else "",
         _contrasts(contrast_rows(params, metrics, details)),
         _lessons(lessons or [], lesson_pngs or {}),
         _figures(figures or {}),

@@ -16,6 +16,7 @@ from dlbasics.report.content import (
     comparison_sentences,
     contrast_rows,
     fmt,
+    submission_text,
     repeat_rows,
     verdict_words,
     search_summary,
@@ -230,6 +231,7 @@ def render_markdown(
     figure_links: dict[str, str] | None = None,
     searches: dict[str, dict[str, Any]] | None = None, details: dict[str, Any] | None = None,
     lessons: list[dict[str, Any]] | None = None, lesson_links: dict[str, str] | None = None,
+    submission: dict[str, Any] | None = None,
 ) -> str:
     """The whole report.md."""
     parts = [
@@ -253,6 +255,8 @@ def render_markdown(
     repeats = repeats_section(params, details or {})
     if repeats:
         parts.append(repeats)
+    if submission:
+        parts.append("## The house-prices submission\n\n" + submission_text(submission) + "\n")
     contrasts = contrasts_section(contrast_rows(params, metrics, details or {}))
     if contrasts:
         parts.append(contrasts)
