@@ -509,3 +509,31 @@ def test_no_global_rng_is_consumed():
     manual.manual_backward(torch.ones(2, 2), torch.ones(2))
     ScratchSoftmaxRegression(4, 3, generator=g)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# --------------------------------------------------------------------------- edges (make mutate)
+
+
+def test_softmax_along_any_dimension_equals_torch():
+    from dlbasics.learn.scratch import softmax
+
+    z = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for dim in (0, 1, 2, -1):
+        torch.testing.assert_close(softmax(z, dim=dim), torch.softmax(z, dim=dim))
+
+
+def test_penalties_of_one_scalar_tensor():
+    from dlbasics.learn.scratch import l1_penalty, l2_penalty
+
+    w = torch.tensor(-3.0, dtype=torch.float64)
+    assert float(l2_penalty(w)) == 4.5 and float(l1_penalty(w)) == 3.0
+    assert float(l2_penalty([w, torch.tensor([1.0, 2.0], dtype=torch.float64)])) == 7.0
+
+
+def test_cross_entropy_from_probs_refuses_other_shapes_in_one_line():
+    from dlbasics.learn.scratch import cross_entropy_from_probs
+
+    p = torch.full((2, 2, 2), 0.5)
+    with pytest.raises(ValueError) as info:
+        cross_entropy_from_probs(p, p)
+    assert str(info.value) == "p must have shape [C] or [N, C], got (2, 2, 2)"
