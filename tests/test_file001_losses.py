@@ -270,3 +270,28 @@ def test_house_tiny_value_by_value():
     assert table.rows == [[3.0, 1.0, 0.0, 127500.0], [2.0, 0.0, 1.0, 106000.0],
                           [4.0, 0.0, 1.0, 178100.0], [3.0, 0.0, 1.0, 140000.0]]
     assert r.values["fill_value"] == 3.0 and r.values["n_missing_filled"] == 2
+
+
+# --------------------------------------------------------------------------- the data-and-fit figure
+
+
+def test_the_fit_figure_draws_the_points_and_the_models_line():
+    from torch import nn
+
+    from dlbasics.data.prepared import Split
+    from dlbasics.report.evaluation import fit_line
+    from dlbasics.report.figures import fit_png
+
+    model = nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+        model.bias.fill_(7.0)
+    X = torch.rand(50, 1, generator=_g("fit"))
+    train = Split(X, (5 * X + 7 + 0.1).reshape(-1, 1))
+    x, y, grid, fitted = fit_line(model, train, points=11)
+    np.testing.assert_allclose(x, X[:, 0].double().numpy())
+    np.testing.assert_allclose(grid, np.linspace(x.min(), x.max(), 11))
+    np.testing.assert_allclose(fitted, 5 * grid + 7, rtol=1e-6)  # the line, by hand
+    png = fit_png("line", x, y, grid, fitted, (5.0, 7.0))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == fit_png("line", x, y, grid, fitted,
+                                                              (5.0, 7.0))

@@ -57,7 +57,7 @@ def generated(tmp_path_factory):
 
 
 def test_the_generated_test_table_has_no_target_and_its_own_ids(generated):
-    params, root, _ = generated
+    _, root, _ = generated
     test = pd.read_csv(root / "raw" / "house_prices" / "test.csv")
     train = pd.read_csv(root / "raw" / "house_prices" / "table.csv")
     assert len(test) == 57 and "SalePrice" not in test.columns

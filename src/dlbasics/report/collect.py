@@ -112,6 +112,7 @@ def collect(
                 write_bytes_atomic(figs / f"{dataset}_samples.png",
                                    (ev / "samples.png").read_bytes())
             for src, dst in (("predictions.png", f"{name}_predictions.png"),
+                             ("fit.png", f"{name}_fit.png"),
                              ("curves.png", f"curves/{name}.png"),
                              ("confusion.png", f"confusion/{name}.png")):
                 if (ev / src).is_file():

@@ -199,4 +199,19 @@ def evaluate_model(params: Params, name: str, prepared_root: Path, model_dir: Pa
                                 "classification")
         pngs["predictions.png"] = figures.prediction_grid(
             shown, test.y[:24].numpy(), pred.numpy(), man["class_names"], man["image_shape"])
+    if data.task == "regression" and man["n_features"] == 1:
+        x, y, grid, fitted = fit_line(load_model(params, name, model_dir), data.splits["train"])
+        truth = man.get("true_w"), man.get("true_b")
+        pngs["fit.png"] = figures.fit_png(
+            name, x, y, grid, fitted,
+            (truth[0][0], truth[1]) if truth[0] and len(truth[0]) == 1 else None)
     return {"metrics": metrics, "details": d, "predictions": predictions, "figures": pngs}
+
+
+def fit_line(model: torch.nn.Module, train, points: int = 100):
+    """A 1-D regression's training points x [N], y [N] and its predictions fitted [points] on an
+    even grid [points] across the training x range (float64 NumPy arrays)."""
+    x = train.X[:, 0].double().numpy()
+    grid = np.linspace(x.min(), x.max(), points)
+    fitted = predict(model, torch.from_numpy(grid).float().reshape(-1, 1)).reshape(-1)
+    return x, train.y.reshape(-1).double().numpy(), grid, fitted.double().numpy()

@@ -197,6 +197,22 @@ def curves_figure(name: str, history: Sequence[Mapping[str, Any]]):
     return fig
 
 
+def fit_png(name: str, x: np.ndarray, y: np.ndarray, grid: np.ndarray, fitted: np.ndarray,
+            truth: tuple[float, float] | None = None) -> bytes:
+    """A 1-D regression as file 001 plots it: the training points x [N], y [N] and the model's
+    predictions `fitted` [G] along `grid` [G]; with `truth` (w, b), the true line dashed."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(3.8, 2.8), dpi=DPI)
+    ax.plot(x, y, "o", color="tab:green", alpha=0.3, markersize=3, label="training points")
+    ax.plot(grid, fitted, color="tab:blue", label="fitted")
+    if truth is not None:
+        ax.plot(grid, truth[0] * grid + truth[1], "--", color="grey", linewidth=1, label="true line")
+    ax.set(xlabel="x", ylabel="y", title=f"{name}: data and fit")
+    ax.legend(fontsize=7)
+    fit_margins(fig)
+    return png_bytes(fig)
+
+
 def confusion_png(matrix: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> bytes:
     """A confusion matrix (rows: true class, columns: predicted) with its counts."""
     return png_bytes(confusion_figure(matrix, class_names, title))
