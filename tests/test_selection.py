@@ -345,3 +345,68 @@ def test_fold_indices_deterministic_per_seed():
     assert any(not np.array_equal(va, vc) for (_, va), (_, vc) in zip(a, c))
     # Shuffled: the first fold is not simply the first rows.
     assert not np.array_equal(a[0][1], np.arange(10))
+
+
+# --------------------------------------------------------------------------- cross_validate
+
+
+def _cv_data(task: str, n: int = 60):
+    from dlbasics.data.prepared import Prepared
+
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(n, 4, generator=g)
+    y = (torch.randn(n, 1, generator=g) if task == "regression" else
+         torch.randint(0, 3 if task == "classification" else 2, (n,), generator=g))
+    empty = Split(X[:0], y[:0])
+    return Prepared({"task": task}, {"train": Split(X, y), "val": empty, "test": empty})
+
+
+@pytest.mark.parametrize("task, outputs", [("classification", 3), ("binary", 1),
+                                           ("regression", 1)])
+def test_cross_validate_scores_each_fold_like_sklearn(task, outputs):
+    """Fixed weights (train_fn learns nothing): each fold's scores are scikit-learn's metric of
+    the model's answers on that fold's rows; the summary is their mean and sample sd."""
+    from sklearn.metrics import accuracy_score, mean_squared_error
+
+    from dlbasics.learn.tasks import PRIMARY
+    from dlbasics.search.selection import cross_validate, primary_score
+
+    data = _cv_data(task)
+    make = lambda: torch.nn.Linear(4, outputs).requires_grad_(False)  # noqa: E731
+    torch.manual_seed(0)
+    model = make()
+    seen = []
+
+    def train_fn(m, splits):
+        seen.append((len(splits["train"].y), len(splits["val"].y), len(splits["test"].y)))
+        m.load_state_dict(model.state_dict())
+        return [{}, {}]  # two epochs
+
+    out = cross_validate(data, 4, 11, make, train_fn)
+    metric = PRIMARY[task].name
+    X, y = data.splits["train"].X, data.splits["train"].y
+    folds = fold_indices(y.numpy(), 4, 11, stratify=task != "regression")
+    assert seen == [(len(tr), len(va), 0) for tr, va in folds]
+    with torch.no_grad():
+        z = model(X)
+    for rec, (tr, va) in zip(out["folds"], folds):
+        for part, rows in (("train", tr), ("val", va)):
+            if task == "regression":
+                want = mean_squared_error(y[rows].numpy(), z[rows].numpy()) ** 0.5
+            else:
+                answers = z[rows].argmax(1) if task == "classification" else z[rows, 0] > 0
+                want = accuracy_score(y[rows].numpy(), answers.long().numpy())
+            assert rec[f"{part}_{metric}"] == pytest.approx(want, abs=1e-6)
+            assert primary_score(task, z[rows], y[rows]) == pytest.approx(want, abs=1e-6)
+        assert rec["epochs"] == 2
+    assert [r["fold"] for r in out["folds"]] == [0, 1, 2, 3]
+    assert out["k"] == 4 and out["metric"] == metric
+    for part in ("train", "val"):
+        vals = np.array([r[f"{part}_{metric}"] for r in out["folds"]])
+        assert out[f"{part}_{metric}_mean"] == pytest.approx(vals.mean(), abs=1e-12)
+        assert out[f"{part}_{metric}_std"] == pytest.approx(vals.std(ddof=1), abs=1e-12)
+
+
+def test_n_parameters_counts_every_weight_and_bias():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    assert n_parameters(model) == 4 * 3 + 3 + 3 * 2 + 2
