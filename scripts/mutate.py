@@ -340,12 +340,13 @@ def run_module(mod: Module, jobs: int, equivalents, rerun: bool = True,
         else:
             survivors.append((name, st, key, diff))
     killed = sum(st in CAUGHT for st in status.values())
+    timeouts = sum(st == "timeout" for st in status.values())
     listed = {k for k in equivalents if k[0].startswith(dotted(mod) + ".")}
     found = {e[2] for e in equivalent}
     stale_equivalent = sorted(listed - found)
     considered = len(status) - len(equivalent)
     rate = Fraction(killed, considered) if considered else Fraction(1)
-    return {"module": mod.name, "total": len(status), "killed": killed,
+    return {"module": mod.name, "total": len(status), "killed": killed, "timeouts": timeouts,
             "equivalent": len(equivalent), "survived": len(survivors), "rate": rate,
             "seconds": seconds, "survivors": survivors, "stale": stale_equivalent,
             "digest": digest(mod, equivalents)}
@@ -405,8 +406,9 @@ def report(res: dict, recorded: dict | None) -> list[str]:
     was = f" (recorded {recorded['killed']}/{recorded['total'] - recorded['equivalent']})" \
         if recorded else ""
     print(f"{res['module']:16} {pct(res['rate']):>6} killed  {res['killed']}/"
-          f"{res['total'] - res['equivalent']}  ({res['equivalent']} equivalent, "
-          f"{res['survived']} survived, {res['seconds']:.0f} s){was}", flush=True)
+          f"{res['total'] - res['equivalent']}  ({res['timeouts']} of them by timeout, "
+          f"{res['equivalent']} equivalent, {res['survived']} survived, {res['seconds']:.0f} s)"
+          f"{was}", flush=True)
     for name, st, (fn, key), diff in res["survivors"]:
         print(f"  {st}: {name}\n    equivalent.txt key: {fn} {key}")
         print("    " + diff.replace("\n", "\n    "))
@@ -493,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.base or args.last):
             problems += known_bugs(mod)
         done.append(res)
+    if len(done) > 1:
+        print("\nmodule           killed  of     equivalent  survived  seconds")
+        for r in done:
+            print(f"{r['module']:16} {pct(r['rate']):>6}  {r['killed']:>3}/{r['total'] - r['equivalent']:<4}"
+                  f" {r['equivalent']:>9}  {r['survived']:>8}  {r['seconds']:>7.0f}")
     print(f"mutate: {len(done)} module(s) in {time.monotonic() - t0:.0f} s "
           f"({args.jobs} workers)")
     record = not (args.ci or args.no_record or args.modules or args.last or args.base)
