@@ -160,3 +160,13 @@ def test_the_generate_stage_stops_on_a_bad_test_file_and_writes_nothing(tmp_path
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "no id column 'Id'" in lines[0], proc.stderr
     assert not (tmp_path / "raw").exists()
+
+
+def test_without_a_house_prices_table_the_file_is_its_header(tmp_path):
+    raw = {k: v for k, v in RAW.items() if k not in ("select", "report", "lessons")}
+    raw["data"] = {"line": RAW["data"]["line"]}
+    raw["prepare"] = {"line": RAW["prepare"]["line"]}
+    raw["train"] = {"line": RAW["train"]["line"]}
+    summary = write_submission(parse_params(raw), tmp_path / "raw", tmp_path, tmp_path / "out")
+    assert summary["chosen"] is None
+    assert (tmp_path / "out" / "submission.csv").read_text() == "Id,SalePrice\n"

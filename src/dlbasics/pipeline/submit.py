@@ -60,48 +60,57 @@ def _checked(path: Path, meta: dict[str, Any], name: str) -> Path:
     return path
 
 
-def write_submission(params: Params, raw: Path, models: Path, out: Path,
-                     dataset: str = "house_prices") -> dict[str, Any]:
-    """Choose, refit on all of raw/<dataset>/table.csv, predict its test.csv, write out/."""
+def _write(out: Path, frame, summary: dict[str, Any]) -> dict[str, Any]:
+    """submission.csv and submission.json into `out`, swapped in whole."""
+    with atomic_directory(out) as tmp:
+        write_bytes_atomic(tmp / SUBMISSION, frame.to_csv(
+            index=False, lineterminator="\n", float_format="%.2f").encode())
+        summary["first_rows"] = json.loads(frame.head(3).to_json(orient="records"))
+        write_json_atomic(tmp / CHOICE, summary)
+    return summary
+
+
+def write_submission(params: Params, raw: Path, models: Path, out: Path) -> dict[str, Any]:
+    """Choose, refit on all of raw/<dataset>/table.csv, predict its test.csv, write out/; the
+    dataset is the house-prices table under data. Without one, without a cross-validated
+    variant on it or without test rows, submission.csv holds its header only."""
     import pandas as pd
 
     from dlbasics.data.tabular import TabularPreprocessor, log_target
 
+    tables = [n for n, spec in params.data.items() if spec.kind == "house_prices"]
+    if not tables or not candidates(params, tables[0]):
+        summary = {"dataset": tables[0] if tables else None, "chosen": None, "rows": 0}
+        return _write(out, pd.DataFrame({"Id": [], "SalePrice": []}), summary)
+    dataset = tables[0]
     meta = json.loads((raw / dataset / "meta.json").read_text())
     id_col, target = meta["id_column"], meta["target_column"]
-    has_test = "test.csv" in meta["sha256"]
     chosen, records = choose_variant(params, dataset, models)
     summary: dict[str, Any] = {"dataset": dataset, "chosen": chosen, "candidates": records,
                                "metric": "log-RMSE over the K folds of the training rows"}
-    if not has_test:
-        frame_out = pd.DataFrame({id_col or "Id": [], target: []})
+    if "test.csv" not in meta["sha256"]:
         summary["rows"] = 0
-    else:
-        train = pd.read_csv(_checked(raw / dataset / "table.csv", meta, "table.csv"))
-        test = pd.read_csv(_checked(raw / dataset / "test.csv", meta, "test.csv"))
-        # Refit on every training row, as the chapter's last step does; the encoding too.
-        pre = TabularPreprocessor(id_column=id_col, target_column=target).fit(train)
-        X = torch.from_numpy(pre.transform(train))
-        y = torch.from_numpy(log_target(train[target].to_numpy())).reshape(-1, 1)
-        empty = Split(X[:0], y[:0])
-        data = Prepared({"task": "regression", "n_features": X.shape[1], "n_outputs": 1,
-                         "identity": meta["identity"]},
-                        {"train": Split(X, y), "val": empty, "test": empty})
-        spec = params.train[chosen]
-        spec = spec.model_copy(update={"batch_size": min(spec.batch_size, len(y))})
-        make_model, train_fn = make_trainer(params, spec, f"submit {chosen}", data, None)
-        model = make_model()
-        train_fn(model, data.splits)
-        fitted = predict(model, X).reshape(-1).double()
-        log_price = predict(model, torch.from_numpy(pre.transform(test))).reshape(-1).double()
-        frame_out = pd.DataFrame({id_col: test[id_col].to_numpy(),
-                                  target: np.round(torch.exp(log_price).numpy(), 2)})
-        summary.update(rows=len(frame_out), train_rows=len(train),
-                       refit_train_log_rmse=float(torch.sqrt(torch.mean(
-                           (fitted - y.reshape(-1).double()) ** 2))))
-    with atomic_directory(out) as tmp:
-        write_bytes_atomic(tmp / SUBMISSION, frame_out.to_csv(
-            index=False, lineterminator="\n", float_format="%.2f").encode())
-        summary["first_rows"] = json.loads(frame_out.head(3).to_json(orient="records"))
-        write_json_atomic(tmp / CHOICE, summary)
-    return summary
+        return _write(out, pd.DataFrame({id_col or "Id": [], target: []}), summary)
+    train = pd.read_csv(_checked(raw / dataset / "table.csv", meta, "table.csv"))
+    test = pd.read_csv(_checked(raw / dataset / "test.csv", meta, "test.csv"))
+    # Refit on every training row, as the chapter's last step does; the encoding too.
+    pre = TabularPreprocessor(id_column=id_col, target_column=target).fit(train)
+    X = torch.from_numpy(pre.transform(train))
+    y = torch.from_numpy(log_target(train[target].to_numpy())).reshape(-1, 1)
+    empty = Split(X[:0], y[:0])
+    data = Prepared({"task": "regression", "n_features": X.shape[1], "n_outputs": 1,
+                     "identity": meta["identity"]},
+                    {"train": Split(X, y), "val": empty, "test": empty})
+    spec = params.train[chosen]
+    spec = spec.model_copy(update={"batch_size": min(spec.batch_size, len(y))})
+    make_model, train_fn = make_trainer(params, spec, f"submit {chosen}", data, None)
+    model = make_model()
+    train_fn(model, data.splits)
+    fitted = predict(model, X).reshape(-1).double()
+    log_price = predict(model, torch.from_numpy(pre.transform(test))).reshape(-1).double()
+    frame = pd.DataFrame({id_col: test[id_col].to_numpy(),
+                          target: np.round(torch.exp(log_price).numpy(), 2)})
+    summary.update(rows=len(frame), train_rows=len(train),
+                   refit_train_log_rmse=float(torch.sqrt(torch.mean(
+                       (fitted - y.reshape(-1).double()) ** 2))))
+    return _write(out, frame, summary)

@@ -530,8 +530,7 @@ def answer(params: Params, metrics: Mapping[str, Mapping[str, float]],
 
 @dataclass(frozen=True)
 class ContrastRow:
-    """One params.report.contrasts entry as measured: verdict None where none is claimed (or
-    a variant has no results yet)."""
+    """One params.report.contrasts entry as measured: verdict None where none is claimed."""
 
     title: str
     source: str
@@ -551,14 +550,12 @@ def _recall(details: Mapping[str, Any], name: str, classes: Sequence[int]) -> li
 
 def contrast_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
                   details: Mapping[str, Any]) -> list[ContrastRow]:
-    """Each params.report.contrasts entry with what its two variants' results show."""
+    """Each params.report.contrasts entry whose two variants have results, with what they show."""
     rows = []
     for c in params.report.contrasts:
         ma, mb = metrics.get(c.a), metrics.get(c.b)
         verdict: bool | None = None
-        if not ma or not mb:
-            rows.append(ContrastRow(c.title, c.source, c.claim, c.a, c.b,
-                                    "not trained yet", None))
+        if not ma or not mb:  # a pair that did not run (both must have results) is left out
             continue
         task = variant_task(params, c.a)
         metric = PRIMARY[task].name if task else "loss"
@@ -607,7 +604,7 @@ def verdict_words(verdict: bool | None) -> str:
 
 def submission_text(summary: Mapping[str, Any] | None) -> str:
     """The submit stage's choice (its submission.json) in one paragraph; "" without one."""
-    if not summary:
+    if not summary or not summary.get("chosen"):
         return ""
     cands = ", ".join(f"`{r['variant']}` {fmt(r['val_rmse_mean'])} +/- {fmt(r['val_rmse_std'])}"
                       for r in summary["candidates"])

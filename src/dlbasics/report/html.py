@@ -545,7 +545,7 @@ def render_html(
         _selection(summaries),
         _repeats(params, details),
         _section("submission", f"<p>{_text(submission_text(submission).replace('`', ''))}</p>")
-        if submission else "",
+        if submission_text(submission) else "",
         _contrasts(contrast_rows(params, metrics, details)),
         _lessons(lessons or [], lesson_pngs or {}),
         _figures(figures or {}),

@@ -255,7 +255,7 @@ def render_markdown(
     repeats = repeats_section(params, details or {})
     if repeats:
         parts.append(repeats)
-    if submission:
+    if submission_text(submission):
         parts.append("## The house-prices submission\n\n" + submission_text(submission) + "\n")
     contrasts = contrasts_section(contrast_rows(params, metrics, details or {}))
     if contrasts:
