@@ -222,6 +222,14 @@ def test_two_spellings_of_one_loss_train_the_same_model(trained, a, b):
         torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
 
 
+def test_rmsprop_at_lr_0_01_fits_the_training_rows_closer_and_the_test_rows_worse(trained):
+    """What docs/pipeline.md states of the two RMSprop settings, on the same data and start."""
+    _, fast, _ = trained("mlp_rmsprop_notebook")
+    _, slow, _ = trained("mlp_rmsprop")
+    assert fast[-1]["train_loss"] < slow[-1]["train_loss"]
+    assert fast[-1]["test_loss"] > slow[-1]["test_loss"]
+
+
 # --------------------------------------------------------------------------- report
 
 
