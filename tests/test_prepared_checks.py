@@ -155,3 +155,13 @@ def test_an_official_test_set_is_kept_whole_and_last():
     assert str(info.value) == (
         "params.yaml: prepare.img: expected n_train + n_val <= 100 (the training rows of "
         "data.img), found 101")
+
+
+def test_a_manifest_without_digests_loads_unchecked(tmp_path):
+    _write_prepared(tmp_path / "p", "classification")
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    manifest.pop("sha256")
+    (tmp_path / "p" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "p" / "y_val.npy").write_bytes(npy_bytes(np.zeros(5, dtype=np.int64)))
+    data = load_prepared(tmp_path / "p")
+    assert data.splits["val"].y.tolist() == [0] * 5
