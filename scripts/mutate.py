@@ -9,6 +9,7 @@ reason it cannot change behaviour.
 
     python scripts/mutate.py                  # every module; check, then record the figures
     python scripts/mutate.py tasks io         # some modules (figures checked, not recorded)
+    python scripts/mutate.py --record io      # some modules, their figures recorded
     python scripts/mutate.py --ci --budget-s 420   # what .ci/run does
 
 The figures (tests/mutation/figures.json) hold each module's kill rate and a digest of what it
@@ -468,6 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--no-record", action="store_true", help="check only; never write figures")
+    ap.add_argument("--record", action="store_true",
+                    help="record the figures of the modules named too (when they hold)")
     ap.add_argument("--base", metavar="COMMIT",
                     help="the modules' test files as at COMMIT (the figures before a change)")
     ap.add_argument("--last", action="store_true",
@@ -491,9 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     for mod in plan:
         res = run_module(mod, args.jobs, equivalents, rerun=not args.last,
                          base=args.base)
-        problems += report(res, figures.get(mod.name))
+        mine = report(res, figures.get(mod.name))
         if not (args.base or args.last):
-            problems += known_bugs(mod)
+            mine += known_bugs(mod)
+        res["ok"] = not mine
+        problems += mine
         done.append(res)
     if len(done) > 1:
         print("\nmodule           killed  of     equivalent  survived  seconds")
@@ -502,13 +507,19 @@ def main(argv: list[str] | None = None) -> int:
                   f" {r['equivalent']:>9}  {r['survived']:>8}  {r['seconds']:>7.0f}")
     print(f"mutate: {len(done)} module(s) in {time.monotonic() - t0:.0f} s "
           f"({args.jobs} workers)")
-    record = not (args.ci or args.no_record or args.modules or args.last or args.base)
-    if record and not problems:
-        figures = {r["module"]: {"killed": r["killed"], "total": r["total"],
-                                 "equivalent": r["equivalent"], "digest": r["digest"],
-                                 "seconds": round(r["seconds"])} for r in done}
+    record = (args.record or not args.modules) and not (
+        args.ci or args.no_record or args.last or args.base)
+    held = [r for r in done if r["ok"]]
+    if record and held:
+        # The modules that held replace their figures (one that failed keeps its old figure);
+        # a module no longer in MODULES goes.
+        figures = {k: v for k, v in figures.items() if k in BY_NAME}
+        figures.update({r["module"]: {"killed": r["killed"], "total": r["total"],
+                                      "equivalent": r["equivalent"], "digest": r["digest"],
+                                      "seconds": round(r["seconds"])} for r in held})
         save_figures(figures)
-        print(f"mutate: figures recorded in {FIGURES.relative_to(REPO)}")
+        print(f"mutate: figures of {', '.join(r['module'] for r in held)} recorded in "
+              f"{FIGURES.relative_to(REPO)}")
     for p in problems:
         print(f"mutate: FAIL {p}", file=sys.stderr)
     return 1 if problems else 0
