@@ -499,3 +499,81 @@ def test_failed_download_leaves_nothing(tmp_path, mirror):
     with pytest.raises(DataError, match="download from"):
         fetch("mnist", tmp_path / "root", expected_sizes=None, mirrors=[url])
     assert os.listdir(tmp_path / "root") == []
+
+
+# ----------------------------------------------------------------------------- edges (make mutate)
+
+
+def test_content_identity_is_the_sha256_of_the_sorted_digests():
+    from dlbasics.data.idx import content_identity
+
+    digests = {stem: f"{i:x}" * 64 for i, stem in enumerate(FILES.values(), 1)}
+    blob = '{' + ", ".join(f'"{s}": "{digests[s]}"' for s in sorted(digests)) + '}'
+    want = "mnist-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+    assert content_identity("mnist", digests) == want
+    assert content_identity("mnist", dict(reversed(list(digests.items())))) == want
+
+
+@pytest.mark.parametrize("name, key, debian", [
+    ("fashion_mnist", None, " (Debian: apt-get install dataset-fashion-mnist)"),
+    ("mnist", "images", "")])
+def test_a_wrong_digest_says_what_to_do_in_full(tmp_path, name, key, debian):
+    make_set(tmp_path)
+    first = tmp_path / FILES["X_train"]
+    found = hashlib.sha256(idx_bytes(read_idx(first))).hexdigest()
+    with pytest.raises(DataError) as err:
+        load_idx_dataset(tmp_path, name, expected_sizes=None, params_key=key)
+    official = DATASETS[name].sha256[FILES["X_train"]]
+    assert str(err.value) == (
+        f"{first}: decompressed content has sha256 {found}, expected {official} (the official "
+        f"{name} {FILES['X_train']}); the file is damaged or not that file: replace it with the "
+        f"official file{debian}, or, for a set of your own, set data.{key or name}."
+        "verify_checksums: false")
+
+
+@pytest.mark.parametrize("name, key", [("fashion_mnist", None), ("mnist", "images")])
+def test_missing_files_say_where_and_what_to_do_in_full(tmp_path, name, key):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(DataError) as err:
+        load_idx_dataset(folder, name, params_key=key)
+    sub = DATASETS[name].torchvision_class
+    missing = ", ".join(f"{s}(.gz)" for s in FILES.values())
+    debian = (" (on Debian, `apt-get install dataset-fashion-mnist` puts them in "
+              "/usr/share/datasets/fashion-mnist)" if name == "fashion_mnist" else "")
+    assert str(err.value) == (
+        f"{folder} (nor {folder / sub / 'raw'}): missing {missing} for {name}; put the four IDX "
+        f"files ({', '.join(FILES.values())}, raw or .gz) there{debian}, or set "
+        f"data.{key or name}.source: download")
+    # A folder that holds some of them: that folder is named, and no Debian hint.
+    make_set(folder)
+    (folder / FILES["y_test"]).unlink()
+    with pytest.raises(DataError) as err:
+        load_idx_dataset(folder, name, params_key=key)
+    assert str(err.value).startswith(f"{folder}: missing {FILES['y_test']}(.gz) for {name}; ")
+    assert "Debian" not in str(err.value)
+
+
+def test_images_must_be_28_by_28_and_labels_one_dimensional(tmp_path):
+    make_set(tmp_path)
+    write_idx(tmp_path / FILES["X_test"], np.zeros((3, 28, 27), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte: items are \(28, 27\), "
+                                        r"expected \(28, 28\)"):
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
+    make_set(tmp_path)
+    write_idx(tmp_path / FILES["y_test"], np.zeros((3, 1), np.uint8))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: has 2 dims \(3, 1\), "
+                                        r"expected 1"):
+        load_idx_dataset(tmp_path, "mnist", expected_sizes=None, verify_checksums=False)
+
+
+def test_fetched_files_are_verified_by_content_unless_only_md5s_are_given():
+    from dlbasics.data.idx import _verification
+
+    d = {"a": "0" * 64}
+    assert _verification(True, None, None) == {"verify_checksums": True, "digests": None}
+    assert _verification(True, {"a.gz": "m"}, d) == {"verify_checksums": True, "digests": d}
+    # A custom set given only by its .gz md5s: torchvision checked them while downloading.
+    assert _verification(True, {"a.gz": "m"}, None) == {"verify_checksums": False,
+                                                        "digests": None}
+    assert _verification(False, None, d) == {"verify_checksums": False, "digests": d}
