@@ -84,7 +84,7 @@ MODULES = (
            ("tests/test_stage_deps.py", "tests/test_changes.py")),
     Module("registry", "src/dlbasics/tracking/registry.py",
            _fns("registers", "at_least_as_good", "_promote"),
-           ("tests/test_registry.py",)),
+           ("tests/test_registry_rule.py",)),
     Module("io", "src/dlbasics/io.py", _fns("*"), ("tests/test_data.py", "tests/test_io.py")),
     Module("config.variants", "src/dlbasics/config/variants.py", _fns("*.*"),
            ("tests/test_config.py", "tests/test_config_rules.py"), validators=True),
