@@ -561,6 +561,9 @@ def contrast_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
         metric = PRIMARY[task].name if task else "loss"
         ta, tb = ma.get(f"test_{metric}"), mb.get(f"test_{metric}")
         scores = f"test {metric} {fmt(ta)} (`{c.a}`) against {fmt(tb)} (`{c.b}`)"
+        if "test_log_loss" in ma and "test_log_loss" in mb:
+            scores += (f", test log-loss {fmt(ma['test_log_loss'])} against "
+                       f"{fmt(mb['test_log_loss'])}")
         if c.measure == "fit_error":
             wa, wb = ma.get("w_error"), mb.get("w_error")
             ba, bb = ma.get("b_error"), mb.get("b_error")
