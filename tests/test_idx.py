@@ -577,3 +577,43 @@ def test_fetched_files_are_verified_by_content_unless_only_md5s_are_given():
     assert _verification(True, {"a.gz": "m"}, None) == {"verify_checksums": False,
                                                         "digests": None}
     assert _verification(False, None, d) == {"verify_checksums": False, "digests": d}
+
+
+def test_a_large_gzip_is_read_whole_across_partial_reads(tmp_path):
+    # Zeros compress about 1000:1, and gzip hands a large read back in pieces.
+    a = np.zeros((300, 28, 28), np.uint8)
+    a[::7, 3, 5] = 255
+    write_idx(tmp_path / "x.gz", a)
+    assert (tmp_path / "x.gz").stat().st_size < a.size // 50
+    assert np.array_equal(read_idx(tmp_path / "x.gz"), a)
+
+
+def test_trailing_bytes_beyond_a_megabyte_are_all_counted(tmp_path):
+    a = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    data = idx_bytes(a)
+    (tmp_path / "t").write_bytes(data + b"\0" * (3 << 20))
+    with pytest.raises(DataError) as err:
+        read_idx(tmp_path / "t")
+    assert f"trailing bytes: header says 4 x 4 uint8 = {len(data)} bytes, found " \
+           f"{len(data) + (3 << 20)};" in str(err.value)
+
+
+def test_wider_types_come_back_in_native_byte_order(tmp_path):
+    a = np.array([[1, -2], [300, -32768]], dtype=np.int16)
+    write_idx(tmp_path / "w", a)
+    back = read_idx(tmp_path / "w", expect_dtype=None)
+    assert back.dtype.isnative and back.dtype == np.int16 and np.array_equal(back, a)
+
+
+def test_dimensions_must_fit_the_header(tmp_path):
+    assert idx_bytes(np.zeros((2**32 - 1, 0), np.uint8))[:4] == b"\0\0\x08\x02"
+    with pytest.raises(ValueError):
+        idx_bytes(np.zeros((2**32, 0), np.uint8))
+    with pytest.raises(ValueError):
+        idx_bytes(np.zeros((0, 2**32), np.uint8))
+
+
+def test_gzip_files_carry_no_timestamp(tmp_path):
+    write_idx(tmp_path / "a.gz", np.zeros((2, 2), np.uint8))
+    raw = (tmp_path / "a.gz").read_bytes()
+    assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # MTIME 0: the same bytes always
