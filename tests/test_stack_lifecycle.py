@@ -266,16 +266,23 @@ def test_kill_9_of_every_stack_process_keeps_every_run_artifact_and_object(team,
 
 
 def test_a_backup_restored_into_a_fresh_clone_serves_everything(team, tmp_path):
+    """The docs' backup block as written: a backup named by the time, one named by ARCHIVE
+    (beside the clone), restored by `make services-restore` in another fresh clone beside it,
+    the first stack stopped (another machine, say: the same ports, none of the old state)."""
     proj, ports, env, _, before = team
+    default, named, restore = [line.split("#")[0].strip()
+                               for line in doc_block("make services-backup").splitlines()]
     run(["make", "services"], proj, **ports)
-    archive = tmp_path / "team.tar.gz"
-    out = run(["make", "services-backup", f"ARCHIVE={archive}"], proj, **ports)
-    assert f"backup written to {archive}" in out.stdout
-    assert archive.stat().st_mode & 0o077 == 0  # it holds the secrets: the owner's only
+    out = sh(default, proj, ports).stdout
+    (stamped,) = proj.glob("services-backup-*.tar.gz")
+    assert f"backup written to {stamped}" in out
+    archive = (proj / named.split("ARCHIVE=")[1]).resolve()
+    assert f"backup written to {archive}" in sh(named, proj, ports).stdout
+    for got in (stamped, archive):
+        assert got.stat().st_mode & 0o077 == 0  # it holds the secrets: the owner's only
     run(["make", "services-stop"], proj, **ports)
-    # Another machine, say: a fresh clone, the same ports free, nothing of the old state.
     other = as_a_user_would(proj.parent / "restored", source=proj)
-    restored = run(["make", "services-restore", f"ARCHIVE={archive}"], other, **ports)
+    restored = sh(restore, other, ports)
     assert exported(restored.stdout) == env  # the same logins and keys, from the archive
     assert_kept(proj, env, before, tmp_path)  # served from other/.services now
     # A second restore into the same state is refused with one line; so is a missing archive.
@@ -285,4 +292,17 @@ def test_a_backup_restored_into_a_fresh_clone_serves_everything(team, tmp_path):
     assert [ln for ln in again.stderr.splitlines() if ln.startswith("services:")] == [
         f"services: restore: {other / '.services'} already holds a stack; stop it and move it "
         "away first, or restore into another directory (--state)"]
+    missing = run(["make", "-s", "services-restore"], other, check=False, **ports)
+    assert missing.returncode != 0 and "name the archive" in missing.stderr
     run(["make", "services-stop"], other, **ports)
+
+
+def test_every_command_docs_stack_md_shows_is_run_here_as_written():
+    """docs/stack.md's bash blocks are the three this file runs line by line (tests/test_docs.py
+    leaves the page to this file)."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    assert sorted(b.split()[0] + " " + b.split()[1] for b in blocks) == [
+        "dvc pull", "make services", "make services-backup"]
+    source = Path(__file__).read_text()
+    for first in ("make services", "dvc pull", "make services-backup"):
+        assert f'doc_block("{first}")' in source

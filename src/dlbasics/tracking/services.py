@@ -527,7 +527,7 @@ def backup(state: Path, archive: Path) -> Path:
     state = state.absolute()
     ports = _running_ports(state)
     creds = credentials(state)
-    archive = archive.absolute()
+    archive = archive.resolve()
     if archive.exists():
         raise ServiceError(f"backup: {archive} exists; name another ARCHIVE")
     env = {**os.environ, "PGPASSWORD": creds["DLBASICS_DB_PASSWORD"]}
