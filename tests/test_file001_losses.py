@@ -303,3 +303,17 @@ def test_the_fit_figure_draws_the_points_and_the_models_line():
     png = fit_png("line", x, y, grid, fitted, (5.0, 7.0))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == fit_png("line", x, y, grid, fitted,
                                                               (5.0, 7.0))
+
+
+def test_both_reports_show_the_fit_figures_in_their_own_section():
+    from dlbasics.report.markdown import figures_section
+
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
+    md = figures_section({"line_fit.png": "figures/line_fit.png",
+                          "images_samples.png": "figures/images_samples.png"})
+    assert md.index("## Data and fit") < md.index("![line_fit](figures/line_fit.png)")
+    assert md.index("## Image grids") < md.index("[images_samples]")
+    assert "line_fit" not in md[md.index("## Image grids"):]
+    html = render_html(PARAMS, {}, figures={"line_fit.png": png, "images_samples.png": png})
+    fits, grids = html.index('<h2 id="fits">'), html.index('<h2 id="figures">')
+    assert fits < html.index("line_fit") < grids < html.index("images_samples")

@@ -67,6 +67,7 @@ SECTIONS = {
     "submission": "The house-prices submission",
     "contrasts": "Claims about pairs of variants",
     "lessons": "Lessons: mechanisms computed",
+    "fits": "Data and fit",
     "figures": "Image grids",
     "provenance": "Dataset provenance",
     "environment": "Environment",
@@ -457,7 +458,18 @@ def _lessons(lessons: Sequence[Mapping[str, Any]], pngs: Mapping[str, bytes]) ->
     return _section("lessons", "".join(body), intro)
 
 
+def _fits(figures: Mapping[str, bytes]) -> str:
+    """file 001's plot of each 1-D regression: training points, fitted and true lines."""
+    fits = {n: png for n, png in sorted(figures.items()) if n.endswith("_fit.png")}
+    if not fits:
+        return ""
+    body = "".join(_figure(png, name.removesuffix(".png")) for name, png in fits.items())
+    return _section("fits", body, "Each 1-D regression's training points, its fitted line and "
+                    "the true one (dashed).")
+
+
 def _figures(figures: Mapping[str, bytes]) -> str:
+    figures = {n: png for n, png in figures.items() if not n.endswith("_fit.png")}
     if not figures:
         return ""
     body = "".join(_figure(png, name.removesuffix(".png")) for name, png in sorted(figures.items()))
@@ -548,6 +560,7 @@ def render_html(
         if submission_text(submission) else "",
         _contrasts(contrast_rows(params, metrics, details)),
         _lessons(lessons or [], lesson_pngs or {}),
+        _fits(figures or {}),
         _figures(figures or {}),
         _provenance(manifests or {}),
         _environment(environment or {}),

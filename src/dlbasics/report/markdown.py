@@ -155,12 +155,24 @@ def repeats_section(params: Params, details: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+FIT_SUFFIX = "_fit.png"  # reports/figures/<variant>_fit.png: a 1-D regression's data and fit
+
+
 def figures_section(links: dict[str, str]) -> str:
     """Links to the image grids (file name -> path relative to the report)."""
     if not links:
         return ""
-    items = [f"- [{name.removesuffix('.png')}]({path})" for name, path in links.items()]
-    return "## Image grids\n\n" + "\n".join(items) + "\n"
+    fits = {n: p for n, p in links.items() if n.endswith(FIT_SUFFIX)}
+    grids = {n: p for n, p in links.items() if n not in fits}
+    out = []
+    if fits:  # file 001's plot of each 1-D regression
+        out.append("## Data and fit\n\nEach 1-D regression's training points, its fitted line "
+                   "and the true one (dashed):\n\n" + "\n".join(
+                       f"![{n.removesuffix('.png')}]({p})" for n, p in fits.items()) + "\n")
+    if grids:
+        out.append("## Image grids\n\n" + "\n".join(
+            f"- [{n.removesuffix('.png')}]({p})" for n, p in grids.items()) + "\n")
+    return "\n".join(out)
 
 
 def _cell(text: Any) -> str:
