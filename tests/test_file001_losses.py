@@ -127,6 +127,8 @@ def _with(edit) -> dict:
     (lambda r: r["data"]["line_outliers"]["outliers"].update(fraction=0.9),
      "data.line_outliers.outliers.fraction"),
     (lambda r: r["report"]["contrasts"][1].update(a="softmax"), "report.contrasts.1.a"),
+    (lambda r: r["select"]["searches"]["book"].update(base="softmax_rare_weighted"),
+     "select.searches.book.base"),
 ])
 def test_a_bad_setting_is_one_line_naming_its_key(edit, key):
     with pytest.raises(ConfigError) as err:

@@ -117,6 +117,10 @@ class Params(Strict):
             if search.base not in self.train:
                 raise KeyProblem(("select", "searches", sname, "base"),
                                   f"a variant under train {sorted(self.train)}", search.base)
+            if self.train[search.base].class_weight is not None:
+                raise KeyProblem(("select", "searches", sname, "base"),
+                                  "a variant without class_weight (a search's folds train the "
+                                  "unweighted loss)", search.base)
             grid_variants(self, sname)  # every configuration must be a valid variant
 
     def _check_lessons(self) -> None:
