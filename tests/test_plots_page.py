@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, make_project
+from conftest import REPO, make_project, tool_env
 
 from dlbasics.dvc import plots_page
 
@@ -48,7 +48,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def _show(proj: Path, out: str, *extra: str) -> Path:
-    proc = subprocess.run(["dvc", "plots", "show", "-o", out, *extra], cwd=proj,
+    proc = subprocess.run(["dvc", "plots", "show", "-o", out, *extra], cwd=proj, env=tool_env(),
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return proj / out / "index.html"
@@ -93,7 +93,8 @@ def _draw(index: Path) -> tuple[dict[str, int], list[str]]:
 
 def test_every_plot_draws_with_the_network_refused(project):
     # `dvc plots show` as the docs show it: the page goes to dvc_plots/index.html.
-    proc = subprocess.run(["dvc", "plots", "show"], cwd=project, capture_output=True, text=True)
+    proc = subprocess.run(["dvc", "plots", "show"], cwd=project, env=tool_env(),
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     inked, refused = _draw(project / "dvc_plots" / "index.html")
     assert {"train_loss", "val_accuracy", "test_loss", "reports_selection_tuned_json",
