@@ -155,3 +155,14 @@ def test_the_summary_line():
     assert summary_line(empty, PLAIN) == "0 metrics within rounding (rtol 0.25, atol 0.5)"
     two = Tolerance(rtol=0.1, atol=0.0, rules=(Rule("a", 0, 0, ""), Rule("b", 0, 0, "")))
     assert two.describe() == "rtol 0.1, atol 0; looser for `a`, `b`"
+
+
+def test_a_metric_null_on_one_side_and_absent_on_the_other_is_a_change():
+    d = diff_metrics({"v": {"m": None, "n": 1.0}}, {"v": {"n": 1.0}}, PLAIN)
+    assert d.changes == [MetricChange("v", "m", None, None)] and d.within == 1
+
+
+def test_the_summary_names_the_rule_of_that_metric():
+    tol = Tolerance(rtol=1e-3, atol=0.0, rules=(Rule("*/m", 0.1, 0.0, "why"),))
+    d = diff_metrics({"v": {"m": 1.0, "n": 1.0}}, {"v": {"m": 1.05, "n": 1.0}}, tol)
+    assert summary_line(d, tol).endswith("(v m, rule `*/m`)")
