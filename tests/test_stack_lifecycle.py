@@ -47,11 +47,12 @@ def doc_block(first_line: str) -> str:
     raise AssertionError(f"docs/stack.md has no bash block starting {first_line!r}")
 
 
-def as_a_user_would(dest: Path, source: Path | None = None) -> Path:
-    """A fresh clone at `dest` (of `source`, else of this repository) whose .venv is the tests'
-    one, already built: `make` finds its stamps up to date and installs nothing."""
+def as_a_user_would(dest: Path, params_edit=None, source: Path | None = None) -> Path:
+    """A fresh clone at `dest` (of `source`, else of this repository with `params_edit`) whose
+    .venv is the tests' one, already built: `make` finds its stamps up to date and installs
+    nothing."""
     if source is None:
-        make_project(dest, tiny)
+        make_project(dest, params_edit or slow_search)
     else:
         run(["git", "clone", "-q", str(source), str(dest)], dest.parent)
     (dest / ".venv").symlink_to(VENV, target_is_directory=True)
@@ -84,6 +85,69 @@ def forget_pg_dir(state: Path) -> None:
     recorded = state / "postgres-dir"
     if recorded.is_file():
         shutil.rmtree(Path(recorded.read_text().strip()).parent, ignore_errors=True)
+
+
+SEARCH = "select@tiny"
+
+
+def slow_search(params: dict) -> dict:
+    """tiny, with a search long enough to be killed half-way (its configurations train 150
+    epochs: several seconds)."""
+    params = tiny(params)
+    params["select"]["searches"]["tiny"]["overrides"]["epochs"] = 150
+    return params
+
+
+def ghost_client(uri: str, env: dict[str, str]):
+    import mlflow
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        if key in env:
+            os.environ[key] = env[key]
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def _runs(client, **tags: str) -> list:
+    exp = client.get_experiment_by_name("dlbasics")
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) or None
+    return client.search_runs([exp.experiment_id], filter_string=flt, max_results=1000)
+
+
+def _kill_9_mid_search(proj: Path, client, env: dict[str, str]) -> list:
+    """`dvc repro -f -s select@tiny`, killed (-9, dvc and the stage) once the search's run is
+    RUNNING in the store; the runs it left RUNNING."""
+    before = {r.info.run_id for r in _runs(client, variant=SEARCH)}
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", SEARCH], cwd=proj,
+                            env=tool_env(**env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "the search never started a run"
+            new = [r for r in _runs(client, variant=SEARCH) if r.info.run_id not in before]
+            if new:  # the search's run: its configurations are under way (their nested runs
+                break  # are logged when they end)
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the search ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    ghosts = [r for r in _runs(client, variant=SEARCH)
+              if r.info.run_id not in before and r.info.status == "RUNNING"]
+    assert ghosts, "the killed search left no RUNNING run to test"
+    return ghosts
+
+
+def _assert_killed(client, ghosts: list) -> None:
+    for g in ghosts:
+        r = client.get_run(g.info.run_id)
+        assert r.info.status == "KILLED", (r.info.run_name, r.info.status)
+        assert r.data.tags["failure"].endswith(" died"), r.data.tags.get("failure")
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +370,14 @@ def test_every_command_docs_stack_md_shows_is_run_here_as_written():
     source = Path(__file__).read_text()
     for first in ("make services", "dvc pull", "make services-backup"):
         assert f'doc_block("{first}")' in source
+
+
+def test_a_search_killed_with_9_on_the_stack_is_marked_killed_by_the_next_look(team):
+    """tests/test_ghost_runs.py's scenario on the stack (last here: it adds runs)."""
+    from test_ghost_runs import ghost_is_killed_by_the_next_look
+
+    proj, ports, env, _, _ = team
+    run(["make", "services"], proj, **ports)
+    client_env = {k: v for k, v in env.items() if k.startswith("MLFLOW_")}
+    ghost_is_killed_by_the_next_look(proj, client_env,
+                                     ghost_client(env["MLFLOW_TRACKING_URI"], client_env))
