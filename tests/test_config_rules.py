@@ -329,6 +329,7 @@ def test_grid_variants_are_the_grid_product_over_the_base(raw):
 # --------------------------------------------------------------------------- config.datasets
 
 LINE = {"kind": "synthetic_linear", "n_samples": 100, "true_w": [1.0, 2.0]}
+HOUSE_CSV = {"kind": "house_prices", "source": "csv", "path": "t.csv"}
 FRACTIONS = "val_fraction + test_fraction < 0.9, so training keeps at least 10% of the rows"
 
 # (id, section, the entry `sine` of that section, the message after "p.yaml: <section>.sine")
@@ -355,6 +356,18 @@ DATASET_RULES = [
      ".path: expected the directory holding the four IDX files, found nothing"),
     ("csv_needs_a_path", "data", {"kind": "house_prices", "source": "csv"},
      ".path: expected the path of a train.csv, found nothing"),
+    ("digit_classes", "data", {"kind": "digits", "imbalance": {"classes": [3, 10], "keep": 0.5}},
+     ".imbalance.classes: expected digit classes 0 to 9, found [3, 10]"),
+    ("csv_takes_no_n_test_rows", "data", {**HOUSE_CSV, "n_test_rows": 5},
+     ".n_test_rows: expected no n_test_rows with source csv (give test_path), found 5"),
+    ("generated_takes_no_test_path", "data", {"kind": "house_prices", "test_path": "test.csv"},
+     ".test_path: expected no test_path with source generated (give n_test_rows), "
+     "found 'test.csv'"),
+    ("a_test_csv_needs_an_id", "data", {**HOUSE_CSV, "test_path": "x.csv", "id_column": None},
+     ".id_column: expected an id column (a submission is keyed by it), found nothing"),
+    ("test_rows_need_an_id", "data", {"kind": "house_prices", "n_test_rows": 5,
+                                      "id_column": None},
+     ".id_column: expected an id column (a submission is keyed by it), found nothing"),
     ("fractions_or_counts", "prepare", {"n_train": 10, "test_fraction": 0.2},
      ": expected fractions or counts, not both, found both"),
     ("counts_need_n_train", "prepare", {"n_val": 3, "n_test": 4},
@@ -377,6 +390,10 @@ DATASET_ALLOWED = [
     ("local_with_path", "data", {"kind": "fashion_mnist", "source": "local", "path": "/x"}),
     ("csv_with_path", "data", {"kind": "house_prices", "source": "csv", "path": "t.csv"}),
     ("generated_house", "data", {"kind": "house_prices"}),
+    ("digit_nine", "data", {"kind": "digits", "imbalance": {"classes": [0, 9], "keep": 0.5}}),
+    ("no_id_without_a_test_set", "data", {"kind": "house_prices", "id_column": None}),
+    ("csv_with_a_test_csv", "data", {**HOUSE_CSV, "test_path": "x.csv"}),
+    ("generated_with_test_rows", "data", {"kind": "house_prices", "n_test_rows": 5}),
     ("counts", "prepare", {"n_train": 10, "n_test": 4}),
     ("fractions_just_under", "prepare", {"val_fraction": 0.5, "test_fraction": 0.3999}),
 ]
