@@ -90,7 +90,7 @@ code{font-size:.85em;background:#f5f5f5;padding:0 .2em}
 figure{display:inline-block;margin:.4rem;vertical-align:top;max-width:calc(100% - .8rem)}
 figcaption{font-size:.8rem;text-align:center}img{max-width:100%;height:auto}
 nav ol{columns:2}details{margin:.3rem 0}
-div.answer{display:grid;grid-template-columns:auto minmax(0,1fr);gap:1.5rem;font-size:.82rem;
+div.answer{display:grid;grid-template-columns:fit-content(36rem) minmax(0,1fr);gap:1.5rem;font-size:.82rem;
 line-height:1.3}div.answer ul{margin:.2rem 0;padding-left:1.1rem}div.answer li{margin:0}
 div.answer p{margin:.2rem 0}div.answer div.scroll{margin:.3rem 0}
 ul.verdicts{list-style:none;padding-left:0!important}ul.verdicts li::before{margin-right:.4em}
