@@ -65,3 +65,18 @@ def test_a_backup_with_no_stack_running_is_one_line(tmp_path):
         f"services: backup: no stack is running from {tmp_path / '.services'}; start it with "
         "`make services` first (pg_dump reads the running PostgreSQL)"]
     assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_generated_secrets_never_start_with_a_dash(tmp_path, monkeypatch):
+    """A secret starting with "-" is taken for an option by the docs' `dvc remote modify
+    --local team secret_access_key "$AWS_SECRET_ACCESS_KEY"` (1 in 32 of token_urlsafe's)."""
+    from dlbasics.tracking import services
+
+    for key in services.SECRETS:
+        monkeypatch.delenv(key, raising=False)
+    firsts = set()
+    for i in range(300):
+        creds = services.credentials(tmp_path / str(i))
+        firsts |= {v[0] for k, v in creds.items() if k != "AWS_ACCESS_KEY_ID"}
+    assert "-" not in firsts and len(firsts) > 20  # random, but never a dash
+    assert (tmp_path / "0" / "credentials.env").stat().st_mode & 0o077 == 0

@@ -1,13 +1,16 @@
-"""The team stack for real (`dlbasics.tracking.services`): PostgreSQL 15 in a private data directory,
-moto's S3 server and `mlflow server` with the basic-auth app, all on 127.0.0.1; the pipeline
-logging to it, artifacts read back through the server, a DVC remote on the same S3 endpoint
-round-tripping to a fresh clone, and no credential anywhere it should not be."""
+"""The team stack for real (`dlbasics.tracking.services`): PostgreSQL 15 in a private data
+directory, s3rver (objects as files) and `mlflow server` with the basic-auth app, all on
+127.0.0.1; the pipeline logging to it, artifacts read back through the server, a DVC remote on
+the same S3 endpoint round-tripping to a fresh clone, and no credential anywhere it should not
+be. (The stack as the docs run it, from a fresh clone: test_stack_lifecycle.py.)"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,21 +35,21 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """The stack up in a temporary state directory on free ports; down at the end."""
-    state = tmp_path_factory.mktemp("stack") / ".services"
-    if os.geteuid() == 0:  # PostgreSQL runs as `postgres`: it must reach its data directory
-        top = Path(tempfile.gettempdir()).resolve()
-        for parent in state.parents:  # pytest's temporary directories are private (0700)
-            if parent.resolve() == top:
-                break
-            parent.chmod(parent.stat().st_mode | 0o011)
+def stack():
+    """The stack up in a temporary state directory on free ports; down at the end. The
+    directory is one the user `postgres` can reach (its data directory stays inside): not under
+    pytest's own, which pytest makes private (0700) again whenever a session starts."""
+    top = Path(tempfile.mkdtemp(prefix="dlbasics-stack-"))
+    top.chmod(0o711)
+    state = top / ".services"
     ports = services.Ports(pg=free_port(), s3=free_port(), mlflow=free_port())
     try:
         env = services.up(state, ports)
+        assert services.pg_dir(state) == state / "postgres"  # reachable: kept inside
         yield state, ports, env
     finally:
         services.down(state)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> int:
@@ -127,7 +130,8 @@ def _s3(env: dict[str, str]):
 def test_every_run_is_in_postgres_and_its_files_in_s3(stack, pushed, tmp_path):
     _, _, env = stack
     proj, first = pushed
-    assert ran(first) == {"generate", "prepare", "train", "select@tiny", "lessons", "report"}
+    assert ran(first) == {"generate", "prepare", "train", "select@tiny", "lessons", "submit",
+                          "report"}
     client = _client(env)
     exp = client.get_experiment_by_name("dlbasics")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -297,11 +301,11 @@ def test_a_postgres_restart_between_stages_loses_nothing(stack, pushed, tmp_path
     run(["dvc", "exp", "run", "--set-param", "train.linreg.optimizer.lr=0.031", "train"], clone,
         **client_env)
     logged = {r.info.run_id: r.data.metrics for r in _linreg_runs(env)}
+    data = services.pg_dir(state)
     restart = subprocess.run(
-        services._as_postgres([str(services.PG_BIN / "pg_ctl"), "-D",
-                               str(state / "postgres"), "-l", str(state / "postgres.log"),
-                               "-m", "fast", "-w", "restart", "-o",
-                               f"-h 127.0.0.1 -p {ports.pg} -k {state / 'postgres'}"]),
+        services._as_postgres([str(services.PG_BIN / "pg_ctl"), "-D", str(data), "-l",
+                               str(data.parent / "postgres.log"), "-m", "fast", "-w",
+                               "restart", "-o", services.pg_options(ports)]),
         capture_output=True, text=True)
     assert restart.returncode == 0, restart.stderr
     out = run(["dvc", "exp", "run", "--set-param", "train.linreg.optimizer.lr=0.031"], clone,
@@ -377,7 +381,8 @@ def test_s3_stopped_during_push_is_one_error_and_the_next_push_completes(stack, 
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while b"PUT /dlbasics/dvc/" not in log.read_bytes()[offset:]:
+        # s3rver logs each object it stored: one is in, the others on their way.
+        while b'Stored object "dvc/' not in log.read_bytes()[offset:]:
             assert proc.poll() is None and time.monotonic() < deadline, "no upload began"
             time.sleep(0.05)
         os.killpg(int((state / "s3.pid").read_text()), signal.SIGKILL)
@@ -394,14 +399,34 @@ def test_s3_stopped_during_push_is_one_error_and_the_next_push_completes(stack, 
     assert all(f"Could not connect to the endpoint URL: \"{env['DLBASICS_S3_ENDPOINT']}"
                in ln for ln in errors[:-1]), out[-3000:]
     assert "Traceback" not in out
-    # The S3 server back (moto keeps objects in memory: it comes back empty, so this push
-    # sends everything the clone has, the team's earlier outputs included).
+    # The S3 server back, with what it had stored before the kill (the files it was receiving
+    # are not there at all: no object is half-kept), and the push completes.
+    kept = {o["Key"] for o in _s3_list(state / "s3")}
     assert services.up(state, ports) == env
-    run(["dvc", "push"], clone, **aws)
-    assert "in sync" in run(["dvc", "status", "-c"], clone, **aws).stdout
     keys = {o["Key"] for o in _s3(env).list_objects_v2(Bucket=services.BUCKET,
                                                         Prefix="dvc/").get("Contents", [])}
-    assert len(keys) >= 24
+    assert {k for k in kept if k.startswith("dvc/")} == keys
+    run(["dvc", "push"], clone, **aws)
+    assert "in sync" in run(["dvc", "status", "-c"], clone, **aws).stdout
+    s3 = _s3(env)
+    cache = clone / ".dvc" / "cache" / "files" / "md5"
+    pushed = {o["Key"]: o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=services.BUCKET, Prefix="dvc/files/md5/") for o in page.get("Contents", [])}
+    assert len(pushed) >= 24
+    for key, size in pushed.items():  # every object whole: its bytes hash to its name
+        local = cache / key.removeprefix("dvc/files/md5/")
+        if local.is_file():
+            body = s3.get_object(Bucket=services.BUCKET, Key=key)["Body"].read()
+            assert len(body) == size == local.stat().st_size, key
+            assert hashlib.md5(body).hexdigest() == key.split("/")[-2] + key.split("/")[-1] \
+                or key.endswith(".dir"), key
+
+
+def _s3_list(root: Path) -> list[dict]:
+    """The objects s3rver keeps in `root` (one file KEY._S3rver_object per object)."""
+    bucket = root / services.BUCKET
+    return [{"Key": str(f.relative_to(bucket)).removesuffix("._S3rver_object")}
+            for f in bucket.rglob("*._S3rver_object")]
 
 
 def test_stop_keeps_the_runs_and_up_brings_them_back(stack):

@@ -160,6 +160,15 @@ def s3rver_dir() -> Path:
     return _bin().parent / "s3rver"
 
 
+def _secret() -> str:
+    """A random secret that does not start with "-": a command line would take it for an
+    option (`dvc remote modify --local team secret_access_key "$AWS_SECRET_ACCESS_KEY"`)."""
+    while True:
+        token = secrets.token_urlsafe(18)
+        if token[0].isalnum():
+            return token
+
+
 def credentials(state: Path) -> dict[str, str]:
     """The stack's secrets: from the environment, else from state/credentials.env, else new
     random ones written there (mode 600)."""
@@ -173,7 +182,7 @@ def credentials(state: Path) -> dict[str, str]:
     out = {}
     for key in SECRETS:
         out[key] = os.environ.get(key) or saved.get(key) or (
-            "dlbasics" if key == "AWS_ACCESS_KEY_ID" else secrets.token_urlsafe(18))
+            "dlbasics" if key == "AWS_ACCESS_KEY_ID" else _secret())
     if out != saved:
         state.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
