@@ -76,6 +76,9 @@ RULES = [
     ("mlp_manual_softmax_loss", {**MANUAL, "loss": "cross_entropy"},
      "loss: expected cross_entropy_scratch (the loss mlp_manual with a softmax output "
      "differentiates by hand), found 'cross_entropy'"),
+    ("class_weight_needs_a_weighted_loss", {"class_weight": "balanced", "loss": "one_vs_all"},
+     "class_weight: expected no class_weight (only cross_entropy and nll take one), "
+     "found 'balanced'"),
     ("mlp_manual_linear_loss", manual(output="linear"),
      "loss: expected squared_loss_scratch (the loss mlp_manual with a linear output "
      "differentiates by hand), found 'cross_entropy_scratch'"),
@@ -90,6 +93,8 @@ ALLOWED = [
     ("mlp_without_hidden_is_linear", model(kind="mlp")),
     ("mlp_dropout_per_layer", model(kind="mlp", hidden=[8, 4], dropout=[0.5, 0.1])),
     ("distinct_seeds", {"seeds": [1, 2, 3]}),
+    ("class_weight_with_cross_entropy", {"class_weight": "balanced"}),
+    ("class_weight_with_nll", {"class_weight": "balanced", "loss": "nll"}),
     ("lstsq_on_linear", {"solver": "lstsq", "model": {"kind": "linear"}}),
     ("mlp_manual_linear_output", {**manual(output="linear"), "loss": "squared_loss_scratch",
                                   "dataset": "synthetic_linear"}),
