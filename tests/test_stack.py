@@ -90,6 +90,7 @@ def test_up_again_is_harmless_and_a_taken_port_is_one_line(stack, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0
     assert f"port {ports.pg}" in proc.stderr and "DLBASICS_PG_PORT" in proc.stderr
+    assert not (other / "postgres-dir").exists()  # no data directory made elsewhere either
 
 
 @pytest.fixture(scope="module")

@@ -339,18 +339,19 @@ def _psql(ports: Ports, db: str = "postgres") -> list[str]:
 def _start_postgres(state: Path, ports: Ports, creds: dict[str, str]) -> str | None:
     """Start PostgreSQL (initdb first if new) and create the two databases; return a line to
     print when its data directory is not inside `state`."""
-    data, moved = _choose_pg_dir(state)
-    log = _pg_log(data)
-    if (data / "postmaster.pid").is_file():
-        if _pid_alive(data / "postmaster.pid"):
-            return moved
-        _clear_stale_lock(data)
+    if (pg_dir(state) / "postmaster.pid").is_file() and _pid_alive(pg_dir(state) /
+                                                                  "postmaster.pid"):
+        return None
     if not (PG_BIN / "initdb").is_file():
         raise ServiceError(f"postgres: {PG_BIN / 'initdb'} not found; install PostgreSQL 15 or "
                            "set DLBASICS_PG_BIN to its bin directory")
     if not _port_free(ports.pg):
         raise ServiceError(f"postgres: port {ports.pg} on 127.0.0.1 is taken; set "
                            "DLBASICS_PG_PORT to a free port")
+    data, moved = _choose_pg_dir(state)  # only now: a refused start leaves nothing behind
+    log = _pg_log(data)
+    if (data / "postmaster.pid").is_file():
+        _clear_stale_lock(data)
     if not (data / "PG_VERSION").is_file():
         data.mkdir(parents=True, exist_ok=True)
         pwfile = data.parent / "pg.pw"  # beside the data directory: postgres reads it
