@@ -230,6 +230,14 @@ SECTION_RULES = [
      "report.book.1.variant: " + IN_TRAIN),
     ("book_same_as", lambda r: r["report"]["book"][1].update(same_as="nope"),
      "report.book.1.same_as: " + IN_TRAIN),
+    ("contrast_a", lambda r: r["report"]["contrasts"][0].update(a="nope"),
+     "report.contrasts.0.a: " + IN_TRAIN),
+    ("contrast_b", lambda r: r["report"]["contrasts"][0].update(b="nope"),
+     "report.contrasts.0.b: " + IN_TRAIN),
+    ("rare_recall_needs_rare_classes", lambda r: r["report"]["contrasts"][0].update(
+        a="mlp", measure="rare_recall"),
+     "report.contrasts.0.a: expected a variant on a dataset with `imbalance` (rare_recall "
+     "needs its rare classes), found 'mlp'"),
     ("compare_variant", lambda r: r["report"]["compare"].append(["mlp", "nope"]),
      "report.compare.{last_compare}.1: " + IN_TRAIN),
     ("compare_first_variant", lambda r: r["report"]["compare"].append(["nope", "mlp"]),
