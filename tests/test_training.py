@@ -461,3 +461,26 @@ def test_optimizers_decay_the_weights_and_never_the_biases(name):
         assert all(g["lr"] == 0.05 for g in opt.param_groups)
     assert set(decay) == weights | biases
     assert all(decay[w] == 0.3 for w in weights) and all(decay[b] == 0.0 for b in biases)
+
+
+def test_one_vs_all_reads_the_class_count_from_the_outputs():
+    # A batch without the last class still has K columns of logits: each is its own classifier.
+    out = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    z, t = out.numpy(), np.eye(3)[y.numpy()]
+    want = (-(t * np.log(_sigmoid(z)) + (1 - t) * np.log(1 - _sigmoid(z)))).mean() * 3
+    assert float(build_loss("one_vs_all")(out, y)) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll"])
+def test_class_weights_are_sklearns_sample_weights(name):
+    from sklearn.metrics import log_loss
+
+    b = _batch(3)
+    w = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    z = b["out3"].numpy()
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = b["labels"].numpy()
+    want = log_loss(y, p, labels=[0, 1, 2], sample_weight=w.numpy()[y])
+    assert float(build_loss(name, weight=w)(b["out3"], b["labels"])) == pytest.approx(want,
+                                                                                       rel=1e-9)
