@@ -258,7 +258,11 @@ def test_full_size_profile_gives_image_variants_the_sources_settings():
     raw = yaml.safe_load(PARAMS_YAML.read_text())
     default = parse_params(raw)
     full = parse_params({**raw, "profile": "full_size"})
-    images = [n for n, s in default.train.items() if s.dataset == "images"]
+    # Every variant on a dataset of an image kind (the profile's reach: IMAGE_KINDS).
+    from dlbasics.config.profiles import IMAGE_KINDS
+
+    images = [n for n, s in default.train.items()
+              if default.data[s.dataset].kind in IMAGE_KINDS]
     others = [n for n in default.train if n not in images]
     assert images and others
     for n in images:

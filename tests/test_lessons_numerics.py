@@ -60,13 +60,15 @@ def test_every_lessons_settings_match_its_function():
     """Each `lessons:` key names a function whose keyword arguments are its settings (plus
     data and seed): params.yaml, dlbasics.config.lessons and the code cannot drift apart."""
     from dlbasics.config.lessons import LessonsSpec
-    from dlbasics.lessons import networks, preliminaries
+    from dlbasics.lessons import losses, networks, preliminaries
 
-    names = [n for n in LessonsSpec.model_fields if n != "preliminaries"]
-    assert len(names) == 11
+    # The on-or-off lessons (preliminaries, house_tiny) have no settings.
+    names = [n for n, f in LessonsSpec.model_fields.items() if f.annotation is not bool]
+    assert len(names) == 13
     for name in names:
         kwargs = defaults(name)
-        module = next(m for m in (descent, gradients, networks, preliminaries) if hasattr(m, name))
+        module = next(m for m in (descent, gradients, losses, networks, preliminaries)
+                      if hasattr(m, name))
         params = inspect.signature(getattr(module, name)).parameters
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values())
         required = {k for k, p in params.items() if p.default is inspect.Parameter.empty}

@@ -157,7 +157,8 @@ def test_b_setup_tags_the_experiment_as_model_training(proj):
     exp = mlflow.MlflowClient().get_experiment(exp_id)
     assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
     assert tracking.ui_address(EXPERIMENT, "http://127.0.0.1:5000/") == (
-        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={tracking.VIEW_KEY}")
 
 
 def test_b_an_existing_experiment_gets_the_tag_once(proj):
@@ -204,6 +205,20 @@ def test_c_a_run_lasts_as_long_as_its_own_training(proj, prepared, capsys):
 # ----------------------------------------------------------------------------- (d) the UI
 
 
+def _wait_for_health(port: int) -> None:
+    """Until the UI on 127.0.0.1:port answers /health (at most 60 s)."""
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.25)
+
+
+def _chromium(p):
+    return p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,15 +247,9 @@ def test_d_the_address_make_ui_prints_opens_the_runs_table(proj):
          "--workers", "1"], cwd=proj, env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
+        _wait_for_health(port)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"),
-                                        args=["--no-sandbox"])
+            browser = _chromium(p)
             try:
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
                 page.goto(address)
@@ -280,15 +289,9 @@ def test_e_make_ui_as_written_shows_each_run_s_score_without_a_click(tmp_path):
     try:
         address = re.search(r"http://\S+", ui.stdout.readline()).group(0)
         assert "viewStateShareKey=" in address
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.25)
+        _wait_for_health(port)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"),
-                                        args=["--no-sandbox"])
+            browser = _chromium(p)
             try:
                 page = browser.new_page(viewport={"width": 1366, "height": 768})
                 page.goto(address)

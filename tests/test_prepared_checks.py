@@ -52,7 +52,7 @@ def test_load_checked_checks_the_digest_only_when_recorded(tmp_path):
                                "(dvc repro)")
     # A pickle is never loaded, even when its digest is the recorded one.
     obj = tmp_path / "o.npy"
-    np.save(obj, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    np.save(obj, np.array([{"x": 1}], dtype=object))  # np.save pickles objects by default
     with pytest.raises(ValueError):
         _load_checked(obj, sha256_bytes(obj.read_bytes()))
 

@@ -1,7 +1,7 @@
 """The MLflow Model Registry with the real `dvc` CLI and real stores: the train stage registers
 the variants tracking.registry lists, each select stage its refitted winner; the tags say where
 a version came from; an unchanged re-run registers nothing; the champion alias follows the test
-score; the README's three lines load the champion; a tracking server works the same way."""
+score; the docs' three lines load the champion; a tracking server works the same way."""
 
 from __future__ import annotations
 
@@ -104,8 +104,8 @@ def test_the_winner_and_the_listed_variant_are_versions_with_their_tags(pipeline
 def test_the_readme_lines_load_the_champion_and_predict(pipeline):
     proj, _ = pipeline
     block = re.search(r"<!-- load-champion -->\n```python\n(.*?)```",
-                      (REPO / "README.md").read_text(), re.S)
-    assert block, "README.md: no ```python block after <!-- load-champion -->"
+                      (REPO / "docs" / "registry.md").read_text(), re.S)
+    assert block, "docs/registry.md: no ```python block after <!-- load-champion -->"
     lines = block.group(1)
     assert len(lines.strip().splitlines()) == 3 and f"models:/{NAME}@champion" in lines
     # Exactly those lines, from the project's root (the default store), then the answer shown.
