@@ -98,12 +98,12 @@ MAKE_RUN_BY = {
     "serve": "tests/test_serve.py::served",
     "docs": "tests/test_docs.py::test_make_docs_builds_the_site_strictly_in_a_fresh_clone",
     "deps": "tests/test_docs.py::test_make_deps_in_a_fresh_clone_leaves_dvc_yaml_as_committed",
+    "ray": "tests/test_docs.py::test_make_ray_as_written_gives_the_venv_ray",
 }
 # Targets not run by a test, and why.
 MAKE_NOT_RUN = {
     "bench": "minutes of timing on a quiet machine; tests/test_bench.py runs each of its parts at "
              "small sizes",
-    "ray": "installs the ray extra with pip; `make test` (.ci/run) depends on it and so runs it",
     "plots-page": "fetches from npm's registry; `make test` (.ci/run) writes the same page",
 }
 # Targets whose page another test file holds to the same rule (see ELSEWHERE).
@@ -185,3 +185,13 @@ def test_make_deps_in_a_fresh_clone_leaves_dvc_yaml_as_committed(tmp_path):
     before = (clone / "dvc.yaml").read_bytes()
     run(["make", "-s", "-o", ".venv/.installed", "deps"], clone)
     assert (clone / "dvc.yaml").read_bytes() == before
+
+
+def test_make_ray_as_written_gives_the_venv_ray():
+    """`make ray` in this checkout, with its default .venv (installed, or already up to date):
+    the venv's python then imports the pinned ray."""
+    run(["make", "-s", "ray"], REPO)
+    pinned = (REPO / "requirements-ray.lock").read_text().split("ray==")[1].split()[0]
+    proc = run([str(REPO / ".venv" / "bin" / "python"), "-c", "import ray; print(ray.__version__)"],
+               REPO)
+    assert proc.stdout.strip() == pinned
