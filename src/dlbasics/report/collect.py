@@ -9,11 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlbasics.config.datasets import DATASET_TASKS
 from dlbasics.config.params import Params
 from dlbasics.errors import DataError
 from dlbasics.io import EVAL_DIR, HISTORY, atomic_directory, write_bytes_atomic, write_json_atomic
-from dlbasics.learn.tasks import PRIMARY
+from dlbasics.report.content import dataset_of, task_metric
 
 
 def search_names(params: Params) -> list[str]:
@@ -29,9 +28,7 @@ def collected_names(params: Params) -> list[str]:
 def primary_key(params: Params, name: str) -> str:
     """`test_<metric>` of the task's primary metric for a variant or a search's winner
     (select@NAME: its base variant's task)."""
-    if name.startswith("select@"):
-        name = params.select.searches[name.removeprefix("select@")].base
-    return f"test_{PRIMARY[DATASET_TASKS[params.data[params.train[name].dataset].kind]].name}"
+    return f"test_{task_metric(params, dataset_of(params, name)).name}"
 
 
 def scores(params: Params, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

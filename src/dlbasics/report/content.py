@@ -442,7 +442,8 @@ class Answer:
     lessons: list[tuple[str, bool]]  # (title, holds as its source states it)
 
 
-def _dataset_of(params: Params, name: str) -> str:
+def dataset_of(params: Params, name: str) -> str:
+    """The dataset of a variant, or of a search's winner (select@NAME: its base variant's)."""
     if name.startswith("select@"):
         name = params.select.searches[name.removeprefix("select@")].base
     return params.train[name].dataset
@@ -460,14 +461,14 @@ def best_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
     for name in metrics:
         if name in params.train or (name.startswith("select@") and params.select is not None
                                     and name.removeprefix("select@") in params.select.searches):
-            by_dataset.setdefault(_dataset_of(params, name), []).append(name)
+            by_dataset.setdefault(dataset_of(params, name), []).append(name)
     rows = []
     for dataset in dict.fromkeys(spec.dataset for spec in params.train.values()):
         names = [n for n in by_dataset.get(dataset, [])
-                 if f"test_{_task_metric(params, dataset).name}" in metrics[n]]
+                 if f"test_{task_metric(params, dataset).name}" in metrics[n]]
         if not names:
             continue
-        metric = _task_metric(params, dataset)
+        metric = task_metric(params, dataset)
         key = f"test_{metric.name}"
         score = (max if metric.higher_is_better else min)(metrics[n][key] for n in names)
         best = [n for n in names if math.isclose(metrics[n][key], score, rel_tol=1e-12,
@@ -481,7 +482,8 @@ def best_rows(params: Params, metrics: Mapping[str, Mapping[str, float]],
     return rows
 
 
-def _task_metric(params: Params, dataset: str) -> Metric:
+def task_metric(params: Params, dataset: str) -> Metric:
+    """The primary metric of the task a dataset poses."""
     return PRIMARY[DATASET_TASKS[params.data[dataset].kind]]
 
 
@@ -494,7 +496,7 @@ def search_lines(params: Params, metrics: Mapping[str, Mapping[str, float]],
         base = info.get("base")
         if base not in params.train:
             continue
-        metric = _task_metric(params, params.train[base].dataset)
+        metric = task_metric(params, params.train[base].dataset)
         own = metrics.get(f"select@{name}", {}).get(f"test_{metric.name}")
         theirs = metrics.get(base, {}).get(f"test_{metric.name}") if base else None
         if own is None:
