@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dlbasics import trace
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config.loading import load_params
 from dlbasics.data.sources import generate_all
@@ -17,7 +18,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="raw data directory (a DVC output)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    with atomic_directory(args.out) as tmp:
+    with trace.span("generate", "compute"), atomic_directory(args.out) as tmp:
         names = generate_all(params, tmp)
     print(f"generate: {', '.join(names)}")
 

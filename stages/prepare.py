@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dlbasics import trace
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config.loading import load_params
 from dlbasics.data.prepared import prepare_all
@@ -18,7 +19,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="prepared data directory (a DVC output)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    with atomic_directory(args.out) as tmp:
+    with trace.span("prepare", "compute"), atomic_directory(args.out) as tmp:
         manifests = prepare_all(params, args.raw, tmp)
     for name, man in manifests.items():
         print(f"prepare: {name} {man['sizes']} scale={man['scale']}")

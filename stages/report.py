@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from dlbasics import trace
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config.loading import load_params
 from dlbasics.io import write_text_atomic
@@ -56,15 +57,18 @@ def main(argv=None) -> None:
     runs.check_reachable(runs.tracking_uri())
     aside = runs.RunAside(params.tracking.experiment, "report", {"kind": "report"})
     try:
-        metrics = collect(params, args.models, args.select, args.metrics, args.details,
-                          args.series, args.figures, args.predictions, args.history,
-                          args.scores)
+        with trace.span("report: collect and draw", "compute"):
+            metrics = collect(params, args.models, args.select, args.metrics, args.details,
+                              args.series, args.figures, args.predictions, args.history,
+                              args.scores)
         print(f"report: {len(metrics)} models into {args.metrics}")
-        render(args, params)
+        with trace.span("report: render", "compute"):
+            render(args, params)
     except BaseException:
         aside.cancel()
         raise
-    aside.log_artifacts([args.html, args.out, args.metrics])
+    with trace.span("report: wait for its MLflow run", "wait"):
+        aside.log_artifacts([args.html, args.out, args.metrics])
 
 
 def render(args, params) -> None:

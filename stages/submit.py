@@ -23,7 +23,10 @@ def main(argv=None) -> None:
     from dlbasics.runtime import configure
 
     configure(params.runtime)  # the thread count fixes the order of float reductions
-    s = write_submission(params, args.raw, args.models, args.out)
+    from dlbasics import trace
+
+    with trace.span("submit: choose, refit, predict", "compute"):
+        s = write_submission(params, args.raw, args.models, args.out)
     print(f"submit: {s['chosen']} chosen by K-fold log-RMSE, {s['rows']} rows written")
 
 

@@ -15,7 +15,7 @@ import pytest
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "dlbasics"
 
 # The modules at the package's root, beside config/: what every floor uses.
-ROOT_MODULES = {"__init__", "cli", "errors", "io", "rng", "runtime"}
+ROOT_MODULES = {"__init__", "cli", "errors", "io", "rng", "runtime", "trace"}
 # Folder -> floor. A module imports from its own folder and from lower floors only; folders on
 # one floor do not import each other. "root" is ROOT_MODULES and config/.
 FLOORS = {

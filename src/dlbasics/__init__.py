@@ -7,7 +7,7 @@ The package is layered; a module imports only from its own folder and from the f
     3  search/  tracking/  report/  choosing a model; MLflow; judging and reporting
     2  learn/                       models, losses, the training loop, metrics
     1  data/  dvc/                  the data's files; what DVC must know about the code
-    0  config/ cli errors io rng runtime   what every floor uses
+    0  config/ cli errors io rng runtime trace   what every floor uses
 
 Folders on one floor do not import each other. More in docs/layout.md.
 """

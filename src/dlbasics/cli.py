@@ -6,6 +6,7 @@ import signal
 import sys
 from typing import Callable, Sequence
 
+from dlbasics import trace
 from dlbasics.errors import (ClusterError, ConfigError, DataError, DivergenceError, Terminated,
                              TrackingError, tracking_lost)
 
@@ -25,6 +26,7 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's main(); map the project's known failures to one line on stderr."""
     prog = sys.argv[0].rsplit("/", 1)[-1]
+    trace.process("stage")  # the stage script's imports are done (a no-op unless traced)
     previous = signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGTERM, _terminate)
@@ -71,6 +73,7 @@ def exit_fast(code: int):
     import os
 
     atexit._run_exitfuncs()
+    trace.end()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

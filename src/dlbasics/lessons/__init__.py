@@ -134,8 +134,12 @@ def run_tracked(params, prepared_root: Path, out_dir: Path, log=print) -> dict[s
 
     from dlbasics.tracking import runs
 
-    with runs.run(params.tracking.experiment, "lessons", {"kind": "lessons"}):
-        results = run_all(params, prepared_root, log=log)
+    from dlbasics import trace
+
+    with trace.span("lessons: MLflow run", "tracking"), \
+            runs.run(params.tracking.experiment, "lessons", {"kind": "lessons"}):
+        with trace.span("lessons: compute", "compute"):
+            results = run_all(params, prepared_root, log=log)
         write_results(results, out_dir)
         metrics = {}
         for lid, r in results.items():

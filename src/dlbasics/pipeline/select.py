@@ -11,6 +11,7 @@ from dlbasics.data.prepared import load_prepared
 from dlbasics.io import write_json_atomic
 from dlbasics.learn import modelfiles
 from dlbasics.learn.models import state_dict_bytes
+from dlbasics import trace
 from dlbasics.report.evaluation import evaluate_model
 from dlbasics.runtime import configure
 from dlbasics.search.gridsearch import run_search
@@ -52,14 +53,15 @@ def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
     tags = {"variant": name, "search": search, "dataset": base.dataset, "device": str(device),
             "task": data.task, "executor": params.runtime.executor}
     # The cluster first: one that cannot be used stops the stage before any run or file.
-    with _executor(params) as ray, \
+    with _executor(params) as ray, trace.span(f"{name}: MLflow run", "tracking"), \
             runs.run(params.tracking.experiment, name, tags) as parent:
         mlflow.log_params({"base": sel.base, "k": sel.k, "patience": str(sel.patience),
                            "batched": sel.batched,
                            **{f"grid.{k}": str(v) for k, v in sel.grid.items()},
                            **{f"overrides.{k}": str(v) for k, v in sel.overrides.items()}})
         t0 = time.perf_counter()
-        table, best, spec, model, history = run_search(params, search, data, device, ray=ray)
+        with trace.span(f"{name}: search and refit", "compute"):
+            table, best, spec, model, history = run_search(params, search, data, device, ray=ray)
         # Wall time goes to MLflow only: DVC outputs hold nothing that differs between runs.
         mlflow.log_metric("search_seconds", time.perf_counter() - t0)
         _log_configurations(parent, name, table)
@@ -74,7 +76,8 @@ def select(params: Params, search: str, prepared_root: Path, model_dir: Path,
         # The refitted model is evaluated before its directory is swapped in: weights and
         # evaluation land together or not at all.
         with modelfiles.writing(model_dir, blob, info, history) as tmp:
-            ev = evaluate_model(params, name, prepared_root, tmp)
+            with trace.span(f"{name}: evaluate", "compute"):
+                ev = evaluate_model(params, name, prepared_root, tmp)
             modelfiles.write_evaluation(tmp, ev)
         write_json_atomic(table_path, _fold_rows(table))
         mlflow.log_params({f"chosen.{k}": str(v) for k, v in best["values"].items()})

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dlbasics import trace
 from dlbasics.config.params import Params
 from dlbasics.dvc import changes
 from dlbasics.io import write_json_atomic
@@ -106,7 +107,8 @@ class _TrainStage:
         while ev is not None and ev.pending and (wait or ev.ready()):
             oldest = ev.pending[0]
             try:
-                done, _ = ev.result()
+                with trace.span(f"{oldest}: wait for its evaluation", "wait"):
+                    done, _ = ev.result()
             except Exception as exc:
                 _mark_failed(self.run_ids.get(oldest), exc)
                 raise
@@ -202,34 +204,26 @@ def _worker(conn, params: Params) -> None:
     from dlbasics.tracking.registry import register
 
     figures.pyplot()
-    # MLflow and the store too, before the first job: a one-variant edit waits for this
-    # process's logging, so its imports (about 2 s) overlap the stage process's training.
-    import mlflow
-    import mlflow.pytorch  # noqa: F401 - what log_model needs, imported now
-
-    from dlbasics.tracking import runs
-
-    # The stage's store and experiment: a model logged by run id alone would otherwise be
-    # filed under the default experiment. A store that cannot be used is the answer to every
-    # job that logs (the stage process says it in one line), not a traceback here.
-    try:
-        mlflow.set_experiment(experiment_id=runs.setup(params.tracking.experiment))
-        unusable = None
-    except Exception as exc:  # noqa: BLE001 - handed to the stage process with the first job
-        unusable = exc
+    trace.process("evaluator")  # its imports of torch, scikit-learn and matplotlib are done
+    with trace.span("import MLflow and open the store", "tracking"):
+        unusable = _open_store(params)
     while True:
         try:
-            job_params, name, prepared_root, model_dir, run_id = conn.recv()
+            with trace.span("idle", "wait"):
+                job_params, name, prepared_root, model_dir, run_id = conn.recv()
         except EOFError:
             return
         try:
             if unusable is not None and run_id is not None:
                 raise unusable
-            ev = evaluate_model(job_params, name, prepared_root, model_dir)
-            write_evaluation(model_dir, ev)
+            with trace.span(f"{name}: evaluate", "compute"):
+                ev = evaluate_model(job_params, name, prepared_root, model_dir)
+            with trace.span(f"{name}: write evaluation", "io"):
+                write_evaluation(model_dir, ev)
             if run_id is not None:
-                log_evaluation(job_params, name, run_id, model_dir, prepared_root, ev)
-                register(job_params, name, run_id, model_dir, prepared_root)
+                with trace.span(f"{name}: log evaluation", "tracking"):
+                    log_evaluation(job_params, name, run_id, model_dir, prepared_root, ev)
+                    register(job_params, name, run_id, model_dir, prepared_root)
             reply = (True, ev)
         except Exception as exc:  # noqa: BLE001 - handed to the stage process, which raises it
             try:
@@ -238,6 +232,24 @@ def _worker(conn, params: Params) -> None:
             except Exception:  # noqa: BLE001 - an exception that does not pickle
                 reply = (False, RuntimeError(f"{type(exc).__name__}: {exc}"))
         conn.send(reply)
+
+
+def _open_store(params: Params) -> Exception | None:
+    """The worker's MLflow, imported before the first job: a one-variant edit waits for this
+    process's logging, so its imports (about 2 s) overlap the stage process's training. The
+    stage's store and experiment are set (a model logged by run id alone would otherwise be
+    filed under the default experiment). A store that cannot be used is returned, to be the
+    answer to every job that logs (the stage process says it in one line), not a traceback."""
+    import mlflow
+    import mlflow.pytorch  # noqa: F401 - what log_model needs, imported now
+
+    from dlbasics.tracking import runs
+
+    try:
+        mlflow.set_experiment(experiment_id=runs.setup(params.tracking.experiment))
+    except Exception as exc:  # noqa: BLE001 - handed to the stage process with the first job
+        return exc
+    return None
 
 
 def _reevaluate(params: Params, name: str, prepared_root: Path, model_dir: Path,

@@ -13,6 +13,7 @@ from torch import nn
 
 from dlbasics.config.params import Params
 from dlbasics.data.prepared import Prepared, load_variant_data
+from dlbasics import trace
 from dlbasics.io import write_bytes_atomic
 from dlbasics.learn import modelfiles
 from dlbasics.learn.models import state_dict_bytes
@@ -139,9 +140,11 @@ def train_variant(
     spec = params.train[name]
     device = configure(params.runtime)
     tags = {"variant": name, "dataset": spec.dataset, "device": str(device)}
-    with runs.run(params.tracking.experiment, name, tags) as run:
+    with trace.span(f"{name}: MLflow run", "tracking"), \
+            runs.run(params.tracking.experiment, name, tags) as run:
         mlflow.log_params(variant_params(params, name))
-        with Progress(f"train {name}", _epochs_to_train(params, name)) as progress:
+        with Progress(f"train {name}", _epochs_to_train(params, name)) as progress, \
+                trace.span(f"{name}: fit", "compute"):
             model, history, data, cv = _fit_logged(params, name, data_dir, device,
                                                    run.info.run_id, progress)
             repeats = _repeat_seeds(params, name, data_dir, device, model, history, progress)
@@ -160,7 +163,8 @@ def train_variant(
                               for seed, (_, h) in repeats.items()]
         info = modelfiles.model_record(name, data.manifest["name"], data, spec, blob, history,
                                        **extra)
-        with modelfiles.writing(model_dir, blob, info, history) as tmp:
+        with trace.span(f"{name}: write", "io"), \
+                modelfiles.writing(model_dir, blob, info, history) as tmp:
             for seed, (blob_s, _) in repeats.items():
                 write_bytes_atomic(tmp / f"seed_{seed}.pt", blob_s)
         # A re-evaluation finds this run again by the digest of the weights it produced.

@@ -465,12 +465,18 @@ def _log_aside(experiment: str, run_name: str, tags_json: str) -> int:
     import json
     import sys
 
+    from dlbasics import trace
+
+    trace.process("report run")
     try:
-        setup(experiment)
-        files = [ln for ln in sys.stdin.read().splitlines() if ln]
+        with trace.span("import MLflow and open the store", "tracking"):
+            setup(experiment)
+        with trace.span("wait for the files", "wait"):
+            files = [ln for ln in sys.stdin.read().splitlines() if ln]
         if not files:
             return 0
-        with run(experiment, run_name, json.loads(tags_json)):
+        with trace.span(f"{run_name}: log the run", "tracking"), \
+                run(experiment, run_name, json.loads(tags_json)):
             import mlflow
 
             for path in files:
