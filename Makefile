@@ -115,7 +115,7 @@ mutate: $(STAMP)  ## kill rate per core module, survivors with their diff; fails
 docs: $(STAMP)  ## build the documentation site into site/ (mkdocs build --strict)
 	NO_MKDOCS_2_WARNING=1 mkdocs build --strict
 
-deps: $(STAMP)  ## declare in dvc.yaml the files each stage executes and the plots of every variant
+deps: $(STAMP)  ## declare in dvc.yaml the files each stage executes, the plots of every variant, the models submit reads
 	python -m dlbasics.dvc.codedeps --write dvc.yaml
 	python -m dlbasics.dvc.plots --write dvc.yaml
 

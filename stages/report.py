@@ -13,7 +13,7 @@ from dlbasics import trace
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config.loading import load_params
 from dlbasics.io import write_text_atomic
-from dlbasics.report.collect import collect, read_json, search_names
+from dlbasics.report.collect import check_submission, collect, read_json, search_names
 from dlbasics.report.content import package_versions
 from dlbasics.report.html import render_html
 from dlbasics.report.markdown import render_markdown
@@ -55,6 +55,9 @@ def main(argv=None) -> None:
     # variants' runs; a child process opens the store while this one renders. A server that
     # does not answer stops the stage first, before anything is written.
     runs.check_reachable(runs.tracking_uri())
+    chosen = args.submission / "submission.json" if args.submission is not None else None
+    if chosen is not None and chosen.exists():
+        check_submission(params, read_json(chosen), chosen)  # before anything is written
     aside = runs.RunAside(params.tracking.experiment, "report", {"kind": "report"})
     try:
         with trace.span("report: collect and draw", "compute"):

@@ -181,6 +181,11 @@ def make_project(dest: Path, params_edit=shrink) -> Path:
         shutil.copy2(page, dest / ".dvc" / "plots.html")
     params = yaml.safe_load((dest / "params.yaml").read_text())
     (dest / "params.yaml").write_text(yaml.safe_dump(params_edit(params), sort_keys=False))
+    # What `make deps` derives from params (the plots, the submit stage's model deps) follows
+    # the edited params, as it would after a user's edit and `make deps`.
+    from dlbasics.dvc import plots
+
+    plots.write(dest)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "base"], dest)

@@ -170,3 +170,61 @@ def test_without_a_house_prices_table_the_file_is_its_header(tmp_path):
     summary = write_submission(parse_params(raw), tmp_path / "raw", tmp_path, tmp_path / "out")
     assert summary["chosen"] is None
     assert (tmp_path / "out" / "submission.csv").read_text() == "Id,SalePrice\n"
+
+
+def _with_houses(raw: dict) -> dict:
+    """The shrunk end-to-end project with the house-prices table and its two candidates, small."""
+    import copy
+
+    from conftest import shrink
+
+    params = shrink(copy.deepcopy(raw))
+    params["data"]["house_prices"] = {**raw["data"]["house_prices"], "n_rows": 200,
+                                      "n_test_rows": 20}
+    params["prepare"]["house_prices"] = raw["prepare"]["house_prices"]
+    for name in HOUSE:
+        params["train"][name] = {**raw["train"][name], "epochs": 3, "kfold": 2}
+    return params
+
+
+@pytest.mark.slow
+def test_submit_re_runs_for_its_candidates_only_and_a_new_one_needs_make_deps(tmp_path):
+    """dvc.yaml's submit stage depends on the candidates' model directories (derived from
+    params by `make deps`): an edit of another variant re-runs train and report only, an edit
+    of a candidate re-runs submit too; a candidate added without `make deps` stops the report
+    with one line, and after it the submission chooses among all three."""
+    from conftest import make_project, ran
+
+    from dlbasics.dvc import plots
+
+    proj = make_project(tmp_path / "proj", _with_houses)
+    deps = yaml.safe_load((proj / "dvc.yaml").read_text())["stages"]["submit"]["deps"]
+    assert [d for d in deps if d.startswith("data/models")] == [f"data/models/{n}" for n in HOUSE]
+    run(["dvc", "repro"], proj)
+
+    def edit(name: str, lr: float) -> set[str]:
+        params = yaml.safe_load((proj / "params.yaml").read_text())
+        params["train"][name]["optimizer"]["lr"] = lr
+        (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return ran(run(["dvc", "repro"], proj))
+
+    assert edit("linreg", 0.02) == {"train", "report"}
+    assert edit("house_mlp", 0.004) == {"train", "submit", "report"}
+    # A third candidate, dvc.yaml not brought up to date: the report stops before writing.
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["train"]["house_wide"] = {**params["train"]["house_mlp"],
+                                     "model": {"kind": "mlp", "hidden": [16]}}
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    report_before = (proj / "reports" / "report.md").read_bytes()
+    proc = run(["dvc", "repro"], proj, check=False)
+    assert proc.returncode != 0
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "house_wide" in errors[0] and "make deps" in errors[0], errors
+    assert (proj / "reports" / "report.md").read_bytes() == report_before
+    assert ("stages.submit.deps: declares ['data/models/house_linear', 'data/models/house_mlp'] "
+            "but the submission's candidates are ['data/models/house_linear', "
+            "'data/models/house_mlp', 'data/models/house_wide']") in plots.check(proj)
+    assert plots.write(proj) is True
+    assert ran(run(["dvc", "repro"], proj)) == {"submit", "report"}
+    chosen = json.loads((proj / "data" / "submission" / "submission.json").read_text())
+    assert [r["variant"] for r in chosen["candidates"]] == [*HOUSE, "house_wide"]

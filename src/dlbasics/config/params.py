@@ -204,6 +204,16 @@ class Params(Strict):
         return self
 
 
+def submission_candidates(params: Params) -> tuple[str | None, list[str]]:
+    """(the house-prices table under data, or None; the variants of params.train on it that
+    are scored by K-fold cross-validation): what the submit stage chooses among. dvc.yaml
+    declares these variants' model directories as the submit stage's deps (`make deps`)."""
+    tables = [n for n, spec in params.data.items() if spec.kind == "house_prices"]
+    if not tables:
+        return None, []
+    return tables[0], [n for n, v in params.train.items() if v.dataset == tables[0] and v.kfold]
+
+
 def grid_variants(params: Params, search: str) -> list[tuple[dict[str, Any], VariantSpec]]:
     """[(the grid values of one configuration, its full validated variant)] of the named search,
     in grid order."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbasics.config.params import Params
+from dlbasics.config.params import Params, submission_candidates
 from dlbasics.data.prepared import Prepared, Split
 from dlbasics.errors import DataError
 from dlbasics.io import atomic_directory, sha256_file, write_bytes_atomic, write_json_atomic
@@ -27,17 +27,13 @@ SUBMISSION = "submission.csv"
 CHOICE = "submission.json"
 
 
-def candidates(params: Params, dataset: str) -> list[str]:
-    """The variants of params.train on `dataset` that are scored by K-fold cross-validation."""
-    return [n for n, v in params.train.items() if v.dataset == dataset and v.kfold]
-
-
 def choose_variant(params: Params, dataset: str, models: Path) -> tuple[str, list[dict]]:
     """The candidate with the best mean validation log-RMSE over its folds (tasks.choose; a tie
     goes to the earlier in params), and every candidate's record."""
     metric = PRIMARY["regression"]
     records = []
-    for i, name in enumerate(candidates(params, dataset)):
+    names = [n for n, v in params.train.items() if v.dataset == dataset and v.kfold]
+    for i, name in enumerate(names):
         path = models / name / "eval" / "metrics.json"
         try:
             m = json.loads(path.read_text())
@@ -78,11 +74,10 @@ def write_submission(params: Params, raw: Path, models: Path, out: Path) -> dict
 
     from dlbasics.data.tabular import TabularPreprocessor, log_target
 
-    tables = [n for n, spec in params.data.items() if spec.kind == "house_prices"]
-    if not tables or not candidates(params, tables[0]):
-        summary = {"dataset": tables[0] if tables else None, "chosen": None, "rows": 0}
+    dataset, names = submission_candidates(params)
+    if not names:
+        summary = {"dataset": dataset, "chosen": None, "rows": 0}
         return _write(out, pd.DataFrame({"Id": [], "SalePrice": []}), summary)
-    dataset = tables[0]
     meta = json.loads((raw / dataset / "meta.json").read_text())
     id_col, target = meta["id_column"], meta["target_column"]
     chosen, records = choose_variant(params, dataset, models)
