@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dlbasics.cli import exit_fast, run_stage
 from dlbasics.config.loading import load_params
-from dlbasics.pipeline.train import train_all
+from dlbasics.pipeline.train import Evaluator, train_all
 
 
 def main(argv=None) -> None:
@@ -29,7 +29,12 @@ def main(argv=None) -> None:
 
         os.environ[VERBOSE_ENV] = "1"  # read by the training code, here and in worker processes
     params = load_params(args.params)
-    status = train_all(params, args.data, args.out, only=args.variant)
+    # The evaluation worker first: its imports (torch, scikit-learn, matplotlib, MLflow) run on
+    # the second core while this process imports torch and checks what is up to date. DVC runs
+    # this stage when something changed, so it is rarely started for nothing (then it is
+    # stopped unused).
+    status = train_all(params, args.data, args.out, only=args.variant,
+                       evaluator=Evaluator(params))
     counts = {s: sum(v == s for v in status.values()) for s in ("trained", "up to date",
                                                                  "evaluated")}
     print(f"train: {counts['trained']} trained, {counts['up to date']} up to date, "

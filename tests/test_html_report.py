@@ -254,6 +254,26 @@ def test_paired_difference_matches_scipy(confidence: float):
     assert r["excludes_zero"] == (stats.ttest_rel(A, B).pvalue < 1 - confidence)
 
 
+def test_the_interval_is_scipy_stats_t_interval_to_the_bit():
+    """mean_interval takes its quantiles from scipy.special (a lighter import): the same bits
+    as scipy.stats.t.interval on the same mean and scale, so no report byte moves."""
+    import math
+    import random
+
+    from dlbasics.report.stats import mean_interval
+
+    rnd = random.Random(0)
+    for _ in range(2000):
+        n = rnd.randint(2, 40)
+        v = [rnd.gauss(0, rnd.choice([1e-3, 1.0, 100.0])) for _ in range(n)]
+        c = rnd.choice([0.9, 0.95, 0.99, rnd.uniform(0.01, 0.99)])
+        mean = math.fsum(v) / n
+        sd = math.sqrt(math.fsum((x - mean) ** 2 for x in v) / (n - 1))
+        low, high = stats.t.interval(c, n - 1, loc=mean, scale=sd / math.sqrt(n))
+        r = mean_interval(v, c)
+        assert (r["ci_low"], r["ci_high"]) == (float(low), float(high))
+
+
 def test_an_interval_across_zero_shows_no_difference():
     a, b = [0.90, 0.91, 0.89, 0.92], [0.91, 0.90, 0.90, 0.91]
     r = paired_difference(a, b)

@@ -15,6 +15,7 @@ from dlbasics.io import write_json_atomic
 
 def train_all(
     params: Params, prepared_root: Path, models_root: Path, only: list[str] | None = None,
+    evaluator: Evaluator | None = None,
 ) -> dict[str, str]:
     """Train and evaluate every variant of params.train (or those in `only`) into
     models_root/<variant>/ (weights, model.json, history.json, eval/); returns
@@ -26,15 +27,25 @@ def train_all(
     point leaves nothing that passes for up to date. Outputs of variants no longer in params
     are removed (not with `only`). The first failure stops the stage; what finished before it
     stays recorded.
-    """
-    from dlbasics.runtime import configure
 
-    configure(params.runtime)  # a device this machine lacks is a params error, before any work
-    names = list(params.train) if only is None else only
-    for name in names:
-        if name not in params.train:
-            raise params.error(f"train.{name}", f"no such variant; have {sorted(params.train)}")
-    stage = _TrainStage(params, prepared_root, models_root)
+    `evaluator`: one started by the caller before its own imports (the stage script does, so
+    that the worker's imports overlap them), used and closed here; else one is started when the
+    first variant needs work.
+    """
+    try:
+        from dlbasics.runtime import configure
+
+        configure(params.runtime)  # a device this machine lacks is a params error, first
+        names = list(params.train) if only is None else only
+        for name in names:
+            if name not in params.train:
+                raise params.error(f"train.{name}",
+                                   f"no such variant; have {sorted(params.train)}")
+    except BaseException:
+        if evaluator is not None:
+            evaluator.close()
+        raise
+    stage = _TrainStage(params, prepared_root, models_root, evaluator)
     try:
         for name in names:
             stage.settle(wait=False)
@@ -57,14 +68,16 @@ def train_all(
 class _TrainStage:
     """One train stage run: the change record, the evaluation process, each variant's state."""
 
-    def __init__(self, params: Params, prepared_root: Path, models_root: Path):
+    def __init__(self, params: Params, prepared_root: Path, models_root: Path,
+                 evaluator: Evaluator | None = None):
         self.params, self.prepared_root, self.models_root = params, prepared_root, models_root
         self.codes = changes.code_digests()
         self.versions = changes.versions()
         self.rec_path = changes.record_path(models_root)
         self.record = changes.read_record(self.rec_path)
         self.status: dict[str, str] = {}
-        self.evaluator: Evaluator | None = None  # started by the first variant with work to do
+        # Started by the caller, or by the first variant with work to do.
+        self.evaluator: Evaluator | None = evaluator
         self.fps: dict[str, tuple[str, str]] = {}
         self.run_ids: dict[str, str] = {}  # variant -> the MLflow run its evaluation goes to
         self.results: dict[str, str] = {}  # variant -> its training's line of results
