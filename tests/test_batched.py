@@ -182,3 +182,46 @@ def test_n_weights_counts_what_build_model_holds():
                               (ModelSpec(kind="mlp", hidden=[16, 8], activation="tanh"), 12, 4)]:
         model = build_model(spec, n_in, n_out, torch.Generator())
         assert n_weights(spec, n_in, n_out) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("same_seed", [True, False])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_folds_as_members_equal_separate_training_of_each_fold(loss, same_seed):
+    # K folds of one size stacked as K * G members of one trainer, each fold's batch order from
+    # its own generator (one seed: the shared-order path; different seeds: one order per fold).
+    # Every (fold, configuration) equals training.fit on that fold alone.
+    spec, k, n = SPECS["mlp"], 3, 90
+    X, y = data(loss)
+    rows = [torch.arange(f, N, k)[:n] for f in range(k)]  # k disjoint folds of n rows
+    Xf, yf = torch.stack([X[r] for r in rows]), torch.stack([y[r] for r in rows])
+    seeds = [SEED] * k if same_seed else [SEED + f for f in range(k)]
+    init_states = inits(spec, len(CONFIGS))
+    from dlbasics.learn.batched import BatchedTrainer
+
+    trainer = BatchedTrainer(spec, F, C, CONFIGS, init_states, Xf, yf, loss=loss,
+                             batch_size=BATCH,
+                             generator=[torch.Generator().manual_seed(s) for s in seeds])
+    losses = [trainer.epoch() for _ in range(EPOCHS)]  # [epoch][config][fold]
+    assert len(losses[0]) == len(CONFIGS) and all(len(c) == k for c in losses[0])
+    for f in range(k):
+        for g, (opt_spec, init) in enumerate(zip(CONFIGS, init_states)):
+            model = build_model(spec, F, C, torch.Generator())
+            model.load_state_dict(init)
+            history = fit(model, build_loss(loss), build_optimizer(opt_spec, model),
+                          Split(Xf[f], yf[f]), None, epochs=EPOCHS, batch_size=BATCH,
+                          generator=torch.Generator().manual_seed(seeds[f]),
+                          task="classification" if loss == "cross_entropy" else "regression")
+            got = trainer.state_dict(g, f)
+            for key, value in model.state_dict().items():
+                torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+            assert [e[g][f] for e in losses] == pytest.approx(
+                [r["train_loss"] for r in history], abs=1e-6)
+            with torch.no_grad():
+                torch.testing.assert_close(trainer.outputs(Xf)[f, g], model(Xf[f]), rtol=0,
+                                           atol=1e-5)
+    # Dropping a configuration drops it on every fold; the others keep their weights.
+    before = trainer.state_dict(2, 1)
+    trainer.keep([0, 2])
+    assert trainer.alive == [0, 2]
+    for key, value in before.items():
+        assert torch.equal(trainer.state_dict(1, 1)[key], value)

@@ -19,9 +19,12 @@ from dlbasics.search.selection import fold_indices, n_parameters, primary_score
 
 def _arch_key(spec) -> str:
     """What configurations must share to train as one batched model: everything but the
-    optimiser's lr, momentum and weight decay."""
+    optimiser's lr, momentum and weight decay and the model's initialisation (init, init_std:
+    each configuration starts from its own initial weights)."""
     raw = spec.model_dump(mode="json")
     raw["optimizer"] = {"name": spec.optimizer.name}
+    for key in ("init", "init_std"):
+        raw["model"].pop(key)
     return json.dumps(raw, sort_keys=True)
 
 
@@ -102,7 +105,9 @@ class _Sequential:
 
 
 class _Batched:
-    """G configurations of one architecture: one BatchedTrainer per fold, in lockstep."""
+    """G configurations of one architecture on the K folds: the folds of one training size (all
+    of them, with stratified folds of equal size) as more members of one BatchedTrainer, K * G
+    members in lockstep; each fold draws its batch order from its own generator."""
 
     def __init__(self, params, specs, data: Prepared, folds: _Folds, device):
         from dlbasics.learn.batched import BatchedTrainer
@@ -110,46 +115,86 @@ class _Batched:
 
         spec = specs[0]
         man = data.manifest
-        make_model, _ = make_trainer(params, spec, "select", data, device)
-        init = {k: v.detach().cpu() for k, v in make_model().state_dict().items()}
+        # Each configuration's seeded initial weights (its init and init_std).
+        inits = [{k: v.detach().cpu()
+                  for k, v in make_trainer(params, s, "select", data, device)[0]().state_dict()
+                  .items()} for s in specs]
         self.task = data.task
         self.folds = folds
-        self.trainers = [
-            BatchedTrainer(spec.model, man["n_features"], man["n_outputs"],
-                           [s.optimizer for s in specs], [init] * len(specs), train.X, train.y,
-                           loss=spec.loss, batch_size=spec.batch_size,
-                           generator=torch_generator(params.seed, "batches", man["identity"]))
-            for train, _ in folds.splits
-        ]
+        sizes: dict[tuple[int, int], list[int]] = {}
+        for i, (train, val) in enumerate(folds.splits):
+            sizes.setdefault((len(train.y), len(val.y)), []).append(i)
+        # (fold indices, their trainer, their stacked train and validation sets)
+        self.groups = []
+        for members in sizes.values():
+            train = Split(torch.stack([folds.splits[i][0].X for i in members]),
+                          torch.stack([folds.splits[i][0].y for i in members]))
+            val = Split(torch.stack([folds.splits[i][1].X for i in members]),
+                        torch.stack([folds.splits[i][1].y for i in members]))
+            trainer = BatchedTrainer(
+                spec.model, man["n_features"], man["n_outputs"], [s.optimizer for s in specs],
+                inits, train.X, train.y, loss=spec.loss, batch_size=spec.batch_size,
+                generator=[torch_generator(params.seed, "batches", man["identity"])
+                           for _ in members])
+            self.groups.append((members, trainer, train, val))
 
     @property
     def alive(self) -> list[int]:
-        return self.trainers[0].alive
+        return self.groups[0][1].alive
+
+    @property
+    def trainers(self) -> list[_FoldTrainer]:
+        """Per fold, in fold order: its configurations' weights (state_dict(position))."""
+        out = {}
+        for members, trainer, _, _ in self.groups:
+            out.update({i: _FoldTrainer(trainer, j) for j, i in enumerate(members)})
+        return [out[i] for i in sorted(out)]
+
+    def _scores(self, split_of, positions, losses=None) -> list[list[float]]:
+        """[position][fold] of the primary score on each fold's split (split_of: 0 training, 1
+        validation); NaN where `losses` ([position][fold]) is not finite."""
+        per_fold: dict[int, list[float]] = {}
+        for members, trainer, *splits in self.groups:
+            split = splits[split_of]
+            out = trainer.outputs(split.X)  # [K, G, N, out]
+            for j, i in enumerate(members):
+                per_fold[i] = [
+                    primary_score(self.task, out[j, p], split.y[j])
+                    if losses is None or math.isfinite(losses[p][i]) else math.nan
+                    for p in positions]
+        return [list(config) for config in zip(*(per_fold[i] for i in sorted(per_fold)))]
 
     def epoch(self, score: bool = True) -> list[list[tuple[float, float]]]:
         """One epoch of every fold: [alive][fold] of (mean batch loss, validation score)."""
-        per_fold = []
-        for tr, (_, val) in zip(self.trainers, self.folds.splits):
-            losses = tr.epoch()
-            if not score:
-                per_fold.append([(loss, math.nan) for loss in losses])
-                continue
-            out = tr.outputs(val.X)  # [G, N, out]
-            per_fold.append([(loss, primary_score(self.task, out[g], val.y) if math.isfinite(loss)
-                              else math.nan) for g, loss in enumerate(losses)])
-        return [list(config) for config in zip(*per_fold)]
+        losses: dict[int, list[float]] = {}  # fold -> [alive]
+        for members, trainer, _, _ in self.groups:
+            per_config = trainer.epoch()  # [alive][K]
+            for j, i in enumerate(members):
+                losses[i] = [fold_losses[j] for fold_losses in per_config]
+        by_config = [list(c) for c in zip(*(losses[i] for i in sorted(losses)))]  # [alive][fold]
+        positions = range(len(self.alive))
+        if not score:
+            return [[(loss, math.nan) for loss in config] for config in by_config]
+        scores = self._scores(1, positions, by_config)
+        return [list(zip(ls, ss)) for ls, ss in zip(by_config, scores)]
 
     def train_scores(self, positions) -> list[list[float]]:
         """The training score of each fold now, for the configurations at `positions`."""
-        per_fold = []
-        for tr, (train, _) in zip(self.trainers, self.folds.splits):
-            out = tr.outputs(train.X)  # [G, N, out]
-            per_fold.append([primary_score(self.task, out[p], train.y) for p in positions])
-        return [list(config) for config in zip(*per_fold)]
+        return self._scores(0, list(positions))
 
     def keep(self, positions) -> None:
-        for tr in self.trainers:
-            tr.keep(positions)
+        for _, trainer, _, _ in self.groups:
+            trainer.keep(positions)
+
+
+class _FoldTrainer:
+    """One fold of a _Batched group's trainer."""
+
+    def __init__(self, trainer, fold: int):
+        self.trainer, self.fold = trainer, fold
+
+    def state_dict(self, position: int) -> dict[str, torch.Tensor]:
+        return self.trainer.state_dict(position, self.fold)
 
 
 def _run(runner, max_epochs: int, patience: int | None, higher: bool, metric: str,
