@@ -248,12 +248,36 @@ def test_temp_experiment_lands_in_the_users_store(repro):
 
 
 def test_a_second_clone_reproduces_every_output_to_the_bit(repro, tmp_path):
+    """...traced (DLBASICS_TRACE, what `make bench` reads): the trace changes no output byte,
+    and it holds one process per stage DVC ran, in order, with each stage's work inside it."""
+    import time
+
+    from benchmarks.phases import phase_table, read_trace
+
     proj, _ = repro
     first = json.loads(proj.joinpath(".first-digests.json").read_text())
     clone = make_project(tmp_path / "clone")
-    run(["dvc", "repro"], clone)
+    trace = tmp_path / "trace.jsonl"
+    t0 = time.time()
+    proc = run(["dvc", "repro"], clone, DLBASICS_TRACE=str(trace))
+    t1 = time.time()
     assert reproducible_digests(clone) == first
     assert any(k.startswith("data/models/") and k.endswith("model.pt") for k in first)
+    records = read_trace(trace)
+    stages = sorted((r for r in records if r.get("role") == "stage"), key=lambda r: r["start"])
+    assert [r["stage"] for r in stages] == [
+        line.split("'")[1] for line in proc.stdout.splitlines()
+        if line.startswith("Running stage '")]
+    ends = {r["proc"]: r["end"] for r in records if "end" in r}
+    for a, b in zip(stages, stages[1:]):
+        assert t0 - 0.05 <= a["start"] <= a["main"] <= ends[a["proc"]] <= b["start"] <= t1
+    fits = {r["span"].split(":")[0] for r in records if r.get("span", "").endswith(": fit")}
+    evaluated = {r["span"].split(":")[0] for r in records
+                 if r.get("span", "").endswith(": evaluate")}
+    assert fits == set(VARIANTS) and evaluated >= fits | {"select@tiny"}
+    table = phase_table(records, t0, t1)
+    assert 0 < table["compute_s"] and table["path_s"] == pytest.approx(t1 - t0)
+    assert {r["who"] for r in table["rows"]} >= {"dvc", *ALL_STAGES, "train evaluator"}
 
 
 def test_figures_are_logged_once_and_the_run_keeps_its_status(tmp_path):
