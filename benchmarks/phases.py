@@ -55,9 +55,10 @@ def innermost(spans: list[dict[str, Any]], lo: float, hi: float) -> dict[tuple[s
 
 def phase_table(records: list[dict[str, Any]], t_start: float, t_end: float
                 ) -> dict[str, Any]:
-    """{"rows": [{"who", "phase", "kind", "seconds", "beside"}], "total_s", "compute_s",
-    "path_s", "subjects": {(who, what): subjects}} for one command run from t_start to t_end
-    (time.time()) whose stage processes wrote `records`."""
+    """{"rows": [{"who", "phase", "kind", "seconds", "beside", "subjects"}], "total_s", "path_s",
+    "compute_s" (every process's compute spans), "path_compute_s" (the stage processes' only)}
+    for one command run from t_start to t_end (time.time()) whose stage processes wrote
+    `records`."""
     procs: dict[int, dict[str, Any]] = {}
     spans: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -68,7 +69,7 @@ def phase_table(records: list[dict[str, Any]], t_start: float, t_end: float
         elif "end" in r:
             procs.setdefault(r["proc"], {})["end"] = r["end"]
     rows: list[dict[str, Any]] = []
-    compute = 0.0
+    compute = {False: 0.0, True: 0.0}  # on the path, beside it
     stages = sorted((p for p in procs.values() if p.get("role") == "stage"),
                     key=lambda p: p.get("start") or p["main"])
 
@@ -87,7 +88,7 @@ def phase_table(records: list[dict[str, Any]], t_start: float, t_end: float
             subjects = [_what(s["span"])[0] for s in ss if _what(s["span"])[1] == what]
             add(who, what, kind or "other", secs, beside, [x for x in subjects if x])
             if kind == "compute":
-                compute += secs
+                compute[beside] += secs
         return end
 
     prev_end = t_start
@@ -112,7 +113,7 @@ def phase_table(records: list[dict[str, Any]], t_start: float, t_end: float
             merged[key] = r
     path_s = sum(r["seconds"] for r in merged.values() if not r["beside"])
     return {"rows": list(merged.values()), "total_s": t_end - t_start, "path_s": path_s,
-            "compute_s": compute}
+            "compute_s": compute[False] + compute[True], "path_compute_s": compute[False]}
 
 
 def variant_work(records: list[dict[str, Any]], variant: str) -> float:

@@ -165,7 +165,10 @@ def _repro(out: _Rows, r: dict[str, Any]) -> None:
                     r[f"matmul_gflops_{when}"], "", "", "best of 3")
     out.timed("dvc repro from clean", r["repro_clean"])
     if "clean_over_compute" in r:
-        out.timed("  the stages' own compute in it (traced)", r["clean_compute"])
+        out.timed("  the stages' own compute in it (traced; evaluation workers included)",
+                  r["clean_compute"])
+        if "clean_path_compute" in r:
+            out.timed("  of which in the stage processes themselves", r["clean_path_compute"])
         _ratio(out, "  clean dvc repro / the stages' own compute", r["clean_over_compute"],
                "clean_over_compute")
     if "repro_noop" in r:
@@ -269,9 +272,10 @@ def phase_lines(phases: dict[str, Any]) -> list[str]:
         lines.append(f"| {who} | {key[1]} | {key[2]} | "
                      + " | ".join("" if v is None else f"{v:.2f}" for v in vals) + " |")
     for label, field in (("on the path (sum of the rows above the italics)", "path_s"),
-                         ("wall clock", "total_s"), ("the stages' own compute", "compute_s")):
+                         ("wall clock", "total_s"), ("the stages' own compute", "compute_s"),
+                         ("of which in the stage processes", "path_compute_s")):
         lines.append(f"| **{label}** | | | "
-                     + " | ".join(f"{phases[k][field]:.2f}" for k, _ in cols) + " |")
+                     + " | ".join(f"{phases[k].get(field, 0.0):.2f}" for k, _ in cols) + " |")
     return lines
 
 

@@ -89,6 +89,7 @@ def bench_repro(repo: Path, timeout_s: float, edit_repeats: int = 3,
            "repro_timed_out": False, **loops, "matmul_gflops_before": gflops_before,
            "matmul_gflops_after": matmul_gflops(),
            "clean_compute": spread([c["phases"]["compute_s"] for c in clean]),
+           "clean_path_compute": spread([c["phases"]["path_compute_s"] for c in clean]),
            "clean_over_compute": spread([c["seconds"] / c["phases"]["compute_s"]
                                          for c in clean]),
            "phases": {"clean": _median_run(clean)["phases"]}}

@@ -131,6 +131,7 @@ def test_the_phase_table_splits_the_wall_time_of_sequential_stages():
     # The path is the wall time; compute counts the worker's evaluation beside it too.
     assert table["path_s"] == pytest.approx(table["total_s"]) == pytest.approx(8.0)
     assert table["compute_s"] == pytest.approx(0.5 + 0.4 + 0.5)
+    assert table["path_compute_s"] == pytest.approx(0.5 + 0.5)
 
 
 def test_the_bench_rows_state_each_ratio_against_its_goal():
