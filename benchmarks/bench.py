@@ -15,7 +15,9 @@ On random data of Fashion-MNIST shape (60000 x 784, batch 256):
     in a temporary copy, then the edit loop: `dvc exp run -S` of one hyper-parameter of
     `mlp_adam` and of `linreg`, 3 each.
 
-  - scikit-learn's peers on real Fashion-MNIST where it is installed (below; --no-peers skips).
+  - scikit-learn's peers on real Fashion-MNIST where it is installed (below; --no-peers skips);
+  - each import of a stage process's stack (torch, torch._dynamo, mlflow and its store,
+    scikit-learn, matplotlib) in fresh interpreters (--only-imports for that alone).
 
 With --peers only: scikit-learn's LogisticRegression and MLPClassifier against the project's
 softmax, mlp_adam and a faster MLP variant on real Fashion-MNIST, on the project's split, at one
@@ -43,6 +45,7 @@ import torch
 from benchmarks.epochs import bench_epochs
 from benchmarks.fashion import bench_full_size, bench_memory
 from benchmarks.grid import bench_grid, bench_size_rule
+from benchmarks.imports import bench_imports
 from benchmarks.peers import bench_peers
 from benchmarks.report import GOALS, check_readme, table, write_readme
 from benchmarks.repro import bench_repro
@@ -69,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-memory", action="store_true",
                     help="skip the peak-memory run on Fashion-MNIST-shaped files")
     ap.add_argument("--only-memory", action="store_true", help="measure peak memory only")
+    ap.add_argument("--only-imports", action="store_true",
+                    help="only: each import of a stage process's stack, in fresh interpreters")
     ap.add_argument("--dvc-timeout", type=float, default=600.0,
                     help="seconds after which the clean dvc repro is stopped")
     ap.add_argument("--repro-repeats", type=int, default=2,
@@ -159,6 +164,9 @@ def _only(args, repo: Path, seed: int) -> tuple[str, str, Callable[[], Any]] | N
     if args.stack:
         return ("stack", "dvc repro from clean: sqlite, then the team stack",
                 lambda: bench_stack(repo, args.dvc_timeout, args.stack_repeats))
+    if args.only_imports:
+        return ("imports", "imports of a stage process's stack, fresh interpreters",
+                lambda: bench_imports())
     if args.only_dvc:
         return ("repro", "dvc repro, then the edit loop",
                 lambda: bench_repro(repo, args.dvc_timeout, args.edit_repeats,
@@ -190,6 +198,8 @@ def _in_process(run: Run, args, params) -> None:
     if not args.no_select and params.select is not None:
         run.section("select", f"select@{args.search}: batched and one by one",
                     lambda: bench_select(args.params, args.search, args.select_repeats))
+    run.section("imports", "imports of a stage process's stack, fresh interpreters",
+                lambda: bench_imports())
     if not args.no_peers:
         run.section("peers", "scikit-learn peers and project variants on Fashion-MNIST, 1 thread",
                     lambda: bench_peers(args.params, args.peers_repeats))

@@ -190,6 +190,11 @@ def _repro(out: _Rows, r: dict[str, Any]) -> None:
                r["slow_rest_over_noop"], "slow_rest_over_noop")
 
 
+def _imports(out: _Rows, r: dict[str, Any]) -> None:
+    for what, t in r.items():
+        out.timed(f"import in a fresh interpreter: {what}", t)
+
+
 # The table's sections, in order: (key of the results, what adds its rows).
 _SECTIONS: list[tuple[str, Callable[[_Rows, Any], None]]] = [
     ("memory", _memory), ("epoch", _epoch), ("epoch_cores", _epoch),
@@ -197,7 +202,7 @@ _SECTIONS: list[tuple[str, Callable[[_Rows, Any], None]]] = [
     ("grid_mlp", partial(_grid, "digits MLP 64-256-10")),
     ("size_rule", _size_rule), ("select", _select), ("ray", _ray),
     ("vectorisation", _vectorisation), ("full_size", _full_size), ("peers", _peers),
-    ("stack", _stack),
+    ("stack", _stack), ("imports", _imports),
     ("repro", _repro),
 ]
 

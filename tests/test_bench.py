@@ -256,3 +256,31 @@ def test_the_full_size_bench_reads_real_fashion_mnist_when_present(tmp_path):
         raw["data"]["images"]
     images, which = full_size_images(tmp_path / "gen", 0, tmp_path / "absent")
     assert which == GENERATED and images["path"] == str(tmp_path / "gen" / "idx")
+
+
+def test_the_layout_micro_bench_runs_as_docs_speed_shows_it():
+    """`python -m benchmarks.batched_layout` from the checkout (docs/speed.md): a line per product
+    of both layouts, each with a positive GFLOP/s."""
+    from conftest import REPO, run
+
+    out = run(["python", "-m", "benchmarks.batched_layout"], REPO).stdout
+    rows = [ln for ln in out.splitlines() if ln.rstrip().endswith("GFLOP/s")]
+    assert any("row-major" in ln for ln in rows) and any("feature-major" in ln for ln in rows)
+    assert all(float(ln.split()[-2]) > 0 for ln in rows), rows
+
+
+def test_the_imports_bench_times_each_import_in_a_fresh_interpreter():
+    """Each row is a fresh interpreter's own import (torch._dynamo after torch: built by the first
+    optimizer); the rows name them all."""
+    import sys
+
+    from benchmarks.imports import IMPORTS, bench_imports
+    from benchmarks.report import rows
+
+    got = bench_imports(repeats=1)
+    assert list(got) == [what for what, _, _ in IMPORTS]
+    assert all(t["runs"] == 1 and 0 < t["min_s"] == t["median_s"] for t in got.values())
+    # In this process torch is imported already: a fresh interpreter is what is timed.
+    assert "torch" in sys.modules and got["torch"]["median_s"] > 0.05
+    names = [name for name, *_ in rows({"imports": got})]
+    assert names == [f"import in a fresh interpreter: {what}" for what, _, _ in IMPORTS]
