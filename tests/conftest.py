@@ -210,6 +210,17 @@ def _own_code_first():
 
 
 @pytest.fixture
+def one_thread():
+    """torch at one thread for the test (the batched runners' comparisons), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
 

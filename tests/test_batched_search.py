@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_selection import _params, digits, grid_search  # noqa: F401  (the digits fixture)
+from test_selection import (  # noqa: F401  (the digits fixture)
+    _params,
+    assert_batched_trains_as_sequential,
+    digits,
+    grid_search,
+)
 
 from dlbasics.config.loading import parse_params
 from dlbasics.config.params import grid_variants
@@ -15,12 +20,7 @@ from dlbasics.rng import derive_seed
 from dlbasics.search import gridsearch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 GRID = {"model.hidden": [[16]], "model.init": ["normal", "default"],
@@ -35,21 +35,8 @@ def test_folds_of_unequal_size_and_mixed_inits_train_as_one_by_one(digits):  # n
     folds = gridsearch._Folds(digits, 3, derive_seed(params.seed, "folds", "x"),
                               torch.device("cpu"), max_rows=1000)
     assert len({len(tr.y) for tr, _ in folds.splits}) == 2
-    batched = gridsearch._Batched(params, specs, digits, folds, torch.device("cpu"))
+    batched, seqs = assert_batched_trains_as_sequential(params, specs, digits, folds, epochs=4)
     assert sorted(len(members) for members, *_ in batched.groups) == [1, 2]
-    seqs = [gridsearch._Sequential(params, s, "select@s", digits, folds, torch.device("cpu"))
-            for s in specs]
-    for _ in range(4):
-        scores_b = batched.epoch()
-        trains_b = batched.train_scores(range(len(specs)))
-        for g, seq in enumerate(seqs):
-            np.testing.assert_allclose(scores_b[g], seq.epoch()[0], rtol=1e-6, atol=1e-6)
-            np.testing.assert_allclose(trains_b[g], seq.train_scores([0])[0], rtol=0, atol=1e-6)
-    for g, seq in enumerate(seqs):
-        for fold, (model, *_rest) in enumerate(seq.fits):
-            got = batched.trainers[fold].state_dict(g)
-            for key, value in model.state_dict().items():
-                torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
     # The two inits did start apart (the test would not see a shared init otherwise).
     first = [seqs[0].fits[0][0].state_dict(), seqs[4].fits[0][0].state_dict()]
     assert specs[0].model.init != specs[4].model.init

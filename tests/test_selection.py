@@ -193,21 +193,30 @@ def test_the_batched_runner_trains_each_fold_as_the_sequential_one_does(digits):
     params = parse_params(_params(GRID, overrides={"epochs": 6, "batch_size": 64}))
     specs = [spec for _, spec in grid_variants(params, "s")][:4]  # hidden [16]: one architecture
     folds = selection._Folds(digits, 3, derive_seed(params.seed, "folds", "x"), torch.device("cpu"))
-    batched = selection._Batched(params, specs, digits, folds, torch.device("cpu"))
-    seqs = [selection._Sequential(params, s, "select@s", digits, folds, torch.device("cpu"))
+    assert_batched_trains_as_sequential(params, specs, digits, folds, epochs=6)
+
+
+def assert_batched_trains_as_sequential(params, specs, data, folds, epochs: int):
+    """`epochs` epochs of the batched runner over `specs` and of one sequential runner per
+    spec on the same folds: every epoch's validation and training scores, then every fold
+    model's weights, equal within 1e-6. Returns the sequential runners."""
+    import dlbasics.search.gridsearch as selection
+
+    batched = selection._Batched(params, specs, data, folds, torch.device("cpu"))
+    seqs = [selection._Sequential(params, s, "select@s", data, folds, torch.device("cpu"))
             for s in specs]
-    for _ in range(6):
+    for _ in range(epochs):
         scores_b = batched.epoch()
         trains_b = batched.train_scores(range(len(specs)))
         for g, seq in enumerate(seqs):
-            scores_s = seq.epoch()[0]
-            np.testing.assert_allclose(scores_b[g], scores_s, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(scores_b[g], seq.epoch()[0], rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(trains_b[g], seq.train_scores([0])[0], rtol=0, atol=1e-6)
     for g, seq in enumerate(seqs):
         for fold, (model, *_rest) in enumerate(seq.fits):
             got = batched.trainers[fold].state_dict(g)
             for key, value in model.state_dict().items():
                 torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6)
+    return batched, seqs
 
 
 def test_early_stopping_picks_the_best_mean_epoch_and_the_refit_trains_that_long(both_paths):
