@@ -55,9 +55,9 @@ def main(argv=None) -> None:
     # variants' runs; a child process opens the store while this one renders. A server that
     # does not answer stops the stage first, before anything is written.
     runs.check_reachable(runs.tracking_uri())
-    chosen = args.submission / "submission.json" if args.submission is not None else None
-    if chosen is not None and chosen.exists():
-        check_submission(params, read_json(chosen), chosen)  # before anything is written
+    submission = read_submission(args.submission)
+    if submission is not None:  # checked before anything is written
+        check_submission(params, submission, args.submission / "submission.json")
     aside = runs.RunAside(params.tracking.experiment, "report", {"kind": "report"})
     try:
         with trace.span("report: collect and draw", "compute"):
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
                               args.scores)
         print(f"report: {len(metrics)} models into {args.metrics}")
         with trace.span("report: render", "compute"):
-            render(args, params)
+            render(args, params, submission)
     except BaseException:
         aside.cancel()
         raise
@@ -74,8 +74,15 @@ def main(argv=None) -> None:
         aside.log_artifacts([args.html, args.out, args.metrics])
 
 
-def render(args, params) -> None:
-    """reports/report.md and reports/report.html from the DVC outputs."""
+def read_submission(where: Path | None) -> dict | None:
+    """The submit stage's choice (submission.json under `where`), or None without one."""
+    path = where / "submission.json" if where is not None else None
+    return read_json(path) if path is not None and path.exists() else None
+
+
+def render(args, params, submission: dict | None) -> None:
+    """reports/report.md and reports/report.html from the DVC outputs (`submission`: the
+    submit stage's choice, read_submission's)."""
     metrics = json.loads(args.metrics.read_text())
     series = json.loads(args.series.read_text())
     figures = sorted(p.name for p in args.figures.glob("*.png")) if args.figures.is_dir() else []
@@ -87,9 +94,6 @@ def render(args, params) -> None:
     lessons = read_json(args.lessons / "lessons.json")
     lesson_pngs = {p.name: p.read_bytes() for p in sorted(args.lessons.glob("*.png"))}
     lesson_links = {f: os.path.relpath(args.lessons / f, args.out.parent) for f in lesson_pngs}
-    chosen = getattr(args, "submission", None)
-    submission = (read_json(chosen / "submission.json")
-                  if chosen is not None and (chosen / "submission.json").exists() else None)
     write_text_atomic(args.out, render_markdown(params, metrics, series, links, searches,
                                                 details, lessons, lesson_links, submission))
     histories = {p.stem: json.loads(p.read_text()) for p in sorted(args.history.glob("*.json"))}

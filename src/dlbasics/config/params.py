@@ -211,7 +211,12 @@ def submission_candidates(params: Params) -> tuple[str | None, list[str]]:
     tables = [n for n, spec in params.data.items() if spec.kind == "house_prices"]
     if not tables:
         return None, []
-    return tables[0], [n for n, v in params.train.items() if v.dataset == tables[0] and v.kfold]
+    return tables[0], kfold_variants(params, tables[0])
+
+
+def kfold_variants(params: Params, dataset: str) -> list[str]:
+    """The variants of params.train on `dataset` scored by K-fold cross-validation, in order."""
+    return [n for n, v in params.train.items() if v.dataset == dataset and v.kfold]
 
 
 def grid_variants(params: Params, search: str) -> list[tuple[dict[str, Any], VariantSpec]]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlbasics.config.params import Params, submission_candidates
+from dlbasics.config.params import Params, kfold_variants, submission_candidates
 from dlbasics.data.prepared import Prepared, Split
 from dlbasics.errors import DataError
 from dlbasics.io import atomic_directory, sha256_file, write_bytes_atomic, write_json_atomic
@@ -32,8 +32,7 @@ def choose_variant(params: Params, dataset: str, models: Path) -> tuple[str, lis
     goes to the earlier in params), and every candidate's record."""
     metric = PRIMARY["regression"]
     records = []
-    names = [n for n, v in params.train.items() if v.dataset == dataset and v.kfold]
-    for i, name in enumerate(names):
+    for i, name in enumerate(kfold_variants(params, dataset)):
         path = models / name / "eval" / "metrics.json"
         try:
             m = json.loads(path.read_text())

@@ -57,14 +57,12 @@ def _read_bytes(path: Path) -> bytes:
                         "(dvc repro)") from None
 
 
-def check_submission(params: Params, submission: dict[str, Any] | None, path: Path) -> None:
+def check_submission(params: Params, submission: dict[str, Any], path: Path) -> None:
     """The submission chose among the candidates params.yaml has now (DataError otherwise): the
     submit stage depends only on the candidates dvc.yaml declares (`make deps` derives them), so
     a candidate added without `make deps` would leave it out unseen."""
     from dlbasics.config.params import submission_candidates
 
-    if submission is None:
-        return
     among = [r["variant"] for r in submission.get("candidates") or []]
     now = submission_candidates(params)[1]
     if among != now:
