@@ -5,10 +5,11 @@ interpreter (`python -c`), the median of a few, in turns. torch's optimizers imp
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 from typing import Any
+
+from benchmarks.timing import spread
 
 # (what, the code timed after `setup` in the same fresh interpreter, setup)
 IMPORTS = (
@@ -39,5 +40,4 @@ def bench_imports(repeats: int = 3) -> dict[str, Any]:
     for _ in range(repeats):
         for what, code, setup in IMPORTS:
             times[what].append(_once(code, setup))
-    return {what: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-                   "runs": len(t)} for what, t in times.items()}
+    return {what: spread(t) for what, t in times.items()}

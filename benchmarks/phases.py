@@ -78,7 +78,6 @@ def phase_table(records: list[dict[str, Any]], t_start: float, t_end: float
                      "beside": beside, "subjects": sorted(set(subjects))})
 
     def process_rows(pid: int, p: dict[str, Any], who: str, beside: bool) -> float:
-        nonlocal compute
         start = p.get("start") or p["main"]
         ss = spans.get(pid, [])
         end = p.get("end") or max([s["t1"] for s in ss] + [p["main"]])
@@ -120,17 +119,3 @@ def variant_work(records: list[dict[str, Any]], variant: str) -> float:
     """Seconds of variant `variant`'s own fit and evaluation spans (in any process)."""
     return sum(r["t1"] - r["t0"] for r in records
                if "span" in r and _what(r["span"]) in ((variant, "fit"), (variant, "evaluate")))
-
-
-def format_rows(table: dict[str, Any]) -> list[str]:
-    """The table as aligned text lines: who, phase, kind, seconds (largest first within who)."""
-    lines = [f"{'process':<22} {'phase':<42} {'kind':<9} {'seconds':>8}"]
-    for r in table["rows"]:
-        if r["seconds"] < 0.005:
-            continue
-        who = r["who"] + (" (beside)" if r["beside"] else "")
-        phase = r["phase"] + (f" [{', '.join(r['subjects'])}]" if 0 < len(r["subjects"]) <= 3
-                              else f" [{len(r['subjects'])}]" if r["subjects"] else "")
-        lines.append(f"{who:<22} {phase[:42]:<42} {r['kind']:<9} {r['seconds']:>8.2f}")
-    lines.append(f"{'total (wall)':<22} {'':<42} {'':<9} {table['total_s']:>8.2f}")
-    return lines

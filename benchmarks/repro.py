@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.phases import phase_table, read_trace, variant_work
-from benchmarks.timing import spread
+from benchmarks.timing import best_of, spread
 from benchmarks.workspace import DVC, clean_copy, shell, tool_env
 from dlbasics.config.loading import load_params
 from dlbasics.trace import TRACE_ENV
@@ -141,19 +141,17 @@ def edit_rounds(dest: Path, traced: Traced, rounds: int) -> dict[str, Any]:
 
 
 def matmul_gflops() -> float:
-    """The machine's float32 matmul speed now (2048^3, this process's threads), best of 3: the
-    yardstick that makes seconds from different runs comparable."""
+    """The machine's float32 matmul speed now (the epoch bench's MATMUL^3 product, this
+    process's threads), best of 3: the yardstick that makes seconds from different runs
+    comparable."""
     import torch
 
+    from benchmarks.epochs import MATMUL
+
     g = torch.Generator().manual_seed(1)
-    a, b = (torch.randn(2048, 2048, generator=g) for _ in range(2))
+    a, b = (torch.randn(MATMUL, MATMUL, generator=g) for _ in range(2))
     a @ b  # warm-up
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 2048 ** 3 / best / 1e9
+    return 2 * MATMUL ** 3 / best_of(lambda: a @ b, 3) / 1e9
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
