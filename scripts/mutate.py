@@ -10,6 +10,7 @@ reason it cannot change behaviour.
     python scripts/mutate.py                  # every module; check, then record the figures
     python scripts/mutate.py tasks io         # some modules (figures checked, not recorded)
     python scripts/mutate.py --record io      # some modules, their figures recorded
+    python scripts/mutate.py --changed        # the modules changed since their figures, recorded
     python scripts/mutate.py --ci --budget-s 420   # what .ci/run does
 
 The figures (tests/mutation/figures.json) hold each module's kill rate and a digest of what it
@@ -439,6 +440,16 @@ def save_figures(figures: dict) -> None:
     FIGURES.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
 
 
+def record_figures(held: list[dict]) -> None:
+    """The held modules' figures replace theirs; the file is read again first, since another
+    run may have recorded other modules meanwhile; a module no longer in MODULES goes."""
+    figures = {k: v for k, v in load_figures().items() if k in BY_NAME}
+    figures.update({r["module"]: {"killed": r["killed"], "total": r["total"],
+                                  "equivalent": r["equivalent"], "digest": r["digest"],
+                                  "seconds": round(r["seconds"])} for r in held})
+    save_figures(figures)
+
+
 def ci_plan(figures: dict, equivalents, budget_s: float) -> tuple[list[Module], list[str]]:
     """(modules to run, problems): changed modules cheapest first while they fit the budget."""
     unrecorded = [m.name for m in MODULES if m.name not in figures]
@@ -479,11 +490,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-record", action="store_true", help="check only; never write figures")
     ap.add_argument("--record", action="store_true",
                     help="record the figures of the modules named too (when they hold)")
+    ap.add_argument("--changed", action="store_true",
+                    help="run (and record) every module changed since its recorded figure, "
+                         "or never recorded")
     ap.add_argument("--base", metavar="COMMIT",
                     help="the modules' test files as at COMMIT (the figures before a change)")
     ap.add_argument("--last", action="store_true",
                     help="report the last run's results in .mutmut/ again; run nothing")
     args = ap.parse_args(argv)
+    if args.changed and args.modules:
+        print("mutate: --changed picks its own modules; name none", file=sys.stderr)
+        return 2
     unknown = [m for m in args.modules if m not in BY_NAME]
     if unknown:
         print(f"mutate: unknown module {', '.join(unknown)}; one of: {' '.join(BY_NAME)}",
@@ -494,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     if args.ci:
         plan, problems = ci_plan(figures, equivalents, args.budget_s)
+    elif args.changed:
+        plan = [m for m in MODULES if figures.get(m.name, {}).get("digest")
+                != digest(m, equivalents)]
+        print(f"mutate: changed since their recorded figures: "
+              f"{' '.join(m.name for m in plan) or 'none'}")
     else:
         plan = [BY_NAME[m] for m in args.modules] if args.modules else list(MODULES)
     SCRATCH.mkdir(exist_ok=True)
@@ -521,11 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     if record and held:
         # The modules that held replace their figures (one that failed keeps its old figure);
         # a module no longer in MODULES goes.
-        figures = {k: v for k, v in figures.items() if k in BY_NAME}
-        figures.update({r["module"]: {"killed": r["killed"], "total": r["total"],
-                                      "equivalent": r["equivalent"], "digest": r["digest"],
-                                      "seconds": round(r["seconds"])} for r in held})
-        save_figures(figures)
+        record_figures(held)
         print(f"mutate: figures of {', '.join(r['module'] for r in held)} recorded in "
               f"{FIGURES.relative_to(REPO)}")
     for p in problems:
