@@ -165,3 +165,94 @@ def test_a_manifest_without_digests_loads_unchecked(tmp_path):
     (tmp_path / "p" / "y_val.npy").write_bytes(npy_bytes(np.zeros(5, dtype=np.int64)))
     data = load_prepared(tmp_path / "p")
     assert data.splits["val"].y.tolist() == [0] * 5
+
+
+# The split's seeds, against scikit-learn itself: each draw is train_test_split with the seed
+# derived for its purpose, derive_seed(seed, "split", <stream>, "test" | "val" | "sub") (rng.py:
+# one named stream per purpose, so no draw shifts another's numbers).
+
+
+def _draw(rows, seed, stream, purpose, labels, **sizes):
+    from sklearn.model_selection import train_test_split
+
+    from dlbasics.rng import derive_seed
+
+    return train_test_split(rows, random_state=derive_seed(seed, "split", stream, purpose),
+                            stratify=None if labels is None else labels[rows], **sizes)
+
+
+def _same_parts(parts, train, val, test):
+    for s, rows in (("train", train), ("val", val), ("test", test)):
+        assert np.array_equal(parts[s], np.sort(rows)), s
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_split_by_fractions_draws_test_then_validation_with_their_own_seeds(stratified):
+    y = np.repeat([0, 1, 2], [50, 60, 90]) if stratified else None
+    spec = PrepareSpec(val_fraction=0.15, test_fraction=0.2)
+    parts = split_indices(200, spec, seed=5, name="key", stratify=y, stream="ident")
+    rest, test = _draw(np.arange(200), 5, "ident", "test", y, test_size=0.2)
+    train, val = _draw(rest, 5, "ident", "val", y, test_size=0.15 / 0.8)
+    _same_parts(parts, train, val, test)
+
+
+def test_split_by_counts_draws_each_part_with_its_seed():
+    spec = PrepareSpec(n_train=40, n_val=10, n_test=25)
+    parts = split_indices(100, spec, seed=9, name="key", stratify=None, stream="ident")
+    rest, test = _draw(np.arange(100), 9, "ident", "test", None, test_size=25, train_size=50)
+    train, val = _draw(rest, 9, "ident", "val", None, test_size=10)
+    _same_parts(parts, train, val, test)
+    # Without n_val there are no validation rows: exactly n_train train the model.
+    no_val = split_indices(100, PrepareSpec(n_train=40, n_test=25), seed=9, name="key",
+                           stratify=None, stream="ident")
+    assert [len(no_val[s]) for s in ("train", "val", "test")] == [40, 0, 25]
+    rest, test = _draw(np.arange(100), 9, "ident", "test", None, test_size=25, train_size=40)
+    _same_parts(no_val, rest, rest[:0], test)
+
+
+def test_validation_rows_out_of_an_official_training_set_follow_seed_and_stream():
+    # The official test rows are fixed, so the validation rows depend on their own seed only.
+    y = np.tile([0, 1, 2, 3], 30)
+    spec = PrepareSpec(val_fraction=0.25)
+    parts = split_indices(120, spec, seed=2, name="img", stratify=y, n_official_test=20,
+                          stream="mnist")
+    train, val = _draw(np.arange(100), 2, "mnist", "val", y, test_size=0.25)
+    _same_parts(parts, train, val, np.arange(100, 120))
+    reseeded = split_indices(120, spec, seed=3, name="img", stratify=y, n_official_test=20,
+                             stream="mnist")
+    assert not np.array_equal(reseeded["val"], parts["val"])
+    moved = split_indices(120, spec, seed=2, name="img", stratify=y, n_official_test=20,
+                          stream="fashion")
+    assert not np.array_equal(moved["val"], parts["val"])
+    renamed = split_indices(120, spec, seed=2, name="other", stratify=y, n_official_test=20,
+                            stream="mnist")
+    assert all(np.array_equal(renamed[s], parts[s]) for s in parts)
+
+
+@pytest.mark.parametrize("spec", [PrepareSpec(), PrepareSpec(val_fraction=0.0),
+                                  PrepareSpec(n_train=100), PrepareSpec(n_train=100, n_val=0)])
+def test_an_official_training_set_without_validation_trains_on_every_row(spec):
+    parts = split_indices(120, spec, seed=2, name="img", stratify=np.tile([0, 1], 60),
+                          n_official_test=20)
+    _same_parts(parts, np.arange(100), np.arange(0), np.arange(100, 120))
+
+
+@pytest.mark.parametrize("stratified", [True, False])
+def test_counts_out_of_an_official_training_set_subsample_it_with_their_own_seed(stratified):
+    # Multi-label or regression rows come unstratified (stratify=None): the same draws.
+    y = np.tile([0, 1, 2, 3], 30)
+    labels = y if stratified else None
+    spec = PrepareSpec(n_train=30, n_val=10)
+    parts = split_indices(120, spec, seed=4, name="img", stratify=labels, n_official_test=20,
+                          stream="mnist")
+    kept, _ = _draw(np.arange(100), 4, "mnist", "sub", labels, train_size=40)
+    train, val = _draw(kept, 4, "mnist", "val", labels, test_size=10)
+    _same_parts(parts, train, val, np.arange(100, 120))
+    # The kept rows change with the seed, and only with it.
+    again = split_indices(120, spec, seed=4, name="img", stratify=labels, n_official_test=20,
+                          stream="mnist")
+    assert all(np.array_equal(again[s], parts[s]) for s in parts)
+    reseeded = split_indices(120, spec, seed=5, name="img", stratify=labels, n_official_test=20,
+                             stream="mnist")
+    assert not np.array_equal(np.union1d(reseeded["train"], reseeded["val"]),
+                              np.union1d(parts["train"], parts["val"]))
