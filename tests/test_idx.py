@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import http.server
 import os
 import socket
@@ -617,3 +618,31 @@ def test_gzip_files_carry_no_timestamp(tmp_path):
     write_idx(tmp_path / "a.gz", np.zeros((2, 2), np.uint8))
     raw = (tmp_path / "a.gz").read_bytes()
     assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # MTIME 0: the same bytes always
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that hands out at most `step` bytes a call, as a pipe or a socket may."""
+
+    def __init__(self, data: bytes, step: int):
+        self._data, self._pos, self._step = data, 0, step
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(self._step, len(b), len(self._data) - self._pos)
+        b[:k] = self._data[self._pos:self._pos + k]
+        self._pos += k
+        return k
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_reads_gather_short_reads_up_to_the_count_or_the_end(step):
+    from dlbasics.data.idx import _read_exact
+
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    fh = _Trickle(data, step)
+    assert bytes(_read_exact(fh, 1000)) == data[:1000]
+    assert bytes(_read_exact(fh, 9000)) == data[1000:10000]
+    assert bytes(_read_exact(fh, 1000)) == data[10000:]  # fewer only at the end of the file
+    assert bytes(_read_exact(fh, 10)) == b""
