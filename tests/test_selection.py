@@ -387,15 +387,23 @@ def test_cross_validate_scores_each_fold_like_sklearn(task, outputs):
     seen = []
 
     def train_fn(m, splits):
-        seen.append((len(splits["train"].y), len(splits["val"].y), len(splits["test"].y)))
+        # No test rows inside a fold: an empty split with the data's columns.
+        seen.append((len(splits["train"].y), len(splits["val"].y), tuple(splits["test"].X.shape),
+                     tuple(splits["test"].y.shape)))
         m.load_state_dict(model.state_dict())
         return [{}, {}]  # two epochs
 
+    # Two folds: the smallest K there is (KFold refuses one), still with a sample sd.
+    two = cross_validate(data, 2, 11, make, train_fn)
+    vals = np.array([r[f"val_{PRIMARY[task].name}"] for r in two["folds"]])
+    assert len(vals) == 2 and two[f"val_{PRIMARY[task].name}_std"] == pytest.approx(
+        abs(vals[0] - vals[1]) / 2 ** 0.5, abs=1e-12)
+    seen.clear()
     out = cross_validate(data, 4, 11, make, train_fn)
     metric = PRIMARY[task].name
     X, y = data.splits["train"].X, data.splits["train"].y
     folds = fold_indices(y.numpy(), 4, 11, stratify=task != "regression")
-    assert seen == [(len(tr), len(va), 0) for tr, va in folds]
+    assert seen == [(len(tr), len(va), (0, 4), (0, *y.shape[1:])) for tr, va in folds]
     with torch.no_grad():
         z = model(X)
     for rec, (tr, va) in zip(out["folds"], folds):

@@ -26,7 +26,7 @@ def fold_indices(
 
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=k, shuffle=True, random_state=seed)
     rows = np.arange(len(y))
-    return [(tr, va) for tr, va in splitter.split(rows, y if stratify else None)]
+    return [(tr, va) for tr, va in splitter.split(rows, y)]  # (KFold ignores y)
 
 
 def primary_score(task: str, out: torch.Tensor, y: torch.Tensor) -> float:
@@ -73,7 +73,7 @@ def cross_validate(
     for part in ("train", "val"):
         vals = np.array([r[f"{part}_{metric}"] for r in records])
         summary[f"{part}_{metric}_mean"] = float(vals.mean())
-        summary[f"{part}_{metric}_std"] = float(vals.std(ddof=1)) if k > 1 else 0.0
+        summary[f"{part}_{metric}_std"] = float(vals.std(ddof=1))  # (k >= 2: KFold's rule)
     return summary
 
 
