@@ -181,6 +181,13 @@ def _copy(r: dict, section: str, name: str, to: str) -> None:
     r[section][to] = copy.deepcopy(r[section][name])
 
 
+def _search_on_softmax(r: dict, class_weight: str | None = None) -> None:
+    """Search `book` over softmax's learning rate, softmax given `class_weight` (None: none)."""
+    if class_weight is not None:
+        r["train"]["softmax"]["class_weight"] = class_weight
+    r["select"]["searches"]["book"] = {"base": "softmax", "grid": {"optimizer.lr": [0.1, 0.2]}}
+
+
 # (id, edit of a copy of params.yaml, the message after "p.yaml: ", {data}/{train}/{searches}
 # standing for the sorted names of the edited file)
 SECTION_RULES = [
@@ -212,6 +219,9 @@ SECTION_RULES = [
      "found 'bad-s'"),
     ("search_base", lambda r: r["select"]["searches"]["book"].update(base="nope"),
      "select.searches.book.base: expected a variant under train {train}, found 'nope'"),
+    ("search_base_weighted", lambda r: _search_on_softmax(r, class_weight="balanced"),
+     "select.searches.book.base: expected a variant without class_weight (a search's folds "
+     "train the unweighted loss), found 'softmax'"),
     ("search_grid", lambda r: r["select"]["searches"]["book"].update(
         grid={"optimizer.lr": [0.1, -1.0]}),
      "select.searches.book.grid: expected settings that make a valid variant (optimizer.lr: "
@@ -238,6 +248,12 @@ SECTION_RULES = [
         a="mlp", measure="rare_recall"),
      "report.contrasts.0.a: expected a variant on a dataset with `imbalance` (rare_recall "
      "needs its rare classes), found 'mlp'"),
+    # A dataset kind with no `imbalance` key at all (synthetic_linear), not only a digits set
+    # without one.
+    ("rare_recall_on_a_kind_without_imbalance", lambda r: r["report"]["contrasts"][0].update(
+        a="linreg", measure="rare_recall"),
+     "report.contrasts.0.a: expected a variant on a dataset with `imbalance` (rare_recall "
+     "needs its rare classes), found 'linreg'"),
     ("compare_variant", lambda r: r["report"]["compare"].append(["mlp", "nope"]),
      "report.compare.{last_compare}.1: " + IN_TRAIN),
     ("compare_first_variant", lambda r: r["report"]["compare"].append(["nope", "mlp"]),
@@ -296,6 +312,9 @@ SECTION_ALLOWED = [
     ("compare_same_kfold_and_dataset", lambda r: (
         r["train"]["linreg"].update(kfold=3), r["train"]["linreg_scratch"].update(kfold=3),
         r["report"]["compare"].append(["linreg", "linreg_scratch"]))),
+    ("search_base_unweighted", lambda r: _search_on_softmax(r)),
+    ("rare_recall_on_imbalanced_digits", lambda r: r["report"]["contrasts"][0].update(
+        a="softmax_rare", b="softmax_rare_weighted", measure="rare_recall")),
     ("registry_of_one_dataset", lambda r: r["tracking"]["registry"].update(
         searches=["book"], variants=["mlp"])),
     ("registry_every_search", lambda r: r["tracking"]["registry"].update(searches=None)),
@@ -337,6 +356,41 @@ def test_grid_variants_are_the_grid_product_over_the_base(raw):
         assert spec.epochs == 2 and spec.optimizer.momentum == 0.5
         assert spec.seeds is None and spec.kfold is None  # one fit per fold, no repeats
         assert spec.loss == r["train"]["mlp"]["loss"] and spec.dataset == "images"
+
+
+def test_submission_candidates_are_the_kfold_variants_on_the_house_prices_table(raw):
+    """What the submit stage chooses among: the variants on the dataset of kind house_prices
+    that have kfold, in params.train's order (a tie goes to the earlier)."""
+    from dlbasics.config.params import kfold_variants, submission_candidates
+
+    r = copy.deepcopy(raw)
+    r["train"]["house"]["kfold"] = 5  # K-fold, on `house`: a synthetic_linear set, not the table
+    r["train"]["house_once"] = {k: v for k, v in copy.deepcopy(r["train"]["house_linear"]).items()
+                                if k != "kfold"}  # on the table, not cross-validated
+    r["train"]["a_house"] = copy.deepcopy(r["train"]["house_mlp"])  # last in train, first by name
+    p = parse_params(r, source="p.yaml")
+    assert submission_candidates(p) == ("house_prices", ["house_linear", "house_mlp", "a_house"])
+    assert kfold_variants(p, "house_prices") == ["house_linear", "house_mlp", "a_house"]
+    assert kfold_variants(p, "house") == ["house"]
+    assert kfold_variants(p, "images") == []
+
+
+def test_submission_candidates_without_kfold_variants_or_without_the_table(raw):
+    from dlbasics.config.params import kfold_variants, submission_candidates
+
+    r = copy.deepcopy(raw)
+    r["report"]["compare"].remove(["house_mlp", "house_linear"])  # paired by their kfold
+    for name in ("house_linear", "house_mlp"):
+        del r["train"][name]["kfold"]
+    p = parse_params(r, source="p.yaml")
+    assert submission_candidates(p) == ("house_prices", [])
+    assert kfold_variants(p, "house_prices") == []
+
+    for name in ("house_linear", "house_mlp"):
+        del r["train"][name]
+        del r["report"]["notes"][name]
+    del r["data"]["house_prices"], r["prepare"]["house_prices"]
+    assert submission_candidates(parse_params(r, source="p.yaml")) == (None, [])
 
 
 # --------------------------------------------------------------------------- config.datasets
