@@ -222,6 +222,16 @@ SECTION_RULES = [
     ("search_base_weighted", lambda r: _search_on_softmax(r, class_weight="balanced"),
      "select.searches.book.base: expected a variant without class_weight (a search's folds "
      "train the unweighted loss), found 'softmax'"),
+    ("search_override_weighted", lambda r: (
+        _search_on_softmax(r), r["select"]["searches"]["book"].update(
+            overrides={"class_weight": "balanced"})),
+     "select.searches.book.overrides.class_weight: expected no class_weight (a search's folds "
+     "train the unweighted loss), found 'balanced'"),
+    ("search_grid_weighted", lambda r: (
+        _search_on_softmax(r), r["select"]["searches"]["book"]["grid"].update(
+            class_weight=[None, "balanced"])),
+     "select.searches.book.grid.class_weight: expected no class_weight (a search's folds "
+     "train the unweighted loss), found 'balanced'"),
     ("search_grid", lambda r: r["select"]["searches"]["book"].update(
         grid={"optimizer.lr": [0.1, -1.0]}),
      "select.searches.book.grid: expected settings that make a valid variant (optimizer.lr: "
@@ -313,6 +323,8 @@ SECTION_ALLOWED = [
         r["train"]["linreg"].update(kfold=3), r["train"]["linreg_scratch"].update(kfold=3),
         r["report"]["compare"].append(["linreg", "linreg_scratch"]))),
     ("search_base_unweighted", lambda r: _search_on_softmax(r)),
+    ("search_grid_unweighted", lambda r: (_search_on_softmax(r), r["select"]["searches"]["book"][
+        "grid"].update(class_weight=[None]))),
     ("rare_recall_on_imbalanced_digits", lambda r: r["report"]["contrasts"][0].update(
         a="softmax_rare", b="softmax_rare_weighted", measure="rare_recall")),
     ("registry_of_one_dataset", lambda r: r["tracking"]["registry"].update(

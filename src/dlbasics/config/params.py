@@ -121,7 +121,14 @@ class Params(Strict):
                 raise KeyProblem(("select", "searches", sname, "base"),
                                   "a variant without class_weight (a search's folds train the "
                                   "unweighted loss)", search.base)
-            grid_variants(self, sname)  # every configuration must be a valid variant
+            # Every configuration must be a valid variant, and none weighted by an override or
+            # an axis either: the folds would train unweighted and the refit weighted.
+            for values, spec in grid_variants(self, sname):
+                if spec.class_weight is not None:
+                    where = "grid" if "class_weight" in values else "overrides"
+                    raise KeyProblem(("select", "searches", sname, where, "class_weight"),
+                                      "no class_weight (a search's folds train the unweighted "
+                                      "loss)", spec.class_weight)
 
     def _check_lessons(self) -> None:
         """Each lesson that trains on data names a classification dataset under data."""
