@@ -79,7 +79,7 @@ MODULES = (
     Module("gridsearch", "src/dlbasics/search/gridsearch.py",
            _fns("_arch_key", "_batchable", "_Folds.*", "_Sequential.*", "_Batched.*", "_run",
                 "_record", "_unique_settings", "_jobs"),
-           ("tests/test_selection.py",)),
+           ("tests/test_gridsearch.py",)),
     Module("compare", "src/dlbasics/report/compare.py",
            _fns("Tolerance.*", "_is_number", "relative_difference", "_is_nan", "MetricChange.*",
                 "MetricsDiff.*", "diff_metrics", "parse_metrics", "_shape", "summary_line"),
