@@ -75,7 +75,7 @@ MODULES = (
     # describe() is the configuration in words for the report: it decides nothing.
     Module("selection", "src/dlbasics/search/selection.py",
            _fns("fold_indices", "primary_score", "cross_validate", "n_parameters"),
-           ("tests/test_selection.py",)),
+           ("tests/test_cross_validation.py", "tests/test_gridsearch.py")),
     Module("gridsearch", "src/dlbasics/search/gridsearch.py",
            _fns("_arch_key", "_batchable", "_Folds.*", "_Sequential.*", "_Batched.*", "_run",
                 "_record", "_unique_settings", "_jobs"),
