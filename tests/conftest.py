@@ -225,9 +225,32 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
 
 
+def _fastest_first_under_mutmut(items) -> None:
+    """Under make mutate (mutmut's worker names its mutant in MUTANT_UNDER_TEST and runs the
+    tests that call the mutated function with -x, in no set order), the tests run fastest first
+    by the durations mutmut measured (mutmut-stats.json in its working directory), each file's
+    tests kept together: a killed mutant stops at its first failing test sooner. The same tests
+    run, so a mutant's verdict is the same."""
+    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        return
+    import json
+
+    try:
+        took = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
+    except (OSError, ValueError, KeyError):
+        return
+    by_file: dict[str, float] = {}
+    for item in items:
+        f = item.nodeid.split("::")[0]
+        by_file[f] = min(by_file.get(f, float("inf")), took.get(item.nodeid, 0.0))
+    items.sort(key=lambda item: (by_file[item.nodeid.split("::")[0]], item.nodeid.split("::")[0],
+                                 took.get(item.nodeid, 0.0)))
+
+
 def pytest_collection_modifyitems(config, items):
     """@pytest.mark.gpu tests run where CUDA is available; elsewhere they are skipped, with the
-    reason in `-ra`'s summary (never silently deselected)."""
+    reason in `-ra`'s summary (never silently deselected). Under make mutate, fastest first."""
+    _fastest_first_under_mutmut(items)
     gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu:
         return
