@@ -174,3 +174,37 @@ def test_changed_takes_no_module_names(mutate, capsys):
     assert mutate.main(["--changed", "io"]) == 2
     assert "--changed picks its own modules" in capsys.readouterr().err
     assert mutate.main(["nosuchmodule"]) == 2
+
+
+def test_under_mutmut_the_tests_run_fastest_first_each_file_together(tmp_path, monkeypatch):
+    """conftest's ordering: only in a mutmut worker (a mutant named in MUTANT_UNDER_TEST), by the
+    durations in mutmut-stats.json, files by their fastest test; the same items, none lost."""
+    from types import SimpleNamespace
+
+    from conftest import _fastest_first_under_mutmut
+
+    took = {"a.py::slow": 3.0, "a.py::fast": 0.1, "b.py::mid": 0.5, "b.py::slower": 2.0,
+            "c.py::x": 0.01}
+    (tmp_path / "mutmut-stats.json").write_text(json.dumps({"duration_by_test": took}))
+    monkeypatch.chdir(tmp_path)
+
+    def items():
+        return [SimpleNamespace(nodeid=n) for n in
+                ("a.py::slow", "b.py::slower", "a.py::fast", "b.py::mid", "c.py::x", "c.py::new")]
+
+    order = items()
+    monkeypatch.delenv("MUTANT_UNDER_TEST", raising=False)
+    _fastest_first_under_mutmut(order)
+    assert [i.nodeid for i in order] == [i.nodeid for i in items()]  # not under mutmut
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "stats")  # mutmut's own runs: as collected
+    _fastest_first_under_mutmut(order)
+    assert [i.nodeid for i in order] == [i.nodeid for i in items()]
+    monkeypatch.setenv("MUTANT_UNDER_TEST", "dlbasics.io.x_f__mutmut_3")
+    _fastest_first_under_mutmut(order)
+    # c's fastest is 0 (a test mutmut never timed counts as 0), then a (0.1), then b (0.5).
+    assert [i.nodeid for i in order] == ["c.py::new", "c.py::x", "a.py::fast", "a.py::slow",
+                                         "b.py::mid", "b.py::slower"]
+    (tmp_path / "mutmut-stats.json").unlink()  # no stats: left as collected
+    order = items()
+    _fastest_first_under_mutmut(order)
+    assert [i.nodeid for i in order] == [i.nodeid for i in items()]
