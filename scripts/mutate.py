@@ -450,14 +450,18 @@ def record_figures(held: list[dict]) -> None:
     save_figures(figures)
 
 
+def stale(figures: dict, equivalents) -> list[Module]:
+    """The modules whose figure is missing or no longer matches what it depends on."""
+    return [m for m in MODULES if figures.get(m.name, {}).get("digest") != digest(m, equivalents)]
+
+
 def ci_plan(figures: dict, equivalents, budget_s: float) -> tuple[list[Module], list[str]]:
     """(modules to run, problems): changed modules cheapest first while they fit the budget."""
     unrecorded = [m.name for m in MODULES if m.name not in figures]
     if unrecorded:
         print(f"mutate: no recorded figure for {', '.join(unrecorded)}: not run here (its time is "
               f"unknown); run make mutate")
-    changed = [m for m in MODULES if m.name in figures
-               and figures[m.name].get("digest") != digest(m, equivalents)]
+    changed = [m for m in stale(figures, equivalents) if m.name in figures]
     cost = {m.name: figures.get(m.name, {}).get("seconds", math.inf) for m in MODULES}
     plan, problems, spent = [], [], 0.0
     for m in sorted(changed, key=lambda m: cost[m.name]):
@@ -512,8 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ci:
         plan, problems = ci_plan(figures, equivalents, args.budget_s)
     elif args.changed:
-        plan = [m for m in MODULES if figures.get(m.name, {}).get("digest")
-                != digest(m, equivalents)]
+        plan = stale(figures, equivalents)
         print(f"mutate: changed since their recorded figures: "
               f"{' '.join(m.name for m in plan) or 'none'}")
     else:
