@@ -239,11 +239,14 @@ def _fastest_first_under_mutmut(items) -> None:
         took = json.loads(Path("mutmut-stats.json").read_text())["duration_by_test"]
     except (OSError, ValueError, KeyError):
         return
-    by_file: dict[str, float] = {}
+    def file_of(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    fastest: dict[str, float] = {}
     for item in items:
-        f = item.nodeid.split("::")[0]
-        by_file[f] = min(by_file.get(f, float("inf")), took.get(item.nodeid, 0.0))
-    items.sort(key=lambda item: (by_file[item.nodeid.split("::")[0]], item.nodeid.split("::")[0],
+        fastest[file_of(item)] = min(fastest.get(file_of(item), float("inf")),
+                                     took.get(item.nodeid, 0.0))
+    items.sort(key=lambda item: (fastest[file_of(item)], file_of(item),
                                  took.get(item.nodeid, 0.0)))
 
 
